@@ -1,0 +1,53 @@
+"""Wires adapters to the application. Nothing connects at import time; everything happens here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from adapters.embedded import start_embedded_postgres
+from adapters.postgres.ledger_store import PostgresLedger
+from adapters.postgres.migrate import APP_ROLE, migrate
+from api.settings import Settings
+
+
+def app_url_for(admin_url: str, password: str | None = None) -> str:
+    """The same server and database, as the least-privileged application role."""
+    params = conninfo_to_dict(admin_url)
+    params["user"] = APP_ROLE
+    params.pop("password", None)
+    if password:
+        params["password"] = password
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@dataclass
+class Database:
+    admin_url: str
+    app_url: str
+
+
+def prepare_database(settings: Settings) -> Database:
+    """Start the embedded server if none is configured, apply migrations, create the ledger."""
+    admin_url = settings.database_url or start_embedded_postgres(settings.data_dir)
+    migrate(admin_url, settings.app_db_password)
+    app_url = settings.app_database_url or app_url_for(admin_url, settings.app_db_password)
+    PostgresLedger.create(admin_url, settings.ledger_hash)
+    return Database(admin_url, app_url)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    database: Database
+    ledger: PostgresLedger
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def bootstrap(settings: Settings | None = None) -> Container:
+    settings = settings or Settings()
+    database = prepare_database(settings)
+    return Container(settings, database, PostgresLedger(database.app_url))

@@ -1,0 +1,111 @@
+"""Ports: what the application needs from the outside world, as small abstract classes."""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+
+from domain.checkpoint import Checkpoint
+from domain.entry import Genesis
+from domain.ledger import NewEvent, Receipt, RecordedEvent
+from domain.verify import TreeHead
+
+
+class Ledger(abc.ABC):
+    """The append-only, hash-chained event log."""
+
+    @abc.abstractmethod
+    def append(
+        self, events: Sequence[NewEvent], expected_versions: Mapping[str, int | None] | None = None
+    ) -> list[Receipt]:
+        """Append atomically; expected_versions maps a stream to its current version (0 = new stream)."""
+
+    @abc.abstractmethod
+    async def append_async(
+        self, events: Sequence[NewEvent], expected_versions: Mapping[str, int | None] | None = None
+    ) -> list[Receipt]:
+        """The same as append, awaited from an event loop."""
+
+    @abc.abstractmethod
+    def genesis(self) -> Genesis:
+        """The ledger's identity and hash algorithm."""
+
+    @abc.abstractmethod
+    def head(self) -> TreeHead:
+        """The latest committed tree head."""
+
+    @abc.abstractmethod
+    def read(self, from_position: int = 1, limit: int = 1000, tenant_id: str | None = None) -> list[RecordedEvent]:
+        """Entries from a position on, in order."""
+
+    @abc.abstractmethod
+    def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        """One stream's entries in version order."""
+
+    @abc.abstractmethod
+    def find(self, event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        """Entries by event id."""
+
+    @abc.abstractmethod
+    def inclusion_proof(self, position: int, tree_size: int) -> list[bytes]:
+        """Audit path of the entry at `position` in the tree of `tree_size` leaves."""
+
+    @abc.abstractmethod
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """Proof that the tree of size1 is a prefix of the tree of size2."""
+
+    @abc.abstractmethod
+    def root_at(self, tree_size: int) -> bytes:
+        """Merkle root of the first `tree_size` entries."""
+
+    @abc.abstractmethod
+    def iter_entries(self, from_position: int = 1, to_position: int | None = None) -> Iterator[RecordedEvent]:
+        """Stream entries in position order without holding them all in memory."""
+
+
+class SigningKeyHandle(abc.ABC):
+    """A private key the application may use but never see."""
+
+    key_id: str
+    public_key: bytes
+
+    @abc.abstractmethod
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519 signature of message."""
+
+
+class SigningKeyStore(abc.ABC):
+    """Where signing keys live: outside the ledger tables."""
+
+    @abc.abstractmethod
+    def current(self) -> SigningKeyHandle | None:
+        """The active key, if any."""
+
+    @abc.abstractmethod
+    def generate(self) -> SigningKeyHandle:
+        """Create a new key and make it the active one."""
+
+
+class CheckpointStore(abc.ABC):
+    """Published public keys and signed checkpoints."""
+
+    @abc.abstractmethod
+    def publish_key(self, key_id: str, public_key: bytes) -> None:
+        """Make a public key available to verifiers."""
+
+    @abc.abstractmethod
+    def public_keys(self) -> dict[str, bytes]:
+        """Every published public key by key id."""
+
+    @abc.abstractmethod
+    def add(self, checkpoint: Checkpoint) -> None:
+        """Record a signed checkpoint."""
+
+    @abc.abstractmethod
+    def latest(self) -> Checkpoint | None:
+        """The checkpoint with the largest tree size."""
+
+    @abc.abstractmethod
+    def list(self, limit: int = 100, at_most_size: int | None = None) -> list[Checkpoint]:
+        """Checkpoints, largest tree first."""
