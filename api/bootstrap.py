@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from adapters.embedded import start_embedded_postgres
+from adapters.keystore import FileKeyStore
+from adapters.postgres.checkpoint_store import PostgresCheckpointStore
 from adapters.postgres.ledger_store import PostgresLedger
 from adapters.postgres.migrate import APP_ROLE, migrate
 from api.settings import Settings
+from application.signer import CheckpointSigner
 
 
 def app_url_for(admin_url: str, password: str | None = None) -> str:
@@ -42,6 +45,8 @@ class Container:
     settings: Settings
     database: Database
     ledger: PostgresLedger
+    checkpoints: PostgresCheckpointStore
+    signer: CheckpointSigner
 
     def close(self) -> None:
         self.ledger.close()
@@ -50,4 +55,7 @@ class Container:
 def bootstrap(settings: Settings | None = None) -> Container:
     settings = settings or Settings()
     database = prepare_database(settings)
-    return Container(settings, database, PostgresLedger(database.app_url))
+    ledger = PostgresLedger(database.app_url)
+    checkpoints = PostgresCheckpointStore(database.app_url)
+    signer = CheckpointSigner(ledger, FileKeyStore(settings.key_dir), checkpoints)
+    return Container(settings, database, ledger, checkpoints, signer)
