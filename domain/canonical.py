@@ -21,9 +21,12 @@ class NotCanonicalisable(ValueError):
 
 def canonical_json(value: Any) -> bytes:
     """The RFC 8785 bytes of a JSON value built from dict, list, str, int, float, bool and None."""
-    if _orjson_agrees(value):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    return _reference(value).encode("utf-8")
+    try:
+        if _orjson_agrees(value):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        return _reference(value).encode("utf-8")
+    except (UnicodeEncodeError, orjson.JSONEncodeError) as exc:
+        raise NotCanonicalisable(f"text that is not valid Unicode (lone surrogate?): {exc}") from None
 
 
 def _orjson_agrees(value: Any) -> bool:
@@ -102,8 +105,6 @@ def _number(value: float) -> str:
         raise NotCanonicalisable(f"{value} has no JSON representation")
     if value == 0:
         return "0"
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
     sign = "-" if value < 0 else ""
     digits, exponent = _shortest_digits(abs(value))
     # n is the position of the decimal point relative to the digit string (ECMA-262 7.1.12.1).
