@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from adapters.embedded import start_embedded_postgres
+from adapters.embedded import start_embedded_nats, start_embedded_postgres
 from adapters.keystore import FileKeyStore
 from adapters.postgres.checkpoint_store import PostgresCheckpointStore
 from adapters.postgres.ledger_store import PostgresLedger
@@ -48,8 +49,14 @@ class Container:
     checkpoints: PostgresCheckpointStore
     signer: CheckpointSigner
 
+    nats_process: subprocess.Popen[bytes] | None = None
+    nats_url: str | None = None
+
     def close(self) -> None:
         self.ledger.close()
+        if self.nats_process is not None:
+            self.nats_process.terminate()
+            self.nats_process.wait(timeout=10)
 
 
 def bootstrap(settings: Settings | None = None) -> Container:
@@ -59,3 +66,13 @@ def bootstrap(settings: Settings | None = None) -> Container:
     checkpoints = PostgresCheckpointStore(database.app_url)
     signer = CheckpointSigner(ledger, FileKeyStore(settings.key_dir), checkpoints)
     return Container(settings, database, ledger, checkpoints, signer)
+
+
+def nats_url_for(container: Container) -> str:
+    """The configured NATS, or an embedded nats-server started now and stopped with the container."""
+    if container.nats_url is None:
+        if container.settings.nats_url:
+            container.nats_url = container.settings.nats_url
+        else:
+            container.nats_process, container.nats_url = start_embedded_nats(container.settings.data_dir)
+    return container.nats_url

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     )
     app_db_password: str | None = Field(default=None, description="Password given to role nexus_app, if any")
     nats_url: str | None = Field(default=None, description="External NATS; unset = embedded nats-server")
+    nats_stream: str = Field(default="NEXUS_EVENTS", description="JetStream stream carrying the ledger")
+    nats_subject_prefix: str = Field(default="nexus.events", description="Subjects: <prefix>.<tenant>.<category>.<Type>")
     data_dir: Path = Field(default=Path(".nexus"), description="Embedded servers' data, signing keys")
     ledger_hash: Literal["blake3", "sha256"] = Field(default="blake3", description="Hash of a NEW ledger")
     host: str = "127.0.0.1"

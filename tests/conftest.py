@@ -85,3 +85,28 @@ def database(server_url: str, template_db: str) -> Iterator[TestDatabase]:
 def ledger(database: TestDatabase) -> Iterator[PostgresLedger]:
     with PostgresLedger(database.app_url) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """The system NATS when NEXUS_NATS_URL is set (CI pass 2), else an embedded nats-server with JetStream."""
+    external = os.environ.get("NEXUS_NATS_URL")
+    if external:
+        yield external
+        return
+    from adapters.embedded import start_embedded_nats
+
+    folder = Path(tempfile.mkdtemp(prefix="nexus-test-nats-"))
+    process, url = start_embedded_nats(folder)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def stream_names():
+    """A stream and subject prefix of this test's own, so tests sharing one NATS server never meet."""
+    from adapters.nats.relay import StreamNames
+
+    suffix = uuid.uuid4().hex[:8]
+    return StreamNames(stream=f"NEXUS_EVENTS_T{suffix}", subject_prefix=f"t{suffix}.nexus.events")

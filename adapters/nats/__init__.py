@@ -1,0 +1,1 @@
+"""NATS JetStream: the relay that publishes the ledger, and consumers that feed projections."""

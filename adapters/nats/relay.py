@@ -1,0 +1,134 @@
+"""The relay: the ledger is the outbox; every position goes to JetStream once, in order.
+
+Stream sequence == ledger position. Each message is published with Nats-Msg-Id = event id (a
+duplicate is acknowledged as such) and Nats-Expected-Last-Sequence = position - 1, so the server
+itself refuses a gap or a reordering. On start, and after any refusal, the relay asks the stream
+for its last sequence and resumes at the next position: a relay killed anywhere loses and doubles
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, NotFoundError
+
+from adapters.nats import codec
+from application.ports import Ledger
+
+log = logging.getLogger(__name__)
+
+WRONG_LAST_SEQUENCE = 10071
+
+
+class StreamBelongsToAnotherLedger(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StreamNames:
+    stream: str = "NEXUS_EVENTS"
+    subject_prefix: str = "nexus.events"
+
+
+async def ensure_stream(js: JetStreamContext, names: StreamNames, ledger_id: str) -> int:
+    """Create the stream if absent; returns its last sequence. Refuses a stream of another ledger."""
+    description = f"NexusAI ledger {ledger_id}"
+    try:
+        info = await js.stream_info(names.stream)
+    except NotFoundError:
+        info = await js.add_stream(
+            StreamConfig(
+                name=names.stream,
+                description=description,
+                subjects=[f"{names.subject_prefix}.>"],
+                storage=StorageType.FILE,
+                retention=RetentionPolicy.LIMITS,
+                discard=DiscardPolicy.OLD,
+                deny_delete=True,
+                deny_purge=True,
+                duplicate_window=120.0,
+            )
+        )
+    if info.config.description != description:
+        raise StreamBelongsToAnotherLedger(
+            f"stream {names.stream} carries {info.config.description!r}, this is ledger {ledger_id}"
+        )
+    return info.state.last_seq
+
+
+class Relay:
+    def __init__(
+        self,
+        ledger: Ledger,
+        js: JetStreamContext,
+        names: StreamNames = StreamNames(),
+        batch: int = 2000,
+        poll_interval: float = 0.005,
+    ) -> None:
+        self._ledger = ledger
+        self._js = js
+        self._names = names
+        self._batch = batch
+        self._poll = poll_interval
+        self._ledger_id = ledger.genesis().ledger_id
+        self.next_position = 1
+        self.published = 0
+        self.ack_timeout = 10.0
+
+    async def start(self) -> None:
+        self.next_position = await ensure_stream(self._js, self._names, self._ledger_id) + 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        while not stop.is_set():
+            try:
+                sent = await self.step()
+            except Exception as exc:  # NATS or Postgres away: back off, then re-sync from the stream
+                log.warning("relay paused: %s", exc)
+                await asyncio.sleep(0.5)
+                try:
+                    await self.start()
+                except Exception as again:
+                    log.warning("relay cannot re-sync yet: %s", again)
+                continue
+            if sent == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), self._poll)
+                except TimeoutError:
+                    pass
+
+    async def step(self) -> int:
+        """Publish the next batch of the ledger tail; returns how many were newly stored."""
+        events = await asyncio.to_thread(self._ledger.read, self.next_position, self._batch)
+        if not events:
+            return 0
+        acks = []
+        for event in events:
+            body, headers = codec.encode(self._ledger_id, event)
+            acks.append(
+                await self._js.publish_async(
+                    codec.subject_for(self._names.subject_prefix, event), body, headers=headers
+                )
+            )
+        # Bounded: while NATS is away, nats-py buffers publishes and their acks never come.
+        results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), self.ack_timeout)
+        stored = 0
+        for event, result in zip(events, results, strict=True):
+            if isinstance(result, APIError) and result.err_code == WRONG_LAST_SEQUENCE:
+                # Someone (an earlier life of this relay, or a second relay) got further: re-sync.
+                self.next_position = (await self._js.stream_info(self._names.stream)).state.last_seq + 1
+                return stored
+            if isinstance(result, BaseException):
+                raise result
+            if result.seq != event.position:
+                raise RuntimeError(f"stream sequence {result.seq} != ledger position {event.position}")
+            if not result.duplicate:
+                stored += 1
+            self.next_position = event.position + 1
+        self.published += stored
+        return len(events)
