@@ -21,12 +21,9 @@ H_EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
 H_POSITION = "Nexus-Position"
 H_EVENT_ID = "Nexus-Event-Id"
 H_TENANT = "Nexus-Tenant"
-H_TYPE = "Nexus-Type"
-H_STREAM = "Nexus-Stream"
 H_PREV_HASH = "Nexus-Prev-Hash"
 H_ENTRY_HASH = "Nexus-Entry-Hash"
 H_CHAIN_HASH = "Nexus-Chain-Hash"
-H_LEDGER = "Nexus-Ledger"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -65,12 +62,9 @@ def encode(ledger_id: str, event: RecordedEvent) -> tuple[bytes, dict[str, str]]
         H_POSITION: str(event.position),
         H_EVENT_ID: str(event.event_id),
         H_TENANT: event.tenant_id,
-        H_TYPE: event.type,
-        H_STREAM: event.stream_id,
         H_PREV_HASH: event.prev_hash.hex(),
         H_ENTRY_HASH: event.entry_hash.hex(),
         H_CHAIN_HASH: event.chain_hash.hex(),
-        H_LEDGER: ledger_id,
     }
     return body, headers
 

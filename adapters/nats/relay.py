@@ -72,6 +72,7 @@ class Relay:
     ) -> None:
         self._ledger = ledger
         self._js = js
+        self._nc = js._nc  # the same connection, for publishes that need no ack of their own
         self._names = names
         self._batch = batch
         self._poll = poll_interval
@@ -103,32 +104,35 @@ class Relay:
                     pass
 
     async def step(self) -> int:
-        """Publish the next batch of the ledger tail; returns how many were newly stored."""
+        """Publish the next batch of the ledger tail; returns how many positions it advanced.
+
+        Every message but the last goes out without asking for an ack; the last one asks. Because
+        each message carries Nats-Expected-Last-Sequence, the server stores message k only if k-1 is
+        stored, so an ack for the last message proves the whole batch landed in order (a duplicate
+        counts: that position was stored by an earlier attempt). Any refusal means: re-sync.
+        """
         events = await asyncio.to_thread(self._ledger.read, self.next_position, self._batch)
         if not events:
             return 0
-        acks = []
-        for event in events:
+        nc = self._nc
+        prefix = self._names.subject_prefix
+        for event in events[:-1]:
             body, headers = codec.encode(self._ledger_id, event)
-            acks.append(
-                await self._js.publish_async(
-                    codec.subject_for(self._names.subject_prefix, event), body, headers=headers
-                )
-            )
-        # Bounded: while NATS is away, nats-py buffers publishes and their acks never come.
-        results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), self.ack_timeout)
-        stored = 0
-        for event, result in zip(events, results, strict=True):
-            if isinstance(result, APIError) and result.err_code == WRONG_LAST_SEQUENCE:
-                # Someone (an earlier life of this relay, or a second relay) got further: re-sync.
-                self.next_position = (await self._js.stream_info(self._names.stream)).state.last_seq + 1
-                return stored
-            if isinstance(result, BaseException):
-                raise result
-            if result.seq != event.position:
-                raise RuntimeError(f"stream sequence {result.seq} != ledger position {event.position}")
-            if not result.duplicate:
-                stored += 1
-            self.next_position = event.position + 1
-        self.published += stored
-        return len(events)
+            await nc.publish(codec.subject_for(prefix, event), body, headers=headers)
+        last = events[-1]
+        body, headers = codec.encode(self._ledger_id, last)
+        try:
+            ack = await self._js.publish(codec.subject_for(prefix, last), body, timeout=self.ack_timeout, headers=headers)
+        except APIError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            # Part of the batch did not land (or someone else got further): continue from the stream.
+            before = self.next_position
+            self.next_position = (await self._js.stream_info(self._names.stream)).state.last_seq + 1
+            return self.next_position - before
+        if ack.seq != last.position:
+            raise RuntimeError(f"stream sequence {ack.seq} != ledger position {last.position}")
+        advanced = last.position + 1 - self.next_position
+        self.next_position = last.position + 1
+        self.published += advanced
+        return advanced
