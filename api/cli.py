@@ -10,11 +10,14 @@ from rich.console import Console
 
 from api.cli_audit import audit_app
 from api.cli_ledger import ledger_app
+from api.cli_projections import projections_app, replay
 from api.cli_workers import relay
 
 app = typer.Typer(help="NexusAI: an LLM gateway with a ledger it can prove.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(audit_app, name="audit")
+app.add_typer(projections_app, name="projections")
+app.command("replay")(replay)
 app.command("relay")(relay)
 console = Console()
 
