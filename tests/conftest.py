@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from adapters.postgres.ledger_store import PostgresLedger
-from adapters.postgres.migrate import migrate
+from adapters.postgres.migrate import grant_database_privileges, migrate
 from api.bootstrap import app_url_for
 
 
@@ -65,6 +65,8 @@ def make_database(server_url: str, template: str, hash_alg: str = "blake3") -> T
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
     admin = _with_dbname(server_url, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        grant_database_privileges(conn)
     PostgresLedger.create(admin, hash_alg)
     return TestDatabase(admin, app_url_for(admin), name)
 

@@ -34,8 +34,13 @@ def ensure_app_role(conn: psycopg.Connection, password: str | None) -> None:
             pass  # created concurrently by another start-up; roles are cluster-wide
     if password:
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(APP_ROLE), sql.Literal(password)))
+    grant_database_privileges(conn)
+
+
+def grant_database_privileges(conn: psycopg.Connection) -> None:
+    """CONNECT, and CREATE for the read-model schemas. Per database: a TEMPLATE clone does not copy them."""
     conn.execute(
-        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+        sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(
             sql.Identifier(conn.info.dbname), sql.Identifier(APP_ROLE)
         )
     )

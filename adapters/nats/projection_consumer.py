@@ -1,0 +1,106 @@
+"""Feeds one projection from a durable JetStream consumer, catching up from the ledger when needed.
+
+The read model's checkpoint (written with the view update) is the truth; the consumer only
+delivers. On start, and whenever a gap shows up, the projection first catches up from the ledger
+in PostgreSQL (fast, and the stream may no longer hold old positions), then the durable consumer is
+recreated at checkpoint + 1. Messages are acknowledged (AckAll: the last of a batch) only after the
+batch's transaction committed, so a kill between commit and ack causes a redelivery that the
+checkpoint skips. A handler error stops the projection loudly (the store records it) until resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from adapters.nats import codec
+from adapters.nats.relay import StreamNames
+from application.ports import Ledger
+from projections.base import Projection
+from projections.store import ProjectionFailed, ProjectionGap, ProjectionStopped, ProjectionStore
+
+log = logging.getLogger(__name__)
+
+
+class ProjectionConsumer:
+    def __init__(
+        self,
+        projection: Projection[Any],
+        store: ProjectionStore,
+        ledger: Ledger,
+        js: JetStreamContext,
+        names: StreamNames = StreamNames(),
+        batch: int = 1000,
+    ) -> None:
+        self.projection = projection
+        self._store = store
+        self._ledger = ledger
+        self._js = js
+        self._names = names
+        self._batch = batch
+        self.durable = f"nexus_proj_{projection.name}"
+        self.checkpoint = 0
+
+    async def resync(self) -> None:
+        """Catch up from the ledger, then point the durable consumer at checkpoint + 1."""
+        self.checkpoint = await asyncio.to_thread(self._store.catch_up_from_ledger, self.projection, self._ledger)
+        try:
+            await self._js.delete_consumer(self._names.stream, self.durable)
+        except NotFoundError:
+            pass
+        await self._js.add_consumer(
+            self._names.stream,
+            ConsumerConfig(
+                durable_name=self.durable,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self.checkpoint + 1,
+                ack_policy=AckPolicy.ALL,
+                ack_wait=30.0,
+                max_ack_pending=100_000,
+                filter_subject=f"{self._names.subject_prefix}.>",
+            ),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._follow(stop)
+            except ProjectionGap as gap:
+                log.warning("projection %s: %s; catching up from the ledger", self.projection.name, gap)
+            except (ProjectionFailed, ProjectionStopped) as exc:
+                log.error("projection %s stopped: %s", self.projection.name, exc)
+                await self._wait_until_resumed(stop)
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        await self.resync()
+        sub = await self._js.pull_subscribe_bind(self.durable, self._names.stream)
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await sub.fetch(self._batch, timeout=0.5)
+                except nats.errors.TimeoutError:
+                    continue
+                events = [codec.decode(m.data, dict(m.headers or {})) for m in messages]
+                self.checkpoint = await asyncio.to_thread(self._store.apply, self.projection, events)
+                await messages[-1].ack()  # AckAll: only after the view update and checkpoint committed
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the connection may already be gone; nothing to clean up then
+                pass
+
+    async def _wait_until_resumed(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            status = await asyncio.to_thread(self._store.status, [self.projection])
+            if not status[0].stopped:
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass

@@ -1,0 +1,154 @@
+"""Projections fed from JetStream: exactly-once effects across redelivery, gaps and kills."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from adapters.nats.connect import connect
+from adapters.nats.projection_consumer import ProjectionConsumer
+from adapters.nats.relay import Relay
+from domain.ledger import NewEvent
+from projections.store import ProjectionStore
+from tests.integration.counting_projection import Counting, expected_from_ledger
+from tests.integration.test_relay import _relay_until_caught_up
+
+
+def _append(ledger, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        tenant = "acme" if i % 3 else "globex"
+        kind = "InferenceCompleted" if i % 2 else "UserInvited"
+        ledger.append([NewEvent(f"inference-{i}", kind, {"i": i}, tenant_id=tenant)])
+
+
+def _report(store: ProjectionStore, projection) -> list[dict]:
+    with store.reading(projection.name) as conn:
+        return projection.report(conn)
+
+
+async def _consume_until(consumer: ProjectionConsumer, position: int, timeout: float = 30.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    deadline = time.monotonic() + timeout
+    while consumer.checkpoint < position:
+        if task.done():
+            task.result()
+        assert time.monotonic() < deadline, f"consumer stuck at {consumer.checkpoint} < {position}"
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+
+
+@pytest.fixture
+def store(database):
+    with ProjectionStore(database.app_url) as opened:
+        yield opened
+
+
+def test_live_events_reach_the_read_model_exactly_once(ledger, store, nats_url, stream_names):
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        stop = asyncio.Event()
+        relay = Relay(ledger, js, stream_names)
+        relaying = asyncio.create_task(relay.run(stop))
+        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, batch=7)
+        consuming = asyncio.create_task(consumer.run(stop))
+        await asyncio.to_thread(_append, ledger, 150)
+        deadline = time.monotonic() + 30
+        while consumer.checkpoint < ledger.head().size:
+            for task in (relaying, consuming):
+                if task.done():
+                    task.result()  # a crashed worker fails the test with its own error
+            assert time.monotonic() < deadline, f"consumer stuck at {consumer.checkpoint}"
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.gather(relaying, consuming)
+        await nc.close()
+
+    asyncio.run(scenario())
+    assert _report(store, Counting()) == expected_from_ledger(ledger)
+
+
+def test_a_batch_committed_but_never_acked_is_redelivered_and_skipped(ledger, store, nats_url, stream_names):
+    """The crash window between view update and ack: the redelivery must change nothing."""
+    _append(ledger, 40)
+    asyncio.run(_relay_until_caught_up(ledger, nats_url, stream_names))
+
+    async def commit_without_ack():
+        nc = await connect(nats_url, "test")
+        consumer = ProjectionConsumer(Counting(), store, ledger, nc.jetstream(), stream_names)
+        await consumer.resync()  # catches up from the ledger: checkpoint 40, consumer at 41
+        await nc.close()
+
+    asyncio.run(commit_without_ack())
+    assert store.checkpoint("counting_test") == 40
+    # Rewind the consumer as if the last acks had been lost: it redelivers 1..40.
+    async def redeliver_everything():
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names)
+        await js.delete_consumer(stream_names.stream, consumer.durable)
+        await js.add_consumer(stream_names.stream, ConsumerConfig(
+            durable_name=consumer.durable, deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.ALL,
+            filter_subject=f"{stream_names.subject_prefix}.>"))
+        sub = await js.pull_subscribe_bind(consumer.durable, stream_names.stream)
+        messages = await sub.fetch(40, timeout=5)
+        from adapters.nats import codec
+
+        checkpoint = store.apply(Counting(), [codec.decode(m.data, dict(m.headers)) for m in messages])
+        await nc.close()
+        return checkpoint
+
+    assert asyncio.run(redeliver_everything()) == 40
+    assert _report(store, Counting()) == expected_from_ledger(ledger)
+
+
+def test_a_consumer_starting_late_catches_up_from_the_ledger_then_follows_nats(ledger, store, nats_url, stream_names):
+    _append(ledger, 60)
+    asyncio.run(_relay_until_caught_up(ledger, nats_url, stream_names))
+
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        consumer = ProjectionConsumer(Counting(), store, ledger, nc.jetstream(), stream_names)
+        await consumer.resync()
+        assert consumer.checkpoint == 60  # from PostgreSQL, not from the stream
+        await asyncio.to_thread(_append, ledger, 30, 60)
+        await _relay_until_caught_up(ledger, nats_url, stream_names)
+        await _consume_until(consumer, 90)
+        await nc.close()
+
+    asyncio.run(scenario())
+    assert _report(store, Counting()) == expected_from_ledger(ledger)
+
+
+def test_a_failing_handler_stops_the_projection_loudly_and_nothing_is_skipped(ledger, store, nats_url, stream_names):
+    class Fragile(Counting):
+        name = "counting_test"
+
+        def completed(self, batch, event, payload):
+            if payload.get("i") == 13:
+                raise ValueError("cannot count thirteen")
+            super().completed(batch, event, payload)
+
+    _append(ledger, 20)
+    asyncio.run(_relay_until_caught_up(ledger, nats_url, stream_names))
+
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        consumer = ProjectionConsumer(Fragile(), store, ledger, nc.jetstream(), stream_names)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await asyncio.sleep(1.5)
+        stop.set()
+        await task
+        await nc.close()
+
+    asyncio.run(scenario())
+    [status] = store.status([Counting()])
+    assert status.stopped and "thirteen" in (status.last_error or "")
+    assert status.checkpoint < 14  # never past the failing event
