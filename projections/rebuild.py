@@ -67,6 +67,7 @@ def rebuild(
     batch: int = 20000,
     on_progress: Progress | None = None,
     before_swap: Callable[[str], None] | None = None,
+    swap_tail: int = SWAP_TAIL,
 ) -> RebuildResult:
     """Build a fresh version of `projection` from the whole ledger and make it the active one."""
     started = time.perf_counter()
@@ -85,7 +86,7 @@ def rebuild(
                 store.create_model(conn, projection, schema, unlogged=True)
             log.info("rebuilding projection %s into %s", name, schema)
             try:
-                checkpoint = _fill(store, projection, schema, ledger, batch, on_progress)
+                checkpoint = _fill(store, projection, schema, ledger, batch, swap_tail, on_progress)
                 with store.engine.begin() as conn:
                     store.make_logged(conn, projection, schema)
                 if before_swap is not None:
@@ -109,13 +110,19 @@ def rebuild(
 
 
 def _fill(
-    store: ProjectionStore, projection: Projection[Any], schema: str, ledger: Ledger, batch: int, on_progress: Progress | None
+    store: ProjectionStore,
+    projection: Projection[Any],
+    schema: str,
+    ledger: Ledger,
+    batch: int,
+    swap_tail: int,
+    on_progress: Progress | None,
 ) -> int:
     """Catch the new version up while everything else carries on, until only a short tail is left."""
     checkpoint = 0
     while True:
         target = ledger.head().size
-        if target - checkpoint <= SWAP_TAIL:
+        if target - checkpoint <= swap_tail:
             return checkpoint
         progress = None if on_progress is None else (lambda done, target=target: on_progress(done, target))
         checkpoint = store.fill(projection, schema, ledger.iter_entries(checkpoint + 1, target), checkpoint, batch, progress)

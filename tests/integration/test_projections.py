@@ -7,20 +7,19 @@ import datetime as dt
 import math
 import random
 import time
-from typing import Any
 
 import pytest
 
 from application.signer import SIGNING_KEYS_STREAM
-from domain.ledger import NewEvent, RecordedEvent
+from domain.ledger import NewEvent
 from projections import audit_index, costs, usage
 from projections.audit_index import AuditIndex
-from projections.base import ProjectionFailed, ProjectionGap, ProjectionOutdated, ProjectionStopped, on
+from projections.base import ProjectionFailed, ProjectionGap, ProjectionOutdated, ProjectionStopped
 from projections.costs import Costs
 from projections.histogram import RATIO, bucket_of
-from projections.usage import Usage, UsageBatch
+from projections.usage import Usage
 from tests.integration import test_projections_support as support
-from tests.integration.test_projections_support import completed, failed, recorded, rows_of
+from tests.integration.test_projections_support import BrokenFlush, Poisoned, completed, failed, recorded, rows_of
 
 database, store = support.database, support.store  # fixtures
 
@@ -220,27 +219,6 @@ def test_events_that_skip_a_position_raise_a_gap_and_apply_nothing(ledger, store
         store.apply(USAGE, events[3:4] + events[5:])  # continues, then skips one: still nothing applied
     assert store.checkpoint("usage") == 3
     assert rows_of(store, USAGE) == before
-
-
-class Poisoned(Usage):
-    """The usage projection with a bug: one request id makes its handler raise."""
-
-    def __init__(self, poison: str) -> None:
-        self.poison = poison
-
-    @on("InferenceCompleted")
-    def completed(self, batch: UsageBatch, event: RecordedEvent, p: dict[str, Any]) -> None:
-        if p["request_id"] == self.poison:
-            raise ValueError("cannot handle this one")
-        super().completed(batch, event, p)
-
-
-class BrokenFlush(Usage):
-    """Writes its rows, then fails: the rows must not survive."""
-
-    def flush(self, conn: Any, batch: UsageBatch) -> None:
-        super().flush(conn, batch)
-        raise RuntimeError("disk on fire")
 
 
 def test_a_failing_handler_stops_the_projection_records_the_error_and_writes_nothing(ledger, store):

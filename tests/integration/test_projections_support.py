@@ -15,8 +15,9 @@ from sqlalchemy import select
 from domain.canonical import canonical_json
 from domain.inference import InferenceCompleted, InferenceFailed, inference_stream
 from domain.ledger import NewEvent, RecordedEvent
-from projections.base import Projection
+from projections.base import Projection, on
 from projections.store import ProjectionStore
+from projections.usage import Usage, UsageBatch
 
 if TYPE_CHECKING:
     from tests.conftest import TestDatabase
@@ -125,3 +126,24 @@ def schemas_named(store: ProjectionStore, prefix: str) -> list[str]:
                 "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %(p)s)", {"p": prefix}
             ).scalars()
         )
+
+
+class Poisoned(Usage):
+    """The usage projection with a bug: one request id makes its handler raise."""
+
+    def __init__(self, poison: str) -> None:
+        self.poison = poison
+
+    @on("InferenceCompleted")
+    def completed(self, batch: UsageBatch, event: RecordedEvent, p: dict[str, Any]) -> None:
+        if p["request_id"] == self.poison:
+            raise ValueError("cannot handle this one")
+        super().completed(batch, event, p)
+
+
+class BrokenFlush(Usage):
+    """Writes its rows, then fails: the rows must not survive."""
+
+    def flush(self, conn: Any, batch: UsageBatch) -> None:
+        super().flush(conn, batch)
+        raise RuntimeError("disk on fire")
