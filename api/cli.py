@@ -11,7 +11,7 @@ from rich.console import Console
 from api.cli_audit import audit_app
 from api.cli_ledger import ledger_app
 from api.cli_projections import projections_app, replay
-from api.cli_workers import relay
+from api.cli_workers import project, relay
 
 app = typer.Typer(help="NexusAI: an LLM gateway with a ledger it can prove.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
@@ -19,6 +19,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
 app.command("replay")(replay)
 app.command("relay")(relay)
+app.command("project")(project)
 console = Console()
 
 

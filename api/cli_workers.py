@@ -1,4 +1,4 @@
-"""`nexus relay`: the ledger -> JetStream relay as its own process (the at-scale deployment)."""
+"""`nexus relay` and `nexus project NAME`: the workers as their own processes (the at-scale deployment)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,38 @@ def relay() -> None:
     finally:
         container.close()
     typer.echo("relay stopped")
+
+
+def project(name: str = typer.Argument(..., help="A deployed projection (see `nexus projections status`)")) -> None:
+    """Feed one projection from JetStream (catching up from the ledger first); runs until stopped."""
+    from adapters.nats.projection_consumer import ProjectionConsumer
+    from api.bootstrap import bootstrap, nats_url_for
+    from projections.registry import by_name
+    from projections.store import ProjectionStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        projection = by_name(name)
+    except KeyError as exc:
+        typer.echo(str(exc.args[0]), err=True)
+        raise typer.Exit(2) from None
+    container = bootstrap()
+    settings = container.settings
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        nc = await connect(nats_url_for(container), f"nexus-projection-{name}")
+        try:
+            names = StreamNames(settings.nats_stream, settings.nats_subject_prefix)
+            with ProjectionStore(container.database.app_url) as store:
+                await ProjectionConsumer(projection, store, container.ledger, nc.jetstream(), names).run(stop)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        container.close()

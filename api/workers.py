@@ -68,4 +68,23 @@ def in_process_workers(container, nats_url: str) -> dict[str, Worker]:  # type: 
         finally:
             await nc.close()
 
-    return {"relay": relay}
+    from adapters.nats.projection_consumer import ProjectionConsumer
+    from projections.registry import DEPLOYED
+    from projections.store import ProjectionStore
+
+    store = ProjectionStore(container.database.app_url)
+    workers: dict[str, Worker] = {"relay": relay}
+
+    def consumer_for(projection):  # type: ignore[no-untyped-def]
+        async def consume(stop: asyncio.Event) -> None:
+            nc = await connect(nats_url, f"nexus-projection-{projection.name}")
+            try:
+                await ProjectionConsumer(projection, store, container.ledger, nc.jetstream(), names).run(stop)
+            finally:
+                await nc.close()
+
+        return consume
+
+    for projection in DEPLOYED:
+        workers[f"projection:{projection.name}"] = consumer_for(projection)
+    return workers
