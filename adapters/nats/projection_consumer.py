@@ -84,7 +84,10 @@ class ProjectionConsumer:
             while not stop.is_set():
                 try:
                     messages = await sub.fetch(self._batch, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when idle
+                    continue
+                if not messages:  # nats-py returns nothing while the connection is down
+                    await asyncio.sleep(0.1)
                     continue
                 events = [codec.decode(m.data, dict(m.headers or {})) for m in messages]
                 self.checkpoint = await asyncio.to_thread(self._store.apply, self.projection, events)
