@@ -46,6 +46,7 @@ class ProjectionConsumer:
         self._batch = batch
         self.durable = f"nexus_proj_{projection.name}"
         self.checkpoint = 0
+        self.fetch_timeout = 0.02
 
     async def resync(self) -> None:
         """Catch up from the ledger, then point the durable consumer at checkpoint + 1."""
@@ -83,7 +84,8 @@ class ProjectionConsumer:
         try:
             while not stop.is_set():
                 try:
-                    messages = await sub.fetch(self._batch, timeout=0.5)
+                    # A short timeout bounds latency: nats-py waits for a full batch until then.
+                    messages = await sub.fetch(self._batch, timeout=self.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when idle
                     continue
                 if not messages:  # nats-py returns nothing while the connection is down
