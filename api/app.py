@@ -5,10 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.bootstrap import Container
+from api.errors import install_error_handlers
 
 
 def create_app(container: Container) -> FastAPI:
     app = FastAPI(title="NexusAI", version="0.1.0")
+    app.state.container = container
+    install_error_handlers(app)
 
     @app.get("/healthz")
     def health() -> dict[str, object]:

@@ -13,6 +13,7 @@ from adapters.postgres.checkpoint_store import PostgresCheckpointStore
 from adapters.postgres.ledger_store import PostgresLedger
 from adapters.postgres.migrate import APP_ROLE, migrate
 from api.settings import Settings
+from application.identity import IdentityService
 from application.signer import CheckpointSigner
 
 
@@ -48,6 +49,7 @@ class Container:
     ledger: PostgresLedger
     checkpoints: PostgresCheckpointStore
     signer: CheckpointSigner
+    identity: IdentityService
 
     nats_process: subprocess.Popen[bytes] | None = None
     nats_url: str | None = None
@@ -65,7 +67,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
     ledger = PostgresLedger(database.app_url)
     checkpoints = PostgresCheckpointStore(database.app_url)
     signer = CheckpointSigner(ledger, FileKeyStore(settings.key_dir), checkpoints)
-    return Container(settings, database, ledger, checkpoints, signer)
+    return Container(settings, database, ledger, checkpoints, signer, IdentityService(ledger))
 
 
 def nats_url_for(container: Container) -> str:

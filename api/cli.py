@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from api.cli_audit import audit_app
+from api.cli_identity import keys_app, tenants_app
 from api.cli_ledger import ledger_app
 from api.cli_projections import projections_app, replay
 from api.cli_workers import project, relay
@@ -16,6 +17,8 @@ from api.cli_workers import project, relay
 app = typer.Typer(help="NexusAI: an LLM gateway with a ledger it can prove.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(audit_app, name="audit")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
 app.add_typer(projections_app, name="projections")
 app.command("replay")(replay)
 app.command("relay")(relay)
@@ -44,6 +47,7 @@ def up(
     if port:
         settings.port = port
     container = bootstrap(settings)
+    _first_run_admin_key(container)
     nats_url = nats_url_for(container)
     workers = BackgroundWorkers(in_process_workers(container, nats_url))
     workers.start()
@@ -60,6 +64,16 @@ def up(
         stop.set()
         workers.stop()
         container.close()
+
+
+def _first_run_admin_key(container) -> None:  # type: ignore[no-untyped-def]
+    """On the very first start, a `default` tenant and an admin key, printed this once only."""
+    if container.identity.tenant_exists("default"):
+        return
+    container.identity.create_tenant("default", "Default tenant", actor="nexus up")
+    key, _ = container.identity.issue_key("default", ["admin", "inference", "read"], "first admin key", actor="nexus up")
+    console.print("[bold]First start:[/] tenant [cyan]default[/] created. Its admin API key, shown only now:")
+    console.print(f"    {key.token}", soft_wrap=True)
 
 
 if __name__ == "__main__":
