@@ -85,7 +85,7 @@ def status() -> None:
 @projections_app.command()
 def rebuild(
     name: str = typer.Argument(..., help="A deployed projection (see `nexus projections status`)"),
-    batch: int = typer.Option(20000, min=1, help="Events per transaction"),
+    batch: int = typer.Option(100_000, min=1, help="Events per transaction (memory grows with the keys a batch touches)"),
 ) -> None:
     """Replay the ledger into a new version of NAME's read model, then swap it in atomically."""
     projection = _deployed(name)
@@ -136,7 +136,7 @@ def replay(
     end: str = typer.Option(..., "--to", help="RFC 3339 time or YYYY-MM-DD (exclusive)"),
     out: Path = typer.Option(None, "--out", help="Export to FILE.json or FILE.csv instead of printing"),
     param: list[str] = typer.Option([], "--param", help="KEY=VALUE handed to the module's create(), repeatable"),
-    batch: int = typer.Option(20000, min=1, help="Events per transaction"),
+    batch: int = typer.Option(100_000, min=1, help="Events per transaction"),
 ) -> None:
     """Run a projection over a slice of history into a scratch schema; print or export its report."""
     from projections.replay import export, load_projection, parse_instant

@@ -64,7 +64,7 @@ def rebuild(
     projection: Projection[Any],
     ledger: Ledger,
     *,
-    batch: int = 20000,
+    batch: int = 100_000,
     on_progress: Progress | None = None,
     before_swap: Callable[[str], None] | None = None,
     swap_tail: int = SWAP_TAIL,

@@ -94,7 +94,7 @@ def replay(
     start: dt.datetime,
     end: dt.datetime,
     *,
-    batch: int = 5000,
+    batch: int = 100_000,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     """The projection's report over the events recorded in [start, end), computed in a scratch schema.

@@ -36,7 +36,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import queue
 import re
+import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -89,6 +91,9 @@ checkpoint_table = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+READ_CHUNK = 5000
+"""Events the read-ahead thread hands over at a time (fill batches may be larger: they are folded)."""
+
 _SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -112,6 +117,50 @@ def chunked(events: Iterable[RecordedEvent], size: int) -> Iterator[list[Recorde
     iterator = iter(events)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def read_ahead(events: Iterable[RecordedEvent], size: int, depth: int = 2) -> Iterator[list[RecordedEvent]]:
+    """Chunks of `events` read by a thread of their own, up to `depth` chunks ahead of the consumer.
+
+    While the consumer folds one chunk, the database produces the next (in its own process, on the
+    other core). If the consumer stops early, the reader stops too and closes the source.
+    """
+    chunks: queue.Queue[list[RecordedEvent] | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: list[RecordedEvent] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        source = iter(events)
+        try:
+            for chunk in chunked(source, size):
+                if not offer(chunk):
+                    return
+            offer(None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=read, name="ledger-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=30)
 
 
 @dataclass(frozen=True)
@@ -142,12 +191,14 @@ def read_checkpoint(conn: Connection) -> int:
     return conn.execute(select(checkpoint_table.c.position).where(checkpoint_table.c.id == 1)).scalar_one()
 
 
-def fold(projection: Projection[Any], events: Iterable[RecordedEvent], checkpoint: int) -> Folded:
-    """Run the handlers over the events that continue from `checkpoint`, in memory only."""
+def fold(
+    projection: Projection[Any], events: Iterable[RecordedEvent], checkpoint: int, into: Folded | None = None
+) -> Folded:
+    """Run the handlers over the events that continue from `checkpoint` (or from `into`), in memory only."""
     handlers = dict(projection.handlers())
     every = handlers.pop(EVERY, None)
-    batch = projection.new_batch()
-    last = checkpoint
+    batch = projection.new_batch() if into is None else into.batch
+    last = checkpoint if into is None else into.last
     for event in events:
         position = event.position
         if position <= last:
@@ -164,7 +215,7 @@ def fold(projection: Projection[Any], events: Iterable[RecordedEvent], checkpoin
             except Exception as exc:
                 raise ProjectionFailed(projection.name, exc, position, event.event_id, event.type) from exc
         last = position
-    return Folded(batch, checkpoint, last)
+    return Folded(batch, checkpoint if into is None else into.after, last)
 
 
 def write_folded(conn: Connection, projection: Projection[Any], folded: Folded) -> int:
@@ -215,13 +266,11 @@ class ProjectionStore:
     # --- the live read model --------------------------------------------------------------------
 
     def checkpoint(self, name: str) -> int:
-        with self._engine.connect() as conn:
-            schema = conn.execute(
-                text("SELECT active_schema FROM projections.registry WHERE name = :n"), {"n": name}
-            ).scalar_one_or_none()
-            if schema is None:
-                return 0
-            return self._checkpoint_in(conn, schema)
+        try:
+            with self.reading(name) as conn:  # FOR KEY SHARE: a swap cannot drop the version mid-read
+                return read_checkpoint(conn)
+        except ProjectionNotDeployed:
+            return 0
 
     def apply(self, projection: Projection[Any], events: Sequence[RecordedEvent]) -> int:
         self.ensure_deployed(projection)
@@ -413,9 +462,12 @@ class ProjectionStore:
     ) -> int:
         """Apply a long run of events to a model only this caller writes (a rebuild's or a scratch one).
 
-        A pipeline of two: this thread reads and folds batch k+1 while a writer thread flushes and
-        commits batch k, so Python's work and the database's overlap. Each batch is still one
-        transaction with its checkpoint, committed in order.
+        A pipeline of three: a reader thread fetches events in chunks, this thread folds them into
+        batch k+1, and a writer thread flushes and commits batch k, so Python's work and the
+        database's overlap. Each batch (`batch` events) is one transaction with its checkpoint,
+        committed in order. Big batches pay off here: a batch's rows are aggregates, so its memory
+        grows with the keys it touches, not with its events, and every hour and day row it touches
+        is written once per batch.
         """
 
         def commit(folded: Folded) -> int:
@@ -426,22 +478,27 @@ class ProjectionStore:
                     raise ProjectionGap(projection.name, current + 1, folded.after + 1)
                 return write_folded(conn, projection, folded)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fill-{projection.name}") as writer:
-            pending: Future[int] | None = None
-            for chunk in chunked(events, batch):
-                folded = fold(projection, chunk, checkpoint)
-                if folded.last == checkpoint:
-                    continue
-                if pending is not None:
-                    done = pending.result()
-                    if on_batch is not None:
-                        on_batch(done)
-                pending = writer.submit(commit, folded)
-                checkpoint = folded.last
+        def committed(pending: Future[int] | None) -> None:
             if pending is not None:
                 done = pending.result()
                 if on_batch is not None:
                     on_batch(done)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fill-{projection.name}") as writer:
+            pending: Future[int] | None = None
+            folded: Folded | None = None
+            for chunk in read_ahead(events, min(batch, READ_CHUNK)):
+                folded = fold(projection, chunk, checkpoint, into=folded)
+                if folded.last - folded.after < batch:
+                    continue
+                committed(pending)
+                pending = writer.submit(commit, folded)
+                checkpoint, folded = folded.last, None
+            if folded is not None and folded.last > folded.after:
+                committed(pending)
+                pending = writer.submit(commit, folded)
+                checkpoint = folded.last
+            committed(pending)
         return checkpoint
 
     @contextmanager

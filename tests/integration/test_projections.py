@@ -21,7 +21,7 @@ from projections.usage import Usage
 from tests.integration import test_projections_support as support
 from tests.integration.test_projections_support import BrokenFlush, Poisoned, completed, failed, recorded, rows_of
 
-database, store = support.database, support.store  # fixtures
+store = support.store  # fixture
 
 USAGE, COSTS, AUDIT = Usage(), Costs(), AuditIndex()
 UTC = dt.UTC
@@ -285,3 +285,12 @@ def test_status_shows_checkpoint_head_and_lag_in_events_and_seconds(ledger, stor
     store.catch_up_from_ledger(USAGE, ledger)
     [caught_up] = store.status([USAGE])
     assert (caught_up.lag_events, caught_up.lag_seconds) == (0, 0.0)
+
+
+def test_names_with_tabs_quotes_braces_and_backslashes_survive_the_bulk_write(ledger, store):
+    odd = 'we\\ird\t"model",{x}\n'
+    ledger.append([completed(model=odd, cost_micros=5), completed(model=odd, cost_micros=6)])
+    store.catch_up_from_ledger(COSTS, ledger)
+    with store.reading("costs") as conn:
+        [line] = costs.report(conn, "acme", dt.date.min, dt.date.max, model=odd)
+    assert (line.model, line.requests, line.cost_micros) == (odd, 2, 11)

@@ -29,7 +29,7 @@ from tests.integration.test_projections_support import (
     schemas_named,
 )
 
-database, store = support.database, support.store  # fixtures
+store = support.store  # fixture
 
 USAGE = Usage()
 

@@ -17,7 +17,7 @@ from projections.usage import Usage
 from tests.integration import test_projections_support as support
 from tests.integration.test_projections_support import completed, failed, schemas_named
 
-database, store = support.database, support.store  # fixtures
+store = support.store  # fixture
 
 WHAT_IF = {
     "version": "what-if-1",

@@ -7,9 +7,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import select
 
 from domain.canonical import canonical_json
@@ -21,18 +19,6 @@ from projections.usage import Usage, UsageBatch
 
 if TYPE_CHECKING:
     from tests.conftest import TestDatabase
-
-
-@pytest.fixture
-def database(database: TestDatabase) -> Iterator[TestDatabase]:
-    """The test database, with the grant migration 0003 makes on a real one.
-
-    Test databases are cloned from a migrated template, and CREATE DATABASE ... TEMPLATE does not copy
-    database-level grants, so the role's right to create read-model schemas is granted again here.
-    """
-    with psycopg.connect(database.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO nexus_app").format(sql.Identifier(database.name)))
-    yield database
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from projections.usage import Usage
 from tests.integration import test_projections_support as support
 from tests.integration.test_projections_support import completed, failed, recorded, rows_of
 
-database, store = support.database, support.store  # fixtures
+store = support.store  # fixture
 
 PROJECTIONS = (Usage(), Costs(), AuditIndex())
 START = dt.datetime(2026, 2, 27, 23, 30, tzinfo=dt.UTC)
 
 tenants = st.sampled_from(["acme", "globex"])
-models = st.sampled_from(["gpt-4o", "claude"])
+models = st.sampled_from(["gpt-4o", "claude", 'we\\ird\t"model",{x}\n'])  # COPY must escape these
 events = st.one_of(
     st.builds(
         lambda tenant, model, tokens, latency, cost: completed(
