@@ -12,10 +12,11 @@ schema translation (rm_<name>_<n>) applies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, Table, func, select, text
+from sqlalchemy import Column, Connection, MetaData, Select, Table, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 Merge = Callable[[Column[Any], Any], Any]
@@ -47,19 +48,18 @@ def int_array(values: Sequence[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def write(conn: Connection, table: Table, rows: Sequence[Sequence[Any]], merge: Mapping[str, Merge] | None = None) -> None:
-    """Insert rows (tuples in the table's column order); on a primary-key conflict apply `merge`.
+@contextmanager
+def staged(conn: Connection, table: Table, rows: Sequence[Sequence[Any]]) -> Iterator[Table]:
+    """COPY rows (tuples in `table`'s column order) into a session-local staging table shaped like it.
 
-    Without `merge` a conflict is an error: the rows must be new.
+    Yields the staging table for statements that fold it into read-model tables; it is emptied in
+    the same transaction afterwards, so a rollback restores it empty and a second use in one
+    transaction cannot fold rows in twice (TRUNCATE, because temp tables get no autovacuum).
     """
-    if not rows:
-        return
     schema = _target_schema(conn)
     stage_name = f"_stage_{schema}_{table.name}"[:63]
     # Per version, because a session may write to an old and a new version of one table.
-    conn.execute(
-        text(f'CREATE TEMP TABLE IF NOT EXISTS "{stage_name}" (LIKE "{schema}"."{table.name}")')
-    )
+    conn.execute(text(f'CREATE TEMP TABLE IF NOT EXISTS "{stage_name}" (LIKE "{schema}"."{table.name}")'))
     stage = Table(stage_name, MetaData(), *(Column(c.name, c.type) for c in table.columns), schema="pg_temp")
     names = [c.name for c in table.columns]
     raw = conn.connection.driver_connection
@@ -77,13 +77,27 @@ def write(conn: Connection, table: Table, rows: Sequence[Sequence[Any]], merge: 
         else:
             for row in rows:
                 copy.write_row(row)
-    stmt = insert(table).from_select(names, select(*stage.columns))
+    yield stage
+    conn.execute(text(f'TRUNCATE pg_temp."{stage_name}"'))
+
+
+def merge_into(conn: Connection, table: Table, rows: Select[Any], merge: Mapping[str, Merge] | None = None) -> None:
+    """INSERT the selected rows (all of `table`'s columns, in order); on a key conflict apply `merge`.
+
+    Without `merge` a conflict is an error: the rows must be new.
+    """
+    stmt = insert(table).from_select([c.name for c in table.columns], rows)
     if merge:
         stmt = stmt.on_conflict_do_update(
             index_elements=list(table.primary_key.columns),
             set_={name: how(table.c[name], stmt.excluded[name]) for name, how in merge.items()},
         )
     conn.execute(stmt)
-    # Emptied in the same transaction: a rollback restores it empty, and a second write in one
-    # transaction cannot fold these rows in twice. TRUNCATE, because temp tables get no autovacuum.
-    conn.execute(text(f'TRUNCATE pg_temp."{stage_name}"'))
+
+
+def write(conn: Connection, table: Table, rows: Sequence[Sequence[Any]], merge: Mapping[str, Merge] | None = None) -> None:
+    """Insert rows (tuples in the table's column order); on a primary-key conflict apply `merge`."""
+    if not rows:
+        return
+    with staged(conn, table, rows) as stage:
+        merge_into(conn, table, select(*stage.columns), merge)

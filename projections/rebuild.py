@@ -26,8 +26,9 @@ from typing import Any
 from sqlalchemy import text
 
 from application.ports import Ledger
+from projections.applying import apply_events
 from projections.base import Projection, ProjectionError, ProjectionFailed
-from projections.store import ProjectionStore, apply_events
+from projections.store import ProjectionStore
 
 log = logging.getLogger(__name__)
 

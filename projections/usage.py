@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     and_,
     func,
+    literal,
     or_,
     select,
 )
@@ -74,16 +75,6 @@ _HIST = _MAX + 1  # index of the histogram: {bucket index: count}, sparse becaus
 def _new_totals() -> list[Any]:
     """One bucket's deltas: the additive counters in _ADDITIVE order, the latency maximum, a histogram."""
     return [0, 0, 0, 0, 0, 0, 0, 0, 0, {}]
-
-
-def _merge(into: list[Any], other: list[Any]) -> None:
-    for i in range(_MAX):
-        into[i] += other[i]
-    if other[_MAX] > into[_MAX]:
-        into[_MAX] = other[_MAX]
-    hist = into[_HIST]
-    for i, n in other[_HIST].items():
-        hist[i] = hist.get(i, 0) + n
 
 
 MinuteKey = tuple[str, str, str, str]  # tenant, "YYYY-MM-DDTHH:MM", provider, model
@@ -135,28 +126,20 @@ class Usage(Projection[UsageBatch]):
     def flush(self, conn: Connection, batch: UsageBatch) -> None:
         if not batch.minutes:
             return
-        # Hours and days are roll-ups of the batch's minutes: one dictionary update per event above,
-        # at most three rows per minute here.
-        rolled: dict[tuple[str, str, str, str, str], list[Any]] = {}
-        for (tenant, minute, provider, model), totals in batch.minutes.items():
-            rolled[(tenant, "minute", minute, provider, model)] = totals
-            for granularity, prefix in (("hour", minute[:13]), ("day", minute[:10])):
-                key = (tenant, granularity, prefix, provider, model)
-                into = rolled.get(key)
-                if into is None:
-                    into = rolled[key] = _new_totals()
-                _merge(into, totals)
         starts: dict[str, dt.datetime] = {}
         rows = []
-        for (tenant, granularity, stamp, provider, model), t in rolled.items():
-            start = starts.get(stamp)
+        for (tenant, minute, provider, model), t in batch.minutes.items():
+            start = starts.get(minute)
             if start is None:
-                start = starts[stamp] = _parse_stamp(stamp)
-            rows.append(
-                (tenant, granularity, start, provider, model, *t[:_HIST], histogram.sparse_literal(t[_HIST]))
-            )
+                start = starts[minute] = _parse_stamp(minute)
+            rows.append((tenant, "minute", start, provider, model, *t[:_HIST], histogram.sparse_literal(t[_HIST])))
         rows.sort()  # primary-key order: index pages are visited once, in order
-        bulk.write(conn, buckets, rows, _MERGE)
+        with bulk.staged(conn, buckets, rows) as minutes:
+            # The batch's minutes go in as they are; its hours and days are their roll-ups, added up
+            # by the database (on the other core) rather than here.
+            bulk.merge_into(conn, buckets, select(*minutes.columns), _MERGE)
+            for granularity in ("hour", "day"):
+                bulk.merge_into(conn, buckets, _rollup(minutes, granularity), _MERGE)
 
     def report(self, conn: Connection) -> list[dict[str, Any]]:
         """Totals per tenant, provider and model over everything in this read model (day buckets)."""
@@ -181,6 +164,21 @@ def _parse_stamp(stamp: str) -> dt.datetime:
         int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
         int(stamp[11:13]) if len(stamp) > 10 else 0, int(stamp[14:16]) if len(stamp) > 13 else 0,
         tzinfo=dt.UTC,
+    )
+
+
+def _rollup(minutes: Table, granularity: Granularity) -> Any:
+    """Minute rows added up into hour or day rows (UTC: date_trunc in the session's zone would not be)."""
+    start = func.date_trunc(granularity, minutes.c.bucket_start, "UTC")
+    keys = (minutes.c.tenant_id, minutes.c.provider, minutes.c.model)
+    return (
+        select(
+            minutes.c.tenant_id, literal(granularity), start, minutes.c.provider, minutes.c.model,
+            *(func.sum(minutes.c[name]) for name in _ADDITIVE), func.max(minutes.c.latency_max_us),
+            func.projections.hist_sum(minutes.c.latency_hist),
+        )
+        .group_by(*keys, start)
+        .order_by(*keys[:1], start, *keys[1:])
     )
 
 
