@@ -74,7 +74,10 @@ def status() -> None:
             state = "[yellow]needs rebuild"
         else:
             state = "[green]running"
-        version = f"{s.active_version}" if s.active_version == s.code_version else f"{s.active_version} (code {s.code_version})"
+        if s.active_version is None or s.active_version == s.code_version:
+            version = str(s.active_version or "-")
+        else:
+            version = f"{s.active_version} (code {s.code_version})"
         table.add_row(
             s.name, version, s.active_schema or "-", f"{s.checkpoint:,}", f"{s.head:,}", f"{s.lag_events:,}",
             _age(s.lag_seconds), state, s.last_error or "",

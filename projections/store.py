@@ -211,7 +211,7 @@ class ProjectionStore:
                 row = conn.execute(
                     text(
                         "SELECT active_schema, version, stopped, last_error, last_error_at FROM projections.registry"
-                        " WHERE name = :n"
+                        " WHERE name = :n FOR KEY SHARE"  # as a reader: no swap drops the version meanwhile
                     ),
                     {"n": projection.name},
                 ).one_or_none()

@@ -176,3 +176,10 @@ def test_one_rebuild_at_a_time_and_leftovers_of_an_interrupted_one_are_dropped(l
 
     assert len(refused) == 1
     assert schemas_named(store, "rm_usage_") == [result.schema]
+
+
+def test_a_rebuild_deploys_a_projection_that_was_never_applied(ledger, store):
+    ledger.append([completed(tokens_in=7) for _ in range(3)])
+    result = store.rebuild(USAGE, ledger, swap_tail=0)
+    assert (result.replaced, result.checkpoint, store.checkpoint("usage")) == (None, 3, 3)
+    assert acme_tokens_in(store) == 21
