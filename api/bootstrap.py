@@ -10,10 +10,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from adapters.embedded import start_embedded_nats, start_embedded_postgres
 from adapters.keystore import FileKeyStore
 from adapters.postgres.checkpoint_store import PostgresCheckpointStore
+from adapters.postgres.keystore import PostgresKeyStore, load_master_key
 from adapters.postgres.ledger_store import PostgresLedger
 from adapters.postgres.migrate import APP_ROLE, migrate
 from api.settings import Settings
 from application.identity import IdentityService
+from application.privacy import PrivacyService
 from application.signer import CheckpointSigner
 
 
@@ -50,12 +52,14 @@ class Container:
     checkpoints: PostgresCheckpointStore
     signer: CheckpointSigner
     identity: IdentityService
+    privacy: PrivacyService
 
     nats_process: subprocess.Popen[bytes] | None = None
     nats_url: str | None = None
 
     def close(self) -> None:
         self.ledger.close()
+        self.privacy.close()
         if self.nats_process is not None:
             self.nats_process.terminate()
             self.nats_process.wait(timeout=10)
@@ -67,7 +71,8 @@ def bootstrap(settings: Settings | None = None) -> Container:
     ledger = PostgresLedger(database.app_url)
     checkpoints = PostgresCheckpointStore(database.app_url)
     signer = CheckpointSigner(ledger, FileKeyStore(settings.key_dir), checkpoints)
-    return Container(settings, database, ledger, checkpoints, signer, IdentityService(ledger))
+    privacy = PrivacyService(PostgresKeyStore(database.app_url, load_master_key(settings.key_dir)), ledger)
+    return Container(settings, database, ledger, checkpoints, signer, IdentityService(ledger), privacy)
 
 
 def nats_url_for(container: Container) -> str:

@@ -11,6 +11,7 @@ from rich.console import Console
 from api.cli_audit import audit_app
 from api.cli_identity import keys_app, tenants_app
 from api.cli_ledger import ledger_app
+from api.cli_privacy import privacy_app
 from api.cli_projections import projections_app, replay
 from api.cli_workers import project, relay
 
@@ -20,6 +21,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(projections_app, name="projections")
+app.add_typer(privacy_app, name="privacy")
 app.command("replay")(replay)
 app.command("relay")(relay)
 app.command("project")(project)

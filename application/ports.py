@@ -5,10 +5,12 @@ from __future__ import annotations
 import abc
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 
 from domain.checkpoint import Checkpoint
 from domain.entry import Genesis
 from domain.ledger import NewEvent, Receipt, RecordedEvent
+from domain.sealing import DataKey
 from domain.verify import TreeHead
 
 
@@ -109,3 +111,23 @@ class CheckpointStore(abc.ABC):
     @abc.abstractmethod
     def list(self, limit: int = 100, at_most_size: int | None = None) -> list[Checkpoint]:
         """Checkpoints, largest tree first."""
+
+
+class SubjectKeyStore(abc.ABC):
+    """One data key per data subject, stored wrapped under a master key; deleting one is crypto-shredding."""
+
+    @abc.abstractmethod
+    def get(self, tenant_id: str, subject_id: str) -> DataKey | None:
+        """The subject's data key, unwrapped, or None if it has none (never had one, or it was destroyed)."""
+
+    @abc.abstractmethod
+    def get_or_create(self, tenant_id: str, subject_id: str) -> DataKey:
+        """The subject's data key, created now if it has none; concurrent callers all get the same key."""
+
+    @abc.abstractmethod
+    def destroying(self, tenant_id: str, subject_id: str) -> AbstractContextManager[str | None]:
+        """Delete the subject's key, yielding its kid (None: no key); committed only if the block succeeds."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""

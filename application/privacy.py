@@ -1,0 +1,254 @@
+"""Personal data in events: sealed under one key per data subject, erased by destroying that key.
+
+    seal / protect   gateway hot path: the subject's key (cached, see below), then AES-256-GCM
+    open             reads the key from the store on every call, so an erasure holds everywhere at once
+    erase            destroys the key and records SubjectKeyShredded, both or neither
+    content storage  a per-tenant switch recorded on the tenant's stream; off = content is redacted
+
+Key cache. `seal` keeps unwrapped keys for at most `key_cache_ttl_s` seconds (bounded LRU), because it
+runs twice per inference. `erase` evicts the subject in this process before and after it commits, and
+a seal that fetched the key while an erasure was in flight does not put it back (the erasure epoch).
+Another process may go on sealing with a destroyed key until its cached copy expires; what it seals
+then is unreadable at once, which errs on the side of erasure. `open` never uses the cache.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from application.ports import Ledger, SubjectKeyStore
+from domain import sealing
+from domain.identity import UnknownTenant, tenant_stream, validate_tenant_id
+from domain.ledger import ConcurrencyError, EventIdConflict, NewEvent, Receipt, RecordedEvent
+from domain.sealing import (
+    CONTENT_STORAGE_POLICY_CHANGED,
+    REDACTED,
+    SUBJECT_KEY_SHREDDED,
+    ContentStorageDisabled,
+    DataKey,
+    EnvelopeInvalid,
+    SubjectAlreadyErased,
+    SubjectErased,
+    UnknownSubject,
+)
+
+KEY_CACHE_TTL_S = 10.0
+KEY_CACHE_SIZE = 10_000
+_SHREDDING_IDS = uuid.UUID("5b0c2f8e-7d1a-4f53-9a51-6e6578757331")  # namespace of erasure event ids
+
+
+def privacy_stream(tenant_id: str, subject_id: str) -> str:
+    """A subject's own stream; '/' cannot occur in tenant ids, so the name is unambiguous."""
+    return f"privacy-{tenant_id}/{subject_id}"
+
+
+def shredding_event_id(tenant_id: str, subject_id: str, kid: str) -> uuid.UUID:
+    """Deterministic, so a retried erasure appends nothing new: the ledger returns the first receipt."""
+    return uuid.uuid5(_SHREDDING_IDS, f"{tenant_id}/{subject_id}/{kid}")
+
+
+class _KeyCache:
+    """A bounded LRU of data keys with an expiry, and an epoch that every eviction advances."""
+
+    def __init__(self, ttl_s: float, size: int, clock: Callable[[], float]) -> None:
+        self._ttl = ttl_s
+        self._size = size
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[tuple[str, str], tuple[DataKey, float]] = OrderedDict()
+        self.epoch = 0
+
+    def get(self, tenant_id: str, subject_id: str) -> DataKey | None:
+        with self._lock:
+            found = self._keys.get((tenant_id, subject_id))
+            if found is None:
+                return None
+            if found[1] <= self._clock():
+                del self._keys[(tenant_id, subject_id)]
+                return None
+            self._keys.move_to_end((tenant_id, subject_id))
+            return found[0]
+
+    def put(self, key: DataKey, epoch: int) -> None:
+        """Cache unless an eviction happened since the caller read `epoch` (its key may be destroyed)."""
+        if self._ttl <= 0 or self._size <= 0:
+            return
+        with self._lock:
+            if epoch != self.epoch:
+                return
+            self._keys[(key.tenant_id, key.subject_id)] = (key, self._clock() + self._ttl)
+            self._keys.move_to_end((key.tenant_id, key.subject_id))
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+    def evict(self, tenant_id: str, subject_id: str) -> None:
+        with self._lock:
+            self.epoch += 1
+            self._keys.pop((tenant_id, subject_id), None)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class PrivacyService:
+    def __init__(
+        self,
+        keystore: SubjectKeyStore,
+        ledger: Ledger,
+        *,
+        key_cache_ttl_s: float = KEY_CACHE_TTL_S,
+        key_cache_size: int = KEY_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._keys = keystore
+        self._ledger = ledger
+        self._cache = _KeyCache(key_cache_ttl_s, key_cache_size, clock)
+
+    def close(self) -> None:
+        self._keys.close()
+
+    # --- sealing ----------------------------------------------------------------------------------
+
+    def seal(self, tenant_id: str, subject_id: str, value: Any) -> dict[str, str]:
+        """The value as an envelope for the subject; ContentStorageDisabled if the tenant stores no content."""
+        validate_tenant_id(tenant_id)
+        sealing.validate_subject_id(subject_id)
+        if not self.content_storage_enabled(tenant_id):
+            raise ContentStorageDisabled(tenant_id)
+        return sealing.seal_with(self._sealing_key(tenant_id, subject_id), value)
+
+    def protect(self, tenant_id: str, subject_id: str, value: Any) -> dict[str, Any]:
+        """What the gateway stores in place of content: an envelope, or {"redacted": true} if storage is off."""
+        validate_tenant_id(tenant_id)
+        sealing.validate_subject_id(subject_id)
+        if not self.content_storage_enabled(tenant_id):
+            return dict(REDACTED)
+        return sealing.seal_with(self._sealing_key(tenant_id, subject_id), value)
+
+    @staticmethod
+    def is_sealed(value: object) -> bool:
+        return sealing.is_sealed(value)
+
+    @staticmethod
+    def is_redacted(value: object) -> bool:
+        return sealing.is_redacted(value)
+
+    def _sealing_key(self, tenant_id: str, subject_id: str) -> DataKey:
+        key = self._cache.get(tenant_id, subject_id)
+        if key is None:
+            epoch = self._cache.epoch
+            key = self._keys.get_or_create(tenant_id, subject_id)
+            self._cache.put(key, epoch)
+        return key
+
+    # --- opening ----------------------------------------------------------------------------------
+
+    def open(self, tenant_id: str, envelope: Mapping[str, Any]) -> Any:
+        """The sealed value. SubjectErased if its key was destroyed; EnvelopeInvalid if it was altered or moved."""
+        parsed = sealing.parse_envelope(envelope)
+        key = self._keys.get(tenant_id, parsed.subject_id)
+        if key is None or key.kid != parsed.kid:
+            shredded = self._shredding_of(tenant_id, parsed.subject_id, parsed.kid)
+            if shredded is not None:
+                raise SubjectErased(tenant_id, parsed.subject_id, parsed.kid, shredded.position)
+            raise EnvelopeInvalid(
+                f"tenant {tenant_id!r} has no key {parsed.kid} for subject {parsed.subject_id!r}, and none was"
+                " ever erased: the envelope was sealed elsewhere or moved from another tenant or subject"
+            )
+        return sealing.open_with(key, tenant_id, parsed)
+
+    def _shreddings(self, tenant_id: str, subject_id: str) -> list[RecordedEvent]:
+        try:
+            stream = privacy_stream(validate_tenant_id(tenant_id), sealing.validate_subject_id(subject_id))
+        except ValueError:
+            return []
+        return [e for e in self._ledger.read_stream(stream) if e.type == SUBJECT_KEY_SHREDDED]
+
+    def _shredding_of(self, tenant_id: str, subject_id: str, kid: str) -> RecordedEvent | None:
+        for event in self._shreddings(tenant_id, subject_id):
+            if orjson.loads(event.payload)["kid"] == kid:
+                return event
+        return None
+
+    # --- erasure ----------------------------------------------------------------------------------
+
+    def erase(self, tenant_id: str, subject_id: str, actor: str) -> Receipt:
+        """Destroy the subject's data key and record SubjectKeyShredded (tenant, subject, kid; no content).
+
+        A second erasure with nothing sealed in between raises SubjectAlreadyErased; a subject that never
+        had a key raises UnknownSubject. Content sealed after an erasure gets a new key, which a later
+        erasure destroys in turn.
+        """
+        validate_tenant_id(tenant_id)
+        sealing.validate_subject_id(subject_id)
+        self._cache.evict(tenant_id, subject_id)
+        with self._keys.destroying(tenant_id, subject_id) as kid:
+            if kid is None:
+                earlier = self._shreddings(tenant_id, subject_id)
+                if earlier:
+                    raise SubjectAlreadyErased(tenant_id, subject_id, earlier[-1].position)
+                raise UnknownSubject(tenant_id, subject_id)
+            receipt = self._append_once(
+                NewEvent(
+                    privacy_stream(tenant_id, subject_id), SUBJECT_KEY_SHREDDED,
+                    {"tenant_id": tenant_id, "subject_id": subject_id, "kid": kid},
+                    tenant_id=tenant_id, metadata={"actor": actor},
+                    event_id=shredding_event_id(tenant_id, subject_id, kid),
+                )
+            )
+        # Again after the commit: a seal in this process may have read the key before the deletion was visible.
+        self._cache.evict(tenant_id, subject_id)
+        return receipt
+
+    def _append_once(self, event: NewEvent) -> Receipt:
+        """Append, or the receipt of the same erasure recorded by an earlier attempt whose deletion rolled back."""
+        try:
+            [receipt] = self._ledger.append([event])
+            return receipt
+        except EventIdConflict:  # recorded before, by another actor: that record stands
+            [found] = self._ledger.find([event.event_id])
+            return Receipt(found.event_id, found.position, found.stream_id, found.stream_version,
+                           found.entry_hash, found.chain_hash)
+
+    # --- the content-storage switch ---------------------------------------------------------------
+
+    def content_storage_enabled(self, tenant_id: str) -> bool:
+        """Read from the tenant's stream on every call (one indexed query), so a switch holds at once."""
+        validate_tenant_id(tenant_id)
+        return sealing.content_storage_enabled(self._tenant_events(tenant_id))
+
+    def set_content_storage(self, tenant_id: str, enabled: bool, actor: str) -> Receipt:
+        """Record ContentStoragePolicyChanged on the tenant's stream (also when it repeats the current value)."""
+        validate_tenant_id(tenant_id)
+        stream = tenant_stream(tenant_id)
+        attempts = 5
+        for attempt in range(attempts):
+            version = len(self._ledger.read_stream(stream))
+            if version == 0:
+                raise UnknownTenant(tenant_id)
+            event = NewEvent(
+                stream, CONTENT_STORAGE_POLICY_CHANGED, {"tenant_id": tenant_id, "content_storage": bool(enabled)},
+                tenant_id=tenant_id, metadata={"actor": actor},
+            )
+            try:
+                [receipt] = self._ledger.append([event], {stream: version})
+                return receipt
+            except ConcurrencyError:
+                if attempt == attempts - 1:
+                    raise
+                # Another tenant event landed first. The switch does not depend on it, but the version
+                # check is what proves the tenant exists at the moment of writing, so read and retry.
+        raise AssertionError("unreachable")
+
+    def _tenant_events(self, tenant_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (e.type, orjson.loads(e.payload) if e.type == CONTENT_STORAGE_POLICY_CHANGED else {})
+            for e in self._ledger.read_stream(tenant_stream(tenant_id))
+        ]
