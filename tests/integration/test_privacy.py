@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 import threading
@@ -114,6 +115,16 @@ def test_an_envelope_moved_to_another_subject_or_tenant_does_not_open(privacy):
     with pytest.raises(EnvelopeInvalid, match="none was ever erased"):
         privacy.open("initech", envelope)
     assert privacy.open("acme", envelope) == "secret"
+
+
+def test_a_changed_ciphertext_byte_is_reported_as_tampering_not_as_erasure(privacy):
+    envelope = privacy.seal("acme", "user-42", "exact words")
+    raw = bytearray(base64.b64decode(envelope["ct"]))
+    raw[0] ^= 0x01
+    with pytest.raises(EnvelopeInvalid, match="authentication failed"):
+        privacy.open("acme", {**envelope, "ct": base64.b64encode(bytes(raw)).decode()})
+    with pytest.raises(EnvelopeInvalid, match="expected members"):
+        privacy.open("acme", {"redacted": True})
 
 
 # --- erasure ----------------------------------------------------------------------------------------
