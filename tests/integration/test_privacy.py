@@ -13,10 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from adapters.postgres.keystore import MASTER_KEY_ENV, PostgresKeyStore, load_master_key
+from adapters.postgres.ledger_store import PostgresLedger
 from api.cli import app
 from application.identity import IdentityService
 from application.privacy import PrivacyService, privacy_stream
 from domain.identity import UnknownTenant
+from domain.ledger import LedgerUnavailable
 from domain.sealing import (
     ContentStorageDisabled,
     DataKey,
@@ -187,6 +189,22 @@ def test_erasing_twice_or_erasing_a_subject_never_seen_is_a_clear_error_that_cha
     with pytest.raises(UnknownSubject, match="'ghost' of tenant 'acme' has no data key"):
         privacy.erase("acme", "ghost", actor="dpo")
     assert ledger.head().size == size
+
+
+def test_if_the_erasure_cannot_be_recorded_the_key_is_not_destroyed(database, keystore, privacy):
+    class LedgerDown(PostgresLedger):
+        def append(self, events, expected_versions=None):
+            raise LedgerUnavailable("the database went away mid-commit")
+
+    envelope = privacy.seal("acme", "user-42", "still here")
+    with LedgerDown(database.app_url) as down:
+        with pytest.raises(LedgerUnavailable):
+            PrivacyService(keystore, down).erase("acme", "user-42", actor="dpo")
+    assert privacy.open("acme", envelope) == "still here"
+    receipt = privacy.erase("acme", "user-42", actor="dpo")  # the retry does it, once
+    with pytest.raises(SubjectErased) as erased:
+        privacy.open("acme", envelope)
+    assert erased.value.position == receipt.position
 
 
 def test_a_seal_that_read_the_key_while_an_erasure_ran_does_not_put_the_destroyed_key_back_in_the_cache(
