@@ -6,12 +6,14 @@ from fastapi import FastAPI
 
 from api.bootstrap import Container
 from api.errors import install_error_handlers
+from api.gateway import mount as mount_gateway
 
 
 def create_app(container: Container) -> FastAPI:
     app = FastAPI(title="NexusAI", version="0.1.0")
     app.state.container = container
     install_error_handlers(app)
+    mount_gateway(app)
 
     @app.get("/healthz")
     def health() -> dict[str, object]:

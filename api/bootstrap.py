@@ -13,10 +13,17 @@ from adapters.postgres.checkpoint_store import PostgresCheckpointStore
 from adapters.postgres.keystore import PostgresKeyStore, load_master_key
 from adapters.postgres.ledger_store import PostgresLedger
 from adapters.postgres.migrate import APP_ROLE, migrate
+from adapters.providers.litellm_provider import LitellmProvider
+from adapters.providers.openai_compatible import OpenAICompatibleProvider
+from adapters.providers.tokens import token_counter
+from adapters.secrets import AesGcmCredentialSealer
 from api.settings import Settings
+from application.deployments import DeploymentService
+from application.gateway import Gateway
 from application.identity import IdentityService
 from application.privacy import PrivacyService
 from application.signer import CheckpointSigner
+from domain.deployments import WIRE_ANTHROPIC, WIRE_GEMINI, WIRE_OPENAI
 
 
 def app_url_for(admin_url: str, password: str | None = None) -> str:
@@ -56,6 +63,8 @@ class Container:
 
     nats_process: subprocess.Popen[bytes] | None = None
     nats_url: str | None = None
+    deployments: DeploymentService | None = None
+    gateway: Gateway | None = None
 
     def close(self) -> None:
         self.ledger.close()
@@ -72,7 +81,19 @@ def bootstrap(settings: Settings | None = None) -> Container:
     checkpoints = PostgresCheckpointStore(database.app_url)
     signer = CheckpointSigner(ledger, FileKeyStore(settings.key_dir), checkpoints)
     privacy = PrivacyService(PostgresKeyStore(database.app_url, load_master_key(settings.key_dir)), ledger)
-    return Container(settings, database, ledger, checkpoints, signer, IdentityService(ledger), privacy)
+    container = Container(settings, database, ledger, checkpoints, signer, IdentityService(ledger), privacy)
+    wire_gateway(container)
+    return container
+
+
+def wire_gateway(container: Container) -> None:
+    """Deployments (credentials sealed under the master key) and the gateway with its two provider adapters."""
+    sealer = AesGcmCredentialSealer(load_master_key(container.settings.key_dir))
+    container.deployments = DeploymentService(container.ledger, sealer)
+    direct, translated = OpenAICompatibleProvider(), LitellmProvider()
+    providers = {WIRE_OPENAI: direct, WIRE_ANTHROPIC: translated, WIRE_GEMINI: translated}
+    container.gateway = Gateway(container.ledger, container.deployments, providers, privacy=container.privacy,
+                                token_counter=token_counter)
 
 
 def nats_url_for(container: Container) -> str:

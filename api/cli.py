@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from api.cli_audit import audit_app
+from api.cli_deployments import deployments_app
 from api.cli_identity import keys_app, tenants_app
 from api.cli_ledger import ledger_app
 from api.cli_privacy import privacy_app
@@ -20,6 +21,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(audit_app, name="audit")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.add_typer(deployments_app, name="deployments")
 app.add_typer(projections_app, name="projections")
 app.add_typer(privacy_app, name="privacy")
 app.command("replay")(replay)

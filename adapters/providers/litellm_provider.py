@@ -1,0 +1,179 @@
+"""Anthropic Messages and Gemini through litellm, which translates them to and from OpenAI's shapes.
+
+litellm costs milliseconds per call (docs/gateway.md), so it is used only where its translation earns
+that: request and response formats that differ from OpenAI's. It is imported on first use (about 3 s)
+with LITELLM_LOCAL_MODEL_COST_MAP=True, so it never reaches for the network; it never retries on its
+own (the gateway's router does), and what it returns is reduced to plain OpenAI fields before a client
+sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from application.providers import Answer, Chunk, Provider, UpstreamCall, UpstreamFailure, UpstreamStream
+from domain.deployments import BROKEN_RESPONSE, TIMEOUT, UNREACHABLE, classify_status
+
+_PREFIX = {"anthropic": "anthropic", "gemini": "gemini"}
+# OpenAI request fields passed on to litellm; everything else in the body is dropped rather than
+# guessed at (litellm refuses unknown fields for some providers).
+_PASSED = ("tools", "tool_choice", "response_format", "temperature", "top_p", "max_tokens", "max_completion_tokens",
+           "stop", "n", "seed", "parallel_tool_calls", "reasoning_effort", "presence_penalty", "frequency_penalty",
+           "user", "logprobs", "top_logprobs")
+_import_lock = threading.Lock()
+_litellm: Any = None
+
+
+def _lib() -> Any:
+    global _litellm
+    if _litellm is None:
+        with _import_lock:
+            if _litellm is None:
+                os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before the import, or it fetches
+                import litellm
+
+                litellm.suppress_debug_info = True
+                litellm.telemetry = False
+                litellm.drop_params = True  # a field the provider cannot take is dropped, not an error
+                _litellm = litellm
+    return _litellm
+
+
+def _failure(exc: Exception) -> UpstreamFailure:
+    lib = _lib()
+    name = type(exc).__name__
+    if isinstance(exc, lib.Timeout) or "Timeout" in name:
+        return UpstreamFailure(TIMEOUT, f"upstream timed out ({name})")
+    status = getattr(exc, "status_code", None)
+    message = str(getattr(exc, "message", "") or exc)[:300]
+    if isinstance(exc, lib.APIConnectionError) or not isinstance(status, int):
+        return UpstreamFailure(UNREACHABLE, f"upstream unreachable or unreadable ({name}): {message}")
+    retry_after = None
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None
+    except (TypeError, ValueError):
+        retry_after = None
+    return UpstreamFailure(classify_status(status), f"upstream answered {status}: {message}", status, retry_after)
+
+
+def _usage(u: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not u:
+        return None
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    return {"prompt_tokens": u.get("prompt_tokens") or 0, "completion_tokens": u.get("completion_tokens") or 0,
+            "total_tokens": u.get("total_tokens") or 0, "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning}}
+
+
+def _tool_calls(calls: list[dict[str, Any]] | None, delta: bool) -> list[dict[str, Any]] | None:
+    if not calls:
+        return None
+    out = []
+    for i, c in enumerate(calls):
+        function = c.get("function") or {}
+        item: dict[str, Any] = {"id": c.get("id"), "type": c.get("type") or "function",
+                                "function": {"name": function.get("name"), "arguments": function.get("arguments") or ""}}
+        if delta:
+            item = {"index": c.get("index", i), **{k: v for k, v in item.items() if v is not None}}
+        out.append(item)
+    return out
+
+
+def _response(obj: dict[str, Any]) -> dict[str, Any]:
+    choices = []
+    for i, c in enumerate(obj.get("choices") or []):
+        m = c.get("message") or {}
+        message: dict[str, Any] = {"role": m.get("role") or "assistant", "content": m.get("content")}
+        calls = _tool_calls(m.get("tool_calls"), delta=False)
+        if calls:
+            message["tool_calls"] = calls
+        choices.append({"index": c.get("index", i), "message": message, "logprobs": None,
+                        "finish_reason": c.get("finish_reason")})
+    return {"id": obj.get("id"), "object": "chat.completion", "created": obj.get("created"), "model": obj.get("model"),
+            "choices": choices, "usage": _usage(obj.get("usage"))}
+
+
+def _chunk(obj: dict[str, Any]) -> dict[str, Any]:
+    choices = []
+    for i, c in enumerate(obj.get("choices") or []):
+        d = c.get("delta") or {}
+        delta: dict[str, Any] = {k: d[k] for k in ("role", "content") if d.get(k) is not None}
+        calls = _tool_calls(d.get("tool_calls"), delta=True)
+        if calls:
+            delta["tool_calls"] = calls
+        choices.append({"index": c.get("index", i), "delta": delta, "logprobs": None,
+                        "finish_reason": c.get("finish_reason")})
+    chunk: dict[str, Any] = {"id": obj.get("id"), "object": "chat.completion.chunk", "created": obj.get("created"),
+                             "model": obj.get("model"), "choices": choices}
+    usage = _usage(obj.get("usage"))
+    if usage is not None:
+        chunk["usage"] = usage
+    return chunk
+
+
+class LitellmProvider(Provider):
+    supports_embeddings = False  # neither Anthropic nor (through this gateway, yet) Gemini
+
+    def _kwargs(self, call: UpstreamCall) -> dict[str, Any]:
+        d = call.route.deployment
+        body = call.body
+        kwargs: dict[str, Any] = {k: body[k] for k in _PASSED if k in body}
+        kwargs.update(model=f"{_PREFIX[d.provider]}/{d.model}", messages=body.get("messages") or [],
+                      api_base=d.base_url, api_key=call.route.api_key or "none", timeout=call.timeout_s,
+                      num_retries=0, max_retries=0)
+        return kwargs
+
+    async def complete(self, call: UpstreamCall) -> Answer:
+        lib = _lib()
+        try:
+            response = await lib.acompletion(**self._kwargs(call))
+        except Exception as exc:  # litellm's exception hierarchy is mapped in one place
+            raise _failure(exc) from None
+        obj = _response(response.model_dump())
+        return Answer(orjson.dumps(obj), obj)
+
+    async def open_stream(self, call: UpstreamCall) -> UpstreamStream:
+        lib = _lib()
+        try:
+            wrapper = await lib.acompletion(**self._kwargs(call), stream=True, stream_options={"include_usage": True})
+        except Exception as exc:
+            raise _failure(exc) from None
+        return _LitellmStream(wrapper)
+
+    async def embed(self, call: UpstreamCall) -> Answer:
+        raise UpstreamFailure(classify_status(400), f"provider {call.route.deployment.provider} serves no embeddings")
+
+
+class _LitellmStream(UpstreamStream):
+    def __init__(self, wrapper: Any) -> None:
+        self._wrapper = wrapper
+        self._iter: AsyncIterator[Any] = wrapper.__aiter__()
+
+    async def next(self) -> Chunk | None:
+        try:
+            item = await self._iter.__anext__()
+        except StopAsyncIteration:
+            return None
+        except Exception as exc:
+            failure = _failure(exc)
+            if failure.kind is UNREACHABLE:  # a broken stream once it started, not an unreachable host
+                failure = UpstreamFailure(BROKEN_RESPONSE, failure.detail)
+            raise failure from None
+        obj = _chunk(item.model_dump())
+        return Chunk(orjson.dumps(obj), obj)
+
+    async def aclose(self) -> None:
+        close = getattr(self._wrapper, "aclose", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # closing a half-read litellm stream must never mask the request's outcome
+                pass

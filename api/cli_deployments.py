@@ -1,0 +1,114 @@
+"""`nexus deployments add/list/remove`: where a tenant's model names are served. Credentials are never shown."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from domain.deployments import PROVIDERS, DeploymentError
+from domain.identity import IdentityError
+from domain.pricing import InvalidPrice, Price, micros
+
+deployments_app = typer.Typer(help="Deployments: provider, model, base URL, region, credentials, price.",
+                              no_args_is_help=True)
+
+
+def _container():  # type: ignore[no-untyped-def]
+    from api.bootstrap import bootstrap
+
+    return bootstrap()
+
+
+def _credential(api_key_env: str | None, api_key_stdin: bool) -> str | None:
+    """From an environment variable or standard input, never a command-line argument (shell history)."""
+    if api_key_env:
+        value = os.environ.get(api_key_env)
+        if not value:
+            raise typer.BadParameter(f"environment variable {api_key_env} is empty or unset", param_hint="--api-key-env")
+        return value
+    if api_key_stdin:
+        value = sys.stdin.readline().strip()
+        if not value:
+            raise typer.BadParameter("nothing on standard input", param_hint="--api-key-stdin")
+        return value
+    return None
+
+
+@deployments_app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Deployment name, unique in the tenant (adding it again replaces it)"),
+    tenant: str = typer.Option(..., help="Tenant id"),
+    provider: str = typer.Option(..., help=f"One of: {', '.join(sorted(PROVIDERS))}"),
+    model: str = typer.Option(..., help="The upstream model id, e.g. gpt-4o-mini or claude-3-5-haiku-latest"),
+    model_name: str = typer.Option("", help="The model name clients ask for (default: the deployment name)"),
+    base_url: str = typer.Option("", help="Upstream base URL (default: the provider's; required for llama and"
+                                          " openai_compatible)"),
+    region: str = typer.Option("", help="Region label recorded with every inference"),
+    priority: int = typer.Option(0, help="0 is tried first; higher numbers are fallbacks"),
+    timeout_ms: int = typer.Option(0, help="Limit of one attempt at this deployment (0: the request's own)"),
+    max_retries: int = typer.Option(2, help="Retries on 429/5xx before falling back"),
+    input_price: str = typer.Option(..., help="Price per 1M input tokens, e.g. 2.50"),
+    output_price: str = typer.Option(..., help="Price per 1M output tokens, e.g. 10.00"),
+    cached_input_price: str = typer.Option("", help="Price per 1M cached input tokens (default: the input price)"),
+    currency: str = typer.Option("USD", help="ISO 4217 currency of the prices"),
+    price_version: str = typer.Option(..., help="Version of the price table these prices come from"),
+    api_key_env: str = typer.Option(None, help="Read the provider credential from this environment variable"),
+    api_key_stdin: bool = typer.Option(False, help="Read the provider credential from the first line of stdin"),
+) -> None:
+    """Add or replace a deployment; its credential is sealed (AES-GCM) before it is recorded."""
+    try:
+        price = Price(micros(input_price), micros(output_price), currency, price_version,
+                      micros(cached_input_price) if cached_input_price else None)
+        credential = _credential(api_key_env, api_key_stdin)
+    except InvalidPrice as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    container = _container()
+    try:
+        receipt = container.deployments.configure(
+            tenant, name=name, provider=provider, model=model, price=price, model_name=model_name or None,
+            base_url=base_url or None, region=region, priority=priority, timeout_ms=timeout_ms or None,
+            max_retries=max_retries, api_key=credential, actor="cli",
+        )
+        typer.echo(f"deployment {name} configured for tenant {tenant} (ledger position {receipt.position})")
+    except (DeploymentError, IdentityError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+
+
+@deployments_app.command("list")
+def list_(tenant: str = typer.Option(..., help="Tenant id")) -> None:
+    """The tenant's deployments (credentials show only as present or absent)."""
+    container = _container()
+    try:
+        rows = container.deployments.list(tenant)
+    finally:
+        container.close()
+    if not rows:
+        typer.echo(f"tenant {tenant} has no deployments")
+        return
+    for d in rows:
+        price = d["price"]
+        typer.echo(
+            f"{d['model_name']:<24} {d['name']:<24} p{d['priority']} {d['provider']:<17} {d['model']:<28}"
+            f" {d['region'] or '-':<10} in {price['input_micros_per_m']} out {price['output_micros_per_m']}"
+            f" {price['currency']}/1M (micros, {price['price_table_version']})"
+            f" credentials: {'sealed' if d['has_credentials'] else 'none'}  {d['base_url']}"
+        )
+
+
+@deployments_app.command("remove")
+def remove(name: str = typer.Argument(...), tenant: str = typer.Option(..., help="Tenant id")) -> None:
+    container = _container()
+    try:
+        receipt = container.deployments.remove(tenant, name, actor="cli")
+        typer.echo(f"deployment {name} removed (ledger position {receipt.position})")
+    except DeploymentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        container.close()

@@ -1,0 +1,27 @@
+"""The OpenAI-compatible REST surface: one router module per resource, mounted by `mount`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.gateway import chat, embeddings, models, receipts
+
+
+def mount(app: FastAPI) -> None:
+    for module in (chat, embeddings, models, receipts):
+        app.include_router(module.router)
+    previous = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: Any) -> AsyncIterator[Any]:
+        async with previous(application) as state:
+            yield state
+        gateway = getattr(application.state.container, "gateway", None)
+        if gateway is not None:  # pooled upstream connections belong to this event loop
+            await gateway.aclose()
+
+    app.router.lifespan_context = lifespan

@@ -1,0 +1,39 @@
+"""POST /v1/chat/completions: whole, or streamed as server-sent events."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from api.gateway.common import (
+    InferencePrincipal,
+    bad_request,
+    gateway_error,
+    inference_request,
+    read_json,
+    receipt_headers,
+)
+from api.gateway.sse import RecordedStreamResponse
+from application.gateway import GatewayError
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, principal: InferencePrincipal) -> Response:
+    body = await read_json(request)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise bad_request("messages: a non-empty list of message objects is required", "messages")
+    stream = body.get("stream") is True
+    include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+    inference = inference_request(request, principal, "chat", body, stream=stream, include_usage=include_usage)
+    gateway = request.app.state.container.gateway
+    try:
+        if not stream:
+            done = await gateway.complete(inference)
+            return Response(done.answer.data, media_type="application/json",
+                            headers=receipt_headers(done.receipt, inference))
+        live = await gateway.open_stream(inference)
+    except GatewayError as exc:
+        return gateway_error(exc, inference)
+    return RecordedStreamResponse(live)

@@ -1,0 +1,109 @@
+"""What the gateway routes share: reading the body, building the request, receipts and errors as HTTP."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import require_scope
+from api.errors import ApiError, error_body
+from application.gateway import GatewayError, InferenceRequest
+from domain.identity import Principal
+from domain.ledger import Receipt
+from domain.sealing import InvalidSubjectId, validate_subject_id
+
+InferencePrincipal = Annotated[Principal, Depends(require_scope("inference"))]
+ReaderPrincipal = Annotated[Principal, Depends(require_scope("read"))]
+
+TIMEOUT_HEADER = "nexus-timeout"  # seconds; the body field `timeout` wins over it
+CORRELATION_HEADER = "x-nexus-correlation-id"
+CAUSATION_HEADER = "x-nexus-causation-id"
+_MAX_ID = 200
+
+
+def bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, message, "invalid_request_error", code, param)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("the request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("model: a model name is required", "model")
+    return model
+
+
+def _timeout(request: Request, body: dict[str, Any], default_s: float, max_s: float) -> float:
+    raw: Any = body.pop("timeout", None)
+    if raw is None:
+        raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return default_s
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (0 < value <= max_s):
+        raise bad_request(f"timeout: expected seconds in (0, {max_s:g}], got {raw!r}", "timeout")
+    return value
+
+
+def _identifier(request: Request, header: str, default: str) -> str:
+    value = request.headers.get(header)
+    if value is None:
+        return default
+    if not 0 < len(value) <= _MAX_ID:
+        raise bad_request(f"{header}: expected 1-{_MAX_ID} characters", header)
+    return value
+
+
+def inference_request(request: Request, principal: Principal, kind: str, body: dict[str, Any], *,
+                      stream: bool = False, include_usage: bool = False) -> InferenceRequest:
+    gateway = request.app.state.container.gateway
+    model = require_model(body)
+    timeout_s = _timeout(request, body, gateway.config.default_timeout_s, gateway.config.max_timeout_s)
+    user = body.get("user")
+    subject = principal.key_id
+    if user is not None:
+        try:
+            subject = validate_subject_id(user)
+        except InvalidSubjectId as exc:
+            raise bad_request(f"user: {exc} (it names a data subject in the ledger: use an opaque id)", "user") from None
+    request_id = str(uuid.uuid4())
+    return InferenceRequest(
+        tenant_id=principal.tenant_id, key_id=principal.key_id, kind=kind, model=model, body=body, stream=stream,
+        include_usage=include_usage, timeout_s=timeout_s, subject_id=subject, request_id=request_id,
+        correlation_id=_identifier(request, CORRELATION_HEADER, request_id),
+        causation_id=_identifier(request, CAUSATION_HEADER, request_id),
+    )
+
+
+def receipt_header(receipt: Receipt) -> str:
+    return f"position={receipt.position}; event_id={receipt.event_id}; entry_hash={receipt.entry_hash.hex()}"
+
+
+def receipt_headers(receipt: Receipt | None, inference: InferenceRequest) -> dict[str, str]:
+    headers = {"x-request-id": inference.request_id}
+    if receipt is not None:
+        headers["nexus-receipt"] = receipt_header(receipt)
+    return headers
+
+
+def gateway_error(exc: GatewayError, inference: InferenceRequest | None) -> JSONResponse:
+    headers = receipt_headers(exc.receipt, inference) if inference is not None else None
+    return JSONResponse(error_body(exc.message, exc.type, exc.code), status_code=exc.status, headers=headers)

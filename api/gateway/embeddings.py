@@ -1,0 +1,30 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from api.gateway.common import (
+    InferencePrincipal,
+    bad_request,
+    gateway_error,
+    inference_request,
+    read_json,
+    receipt_headers,
+)
+from application.gateway import GatewayError
+
+router = APIRouter()
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(request: Request, principal: InferencePrincipal) -> Response:
+    body = await read_json(request)
+    if body.get("input") in (None, "", []):
+        raise bad_request("input: text, or a list of texts or token arrays, is required", "input")
+    inference = inference_request(request, principal, "embeddings", body)
+    try:
+        done = await request.app.state.container.gateway.complete(inference)
+    except GatewayError as exc:
+        return gateway_error(exc, inference)
+    return Response(done.answer.data, media_type="application/json", headers=receipt_headers(done.receipt, inference))

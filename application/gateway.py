@@ -1,0 +1,560 @@
+"""The gateway's use case: pick deployments, call upstreams with retries and fallbacks, record the outcome.
+
+Recording. Every request that reaches an upstream ends in ONE ledger append of two events on the
+stream `inference-<request id>`: InferenceRequested with InferenceCompleted, or InferenceRequested with
+InferenceFailed. One append is one group-commit slot instead of two, and it is atomic: a crash
+mid-request leaves nothing, never a request without its outcome. (The price: a process killed
+mid-request leaves no trace of that request; the client saw the connection break and got no receipt.)
+Requests refused before any upstream call (bad JSON, unknown model, auth) record nothing.
+
+Streams. The response starts once an upstream has produced its first chunk, so retries and fallbacks
+cover everything before that. The InferenceCompleted event id is fixed up front and announced in the
+`Nexus-Receipt` header as pending; the append happens when the stream ends, and its receipt travels
+in the last chunk. A stream cut by the client, or broken by the upstream, is still recorded as
+completed with what was produced (`finish` says which), with tokens counted from the chunks when the
+provider's usage never arrived (`usage_source: "counted"`).
+
+Content. Prompts and completions are sealed by `privacy.protect` (one data key per subject: the
+OpenAI `user` field, else the API key id). Without a privacy service no content is stored at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import orjson
+
+from application.deployments import DeploymentService, Route
+from application.ports import Ledger
+from application.providers import Answer, Chunk, Provider, UpstreamCall, UpstreamFailure, UpstreamStream
+from domain.deployments import BROKEN_RESPONSE, TIMEOUT, Deployment, attempt_order, backoff_s
+from domain.inference import InferenceCompleted, InferenceFailed, InferenceRequested, inference_stream
+from domain.ledger import LedgerUnavailable, NewEvent, Receipt
+from domain.pricing import cost_micros
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ContentProtector(Protocol):
+    def protect(self, tenant_id: str, subject_id: str, value: Any) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    default_timeout_s: float = 60.0
+    max_timeout_s: float = 600.0
+    backoff_base_s: float = 0.05
+    backoff_cap_s: float = 2.0
+    max_content_bytes: int = 96 * 1024  # sealed content above this is left out (the event limit is 256 KiB)
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    tenant_id: str
+    key_id: str
+    kind: str  # "chat" | "embeddings"
+    model: str  # the model name the client asked for
+    body: dict[str, Any]  # forwarded upstream; gateway-only fields already removed
+    stream: bool
+    include_usage: bool  # the client asked for the usage chunk
+    timeout_s: float
+    subject_id: str
+    request_id: str
+    correlation_id: str
+    causation_id: str
+
+
+class GatewayError(Exception):
+    """What the client is told, in OpenAI's error terms; `receipt` when the failure was recorded."""
+
+    def __init__(self, status: int, message: str, type: str, code: str, receipt: Receipt | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.receipt = receipt
+
+
+def model_not_found(model: str) -> GatewayError:
+    return GatewayError(404, f"the model {model!r} does not exist or this key's tenant has no deployment of it",
+                        "invalid_request_error", "model_not_found")
+
+
+@dataclass(frozen=True)
+class Completion:
+    answer: Answer
+    receipt: Receipt
+
+
+class _Exhausted(Exception):
+    def __init__(self, failure: UpstreamFailure, route: Route, attempts: list[dict[str, Any]], out_of_time: bool):
+        super().__init__(failure.detail)
+        self.failure = failure
+        self.route = route
+        self.attempts = attempts
+        self.out_of_time = out_of_time
+
+    @property
+    def reason(self) -> str:
+        return "timeout" if self.out_of_time else self.failure.kind.reason
+
+
+def _tokens(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """(in, out, cached, reasoning) from an OpenAI-shaped usage object (DeepSeek's cache field included)."""
+
+    def count(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    cached = count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or count(
+        usage.get("prompt_cache_hit_tokens"))
+    reasoning = count((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+    return count(usage.get("prompt_tokens")), count(usage.get("completion_tokens")), cached, reasoning
+
+
+def _text_of(value: Any) -> str:
+    """The text in message contents: strings, or lists of text parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(_text_of(p.get("text") if isinstance(p, dict) else p) for p in value)
+    return ""
+
+
+def prompt_text(request: InferenceRequest) -> str:
+    if request.kind == "embeddings":
+        return _text_of(request.body.get("input"))
+    return "\n".join(_text_of(m.get("content")) for m in request.body.get("messages") or [] if isinstance(m, dict))
+
+
+def receipt_fields(receipt: Receipt) -> dict[str, Any]:
+    return {"position": receipt.position, "event_id": str(receipt.event_id), "entry_hash": receipt.entry_hash.hex()}
+
+
+class Gateway:
+    def __init__(
+        self, ledger: Ledger, deployments: DeploymentService, providers: Mapping[str, Provider], *,
+        privacy: ContentProtector | None = None, config: GatewayConfig | None = None,
+        token_counter: Callable[[], Callable[[str], int]] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._deployments = deployments
+        self._providers = providers
+        self._privacy = privacy
+        self.config = config or GatewayConfig()
+        self._token_counter_factory = token_counter
+        self._count: Callable[[str], int] | None = None
+        self._busy: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._turns: dict[tuple[str, str], itertools.count[int]] = {}
+
+    async def aclose(self) -> None:
+        for provider in set(self._providers.values()):
+            await provider.aclose()
+
+    # --- routing ----------------------------------------------------------------------------------
+
+    async def routes(self, tenant_id: str, model: str, kind: str) -> list[Route]:
+        """The deployments that may serve this request; GatewayError 404/400 (nothing recorded) if none."""
+        table = self._deployments.cached_routes(tenant_id)
+        if table is None:
+            table = await asyncio.to_thread(self._deployments.routes, tenant_id)
+        found = table.get(model)
+        if not found:
+            raise model_not_found(model)
+        if kind == "embeddings":
+            found = [r for r in found if self._providers[r.deployment.wire].supports_embeddings]
+            if not found:
+                raise GatewayError(400, f"no deployment of {model!r} serves embeddings", "invalid_request_error",
+                                   "embeddings_not_supported")
+        return found
+
+    def models(self, tenant_id: str) -> dict[str, list[Deployment]]:
+        return {name: [r.deployment for r in routes] for name, routes in self._deployments.routes(tenant_id).items()}
+
+    async def _route(
+        self, request: InferenceRequest, routes: list[Route],
+        action: Callable[[Provider, UpstreamCall], Awaitable[T]],
+    ) -> tuple[T, Route, list[dict[str, Any]]]:
+        """Try deployments in order (domain.deployments.attempt_order) until one answers or time runs out.
+
+        Each attempt gets the request's remaining time, or the deployment's own limit if smaller, so a
+        slow deployment can time out and still leave time for a fallback.
+        """
+        deadline = time.monotonic() + request.timeout_s
+        turn = self._turns.setdefault((request.tenant_id, request.model), itertools.count())
+        by_name = {r.deployment.name: r for r in routes}
+        busy = {r.deployment.name: self._busy[(request.tenant_id, r.deployment.name)] for r in routes}
+        order = attempt_order([r.deployment for r in routes], busy, next(turn))
+        attempts: list[dict[str, Any]] = []
+        last: tuple[UpstreamFailure, Route] | None = None
+        for deployment in order:
+            route = by_name[deployment.name]
+            provider = self._providers[deployment.wire]
+            retries = 0
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                limit = min(remaining, deployment.timeout_ms / 1000) if deployment.timeout_ms else remaining
+                key = (request.tenant_id, deployment.name)
+                started = time.perf_counter_ns()
+                self._busy[key] += 1
+                try:
+                    async with asyncio.timeout(limit):
+                        result = await action(provider, UpstreamCall(route, request.body, limit))
+                except UpstreamFailure as exc:
+                    failure = exc
+                except TimeoutError:
+                    failure = UpstreamFailure(TIMEOUT, f"no answer within {limit:.3f} s")
+                else:
+                    attempts.append(_attempt(len(attempts) + 1, deployment, "ok", 200, started))
+                    return result, route, attempts
+                finally:
+                    self._busy[key] -= 1
+                attempts.append(_attempt(len(attempts) + 1, deployment, failure.kind.reason, failure.status, started,
+                                         failure.detail))
+                last = (failure, route)
+                if not failure.kind.retry and not failure.kind.fall_back:
+                    raise _Exhausted(failure, route, attempts, out_of_time=False)
+                if failure.kind.retry and retries < deployment.max_retries:
+                    retries += 1
+                    delay = backoff_s(retries, self.config.backoff_base_s, self.config.backoff_cap_s,
+                                      failure.retry_after_s)
+                    if time.monotonic() + delay < deadline:
+                        await asyncio.sleep(delay)
+                        continue
+                break
+            if time.monotonic() >= deadline:
+                break
+        if last is None:  # the deadline passed before any attempt could start
+            last = (UpstreamFailure(TIMEOUT, "no time left for any attempt"), by_name[order[0].name])
+        raise _Exhausted(last[0], last[1], attempts, out_of_time=time.monotonic() >= deadline)
+
+    # --- non-streaming ----------------------------------------------------------------------------
+
+    async def complete(self, request: InferenceRequest) -> Completion:
+        """A chat completion or embeddings, recorded before it is returned."""
+        routes = await self.routes(request.tenant_id, request.model, request.kind)
+        started = time.perf_counter_ns()
+
+        async def call(provider: Provider, upstream: UpstreamCall) -> Answer:
+            return await (provider.embed(upstream) if request.kind == "embeddings" else provider.complete(upstream))
+
+        try:
+            answer, route, attempts = await self._route(request, routes, call)
+        except _Exhausted as exhausted:
+            raise await self._record_failure(request, exhausted, started) from None
+        latency_us = (time.perf_counter_ns() - started) // 1000
+        usage = answer.obj.get("usage")
+        if isinstance(usage, dict):
+            tokens, source = _tokens(usage), "provider"
+        else:
+            out = 0 if request.kind == "embeddings" else self._counted(_answer_text(answer.obj))
+            tokens, source = (self._counted(prompt_text(request)), out, 0, 0), "counted"
+        completion = None if request.kind == "embeddings" else _answer_messages(answer.obj)
+        receipt = await self._record_completion(request, route, attempts, tokens, source, latency_us, None,
+                                                "complete", completion, uuid.uuid4())
+        return Completion(answer, receipt)
+
+    # --- streaming --------------------------------------------------------------------------------
+
+    async def open_stream(self, request: InferenceRequest) -> InferenceStream:
+        """An upstream stream that has produced its first chunk; failures before that are recorded and raised."""
+        routes = await self.routes(request.tenant_id, request.model, request.kind)
+        started = time.perf_counter_ns()
+
+        async def call(provider: Provider, upstream: UpstreamCall) -> tuple[UpstreamStream, Chunk]:
+            stream = await provider.open_stream(upstream)
+            try:
+                first = await stream.next()
+            except BaseException:
+                await _quietly_close(stream)
+                raise
+            if first is None:
+                await _quietly_close(stream)
+                raise UpstreamFailure(BROKEN_RESPONSE, "upstream stream ended before its first chunk")
+            return stream, first
+
+        try:
+            (stream, first), route, attempts = await self._route(request, routes, call)
+        except _Exhausted as exhausted:
+            raise await self._record_failure(request, exhausted, started) from None
+        return InferenceStream(self, request, route, attempts, stream, first, started)
+
+    # --- recording --------------------------------------------------------------------------------
+
+    def _counted(self, text: str) -> int:
+        if self._count is None:
+            factory = self._token_counter_factory
+            self._count = factory() if factory else (lambda t: (len(t) + 3) // 4)
+        return self._count(text)
+
+    async def _record_completion(
+        self, request: InferenceRequest, route: Route, attempts: list[dict[str, Any]],
+        tokens: tuple[int, int, int, int], usage_source: str, latency_us: int, ttft_us: int | None, finish: str,
+        completion: Any, completed_id: uuid.UUID,
+    ) -> Receipt:
+        d = route.deployment
+        tokens_in, tokens_out, cached, reasoning = tokens
+        prompt_sealed, completion_sealed = await self._seal(request, completion, with_completion=True)
+        completed = InferenceCompleted(
+            request_id=request.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
+            tokens_in=tokens_in, tokens_out=tokens_out, tokens_cached=min(cached, tokens_in),
+            tokens_reasoning=min(reasoning, tokens_out), latency_us=latency_us, ttft_us=ttft_us,
+            cost_micros=cost_micros(d.price, tokens_in, tokens_out, cached), currency=d.price.currency,
+            price_table_version=d.price.version,
+        ).payload()
+        completed.update(attempts=attempts, usage_source=usage_source, finish=finish, kind=request.kind)
+        if completion_sealed is not None:
+            completed["completion"] = completion_sealed
+        requested = self._requested(request, route, prompt_sealed)
+        [_, receipt] = await self._append(request, requested, "InferenceCompleted", completed, completed_id)
+        return receipt
+
+    async def _record_failure(self, request: InferenceRequest, exhausted: _Exhausted, started: int) -> GatewayError:
+        d = exhausted.route.deployment
+        reason = exhausted.reason
+        failed = InferenceFailed(
+            request_id=request.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
+            reason=reason, detail=exhausted.failure.detail[:500],
+            latency_us=(time.perf_counter_ns() - started) // 1000,
+        ).payload()
+        failed.update(attempts=exhausted.attempts, kind=request.kind)
+        prompt_sealed, _ = await self._seal(request, None, with_completion=False)
+        requested = self._requested(request, exhausted.route, prompt_sealed)
+        try:
+            [_, receipt] = await self._append(request, requested, "InferenceFailed", failed, uuid.uuid4())
+        except LedgerUnavailable:
+            receipt = None
+        tried = len(exhausted.attempts)
+        if reason == "timeout":
+            return GatewayError(504, f"the upstream did not answer in time ({tried} attempts)", "api_error",
+                                "upstream_timeout", receipt)
+        if reason == "bad_request":
+            return GatewayError(400, f"the upstream refused the request: {exhausted.failure.detail}",
+                                "invalid_request_error", "upstream_bad_request", receipt)
+        return GatewayError(502, f"every deployment of {request.model!r} failed ({tried} attempts; last: {reason})",
+                            "api_error", "upstream_error", receipt)
+
+    def _requested(self, request: InferenceRequest, route: Route, prompt_sealed: Any) -> dict[str, Any]:
+        d = route.deployment
+        payload = InferenceRequested(
+            request_id=request.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
+            api_key_id=request.key_id, stream=request.stream,
+        ).payload()
+        payload.update(kind=request.kind, requested_model=request.model, subject_id=request.subject_id)
+        if prompt_sealed is not None:
+            payload["prompt"] = prompt_sealed
+        return payload
+
+    async def _append(self, request: InferenceRequest, requested: dict[str, Any], outcome_type: str,
+                      outcome: dict[str, Any], outcome_id: uuid.UUID) -> list[Receipt]:
+        stream = inference_stream(request.request_id)
+        requested_id = uuid.uuid4()
+        events = [
+            NewEvent(stream, "InferenceRequested", requested, tenant_id=request.tenant_id, event_id=requested_id,
+                     metadata={"correlation_id": request.correlation_id, "causation_id": request.causation_id}),
+            NewEvent(stream, outcome_type, outcome, tenant_id=request.tenant_id, event_id=outcome_id,
+                     metadata={"correlation_id": request.correlation_id, "causation_id": str(requested_id)}),
+        ]
+        for attempt in range(3):  # the same event ids each time: a retry never records twice
+            try:
+                return await self._ledger.append_async(events, {stream: 0})
+            except LedgerUnavailable:
+                if attempt == 2:
+                    log.error("inference %s could not be recorded", request.request_id)
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _seal(self, request: InferenceRequest, completion: Any, *, with_completion: bool) -> tuple[Any, Any]:
+        """(sealed prompt, sealed completion) in one trip to a worker thread; (None, None) without privacy."""
+        privacy = self._privacy
+        if privacy is None:
+            return None, None
+        prompt = request.body.get("input") if request.kind == "embeddings" else request.body.get("messages")
+        limit = self.config.max_content_bytes
+
+        def protect(value: Any) -> Any:
+            size = len(orjson.dumps(value))
+            if size > limit:
+                return {"omitted": "too_large", "bytes": size}
+            try:
+                return privacy.protect(request.tenant_id, request.subject_id, value)
+            except Exception:  # never plaintext: record the usage without the content
+                log.exception("sealing content of inference %s failed", request.request_id)
+                return {"omitted": "sealing_failed"}
+
+        def both() -> tuple[Any, Any]:
+            return protect(prompt), (protect(completion) if with_completion and completion is not None else None)
+
+        return await asyncio.to_thread(both)
+
+
+class InferenceStream:
+    """A streamed completion in flight: relays chunks, observes usage and content, records once at the end."""
+
+    def __init__(self, gateway: Gateway, request: InferenceRequest, route: Route, attempts: list[dict[str, Any]],
+                 upstream: UpstreamStream, first: Chunk, started_ns: int) -> None:
+        self.request = request
+        self.route = route
+        self.completed_id = uuid.uuid4()  # announced as the pending receipt before the stream starts
+        self.broken: UpstreamFailure | None = None
+        self._gateway = gateway
+        self._attempts = attempts
+        self._upstream = upstream
+        self._pending: Chunk | None = first
+        self._started = started_ns
+        self._first_ns = time.perf_counter_ns()
+        self._last_ns = self._first_ns
+        self._usage: dict[str, Any] | None = None
+        self._usage_chunk: Chunk | None = None
+        self._texts: dict[int, list[str]] = {}
+        self._tools: dict[tuple[int, int], dict[str, Any]] = {}
+        self._template: dict[str, Any] = {k: first.obj.get(k) for k in ("id", "created", "model")}
+        self._recording: asyncio.Future[Receipt | None] | None = None
+        self._relayed = 0
+        self.tokens: tuple[int, int, int, int] = (0, 0, 0, 0)  # as recorded
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The chunks for the client as JSON bytes; a usage-only chunk is held back for `final_chunks`."""
+        idle = self.route.deployment.timeout_ms / 1000 if self.route.deployment.timeout_ms else self.request.timeout_s
+        try:
+            while True:
+                chunk = self._pending
+                if chunk is not None:
+                    self._pending = None
+                else:
+                    try:
+                        async with asyncio.timeout(idle):
+                            chunk = await self._upstream.next()
+                    except UpstreamFailure as failure:
+                        self.broken = failure
+                        return
+                    except TimeoutError:
+                        self.broken = UpstreamFailure(TIMEOUT, f"the upstream stream stalled for {idle:.3f} s")
+                        return
+                    if chunk is None:
+                        return
+                self._last_ns = time.perf_counter_ns()
+                if self._observe(chunk):
+                    continue
+                self._relayed += 1
+                yield chunk.data
+        finally:
+            await _quietly_close(self._upstream)
+
+    def _observe(self, chunk: Chunk) -> bool:
+        """Note usage and content; True if the chunk carries nothing but usage (held back)."""
+        obj = chunk.obj
+        choices = obj.get("choices") or []
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage
+            if not choices:
+                self._usage_chunk = chunk
+                return True
+        for choice in choices:
+            index = choice.get("index", 0) if isinstance(choice, dict) else 0
+            delta = (choice.get("delta") if isinstance(choice, dict) else None) or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self._texts.setdefault(index, []).append(content)
+            for call in delta.get("tool_calls") or []:
+                slot = self._tools.setdefault((index, call.get("index", 0)), {"name": "", "arguments": ""})
+                function = call.get("function") or {}
+                slot["name"] += function.get("name") or ""
+                slot["arguments"] += function.get("arguments") or ""
+        return False
+
+    def _completion(self) -> list[dict[str, Any]]:
+        indexes = sorted(set(self._texts) | {i for i, _ in self._tools})
+        out = []
+        for i in indexes:
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(self._texts.get(i, [])) or None}
+            calls = [{"type": "function", "function": f} for (ci, _), f in sorted(self._tools.items()) if ci == i]
+            if calls:
+                message["tool_calls"] = calls
+            out.append(message)
+        return out
+
+    async def finish(self, client_gone: bool = False) -> Receipt | None:
+        """Record the stream (once, whoever calls first); None if the ledger could not take it.
+
+        The recording runs as its own task, so a cancelled caller (the client went away) cannot cut it short.
+        """
+        if self._recording is None:
+            self._recording = asyncio.ensure_future(self._record(client_gone))
+        return await asyncio.shield(self._recording)
+
+    async def _record(self, client_gone: bool) -> Receipt | None:
+        gateway = self._gateway
+        if self._usage is not None:
+            tokens, source = _tokens(self._usage), "provider"
+        else:
+            text = "".join("".join(parts) for parts in self._texts.values())
+            text += "".join(f["name"] + f["arguments"] for f in self._tools.values())
+            tokens, source = (gateway._counted(prompt_text(self.request)), gateway._counted(text), 0, 0), "counted"
+        self.tokens = tokens
+        finish = "client_cancelled" if client_gone else ("upstream_cut" if self.broken else "complete")
+        try:
+            return await gateway._record_completion(
+                self.request, self.route, self._attempts, tokens, source, (self._last_ns - self._started) // 1000,
+                (self._first_ns - self._started) // 1000, finish, self._completion(), self.completed_id,
+            )
+        except LedgerUnavailable:
+            return None
+
+    def final_chunks(self, receipt: Receipt) -> list[bytes]:
+        """The usage chunk, if the client asked for usage, carrying the receipt as an extra field."""
+        if not self.request.include_usage:
+            return []
+        if self._usage_chunk is not None:
+            chunk = dict(self._usage_chunk.obj)
+        else:  # the provider sent no usage chunk: give the counted usage the record holds
+            tokens_in, tokens_out = self.tokens[0], self.tokens[1]
+            chunk = {**self._template, "object": "chat.completion.chunk", "choices": [],
+                     "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+                               "total_tokens": tokens_in + tokens_out}}
+        chunk["nexus_receipt"] = receipt_fields(receipt)
+        return [orjson.dumps(chunk)]
+
+
+def _attempt(number: int, d: Deployment, outcome: str, status: int | None, started_ns: int,
+             detail: str | None = None) -> dict[str, Any]:
+    attempt: dict[str, Any] = {"attempt": number, "deployment": d.name, "provider": d.provider, "outcome": outcome,
+                               "status": status, "latency_us": (time.perf_counter_ns() - started_ns) // 1000}
+    if detail:
+        attempt["detail"] = detail[:200]
+    return attempt
+
+
+def _answer_messages(obj: Mapping[str, Any]) -> list[Any]:
+    return [c.get("message") for c in obj.get("choices") or [] if isinstance(c, dict)]
+
+
+def _answer_text(obj: Mapping[str, Any]) -> str:
+    parts = []
+    for message in _answer_messages(obj):
+        if isinstance(message, dict):
+            parts.append(_text_of(message.get("content")))
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                parts.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
+    return "".join(parts)
+
+
+async def _quietly_close(stream: UpstreamStream) -> None:
+    try:
+        await stream.aclose()
+    except Exception:  # the connection is being dropped anyway
+        pass

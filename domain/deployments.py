@@ -1,0 +1,199 @@
+"""Deployments: where a tenant's model names are served, at what price, and in which order they are tried.
+
+A deployment is one upstream endpoint for one model (provider, upstream model id, base URL, region,
+sealed credentials, price). Clients ask for a *model name*; every deployment that serves that name is a
+candidate. Candidates are grouped by `priority`: the lowest priority is tried first, with load spread
+across its deployments; higher priorities are the fallbacks, tried in order when a whole tier failed.
+
+All of a tenant's deployments live in ONE stream, `deployments-<tenant>`: loading the routing table is
+one indexed read, and a configure or remove checks the whole table's version (no two writers can
+configure the same name concurrently). The credentials are sealed by the application before they get
+here (AES-GCM, see adapters/secrets.py); this module never sees a plaintext credential.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from domain.pricing import Price
+
+WIRE_OPENAI = "openai"  # the OpenAI chat-completions / embeddings protocol, spoken by many hosts
+WIRE_ANTHROPIC = "anthropic"
+WIRE_GEMINI = "gemini"
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    wire: str
+    default_base_url: str | None  # None: the deployment must name its base URL
+    stream_usage_option: bool = True  # accepts stream_options.include_usage
+
+
+PROVIDERS: Mapping[str, ProviderSpec] = {
+    "openai": ProviderSpec(WIRE_OPENAI, "https://api.openai.com/v1"),
+    "deepseek": ProviderSpec(WIRE_OPENAI, "https://api.deepseek.com/v1"),
+    # Mistral sends usage in its last chunk unasked and has refused unknown request fields.
+    "mistral": ProviderSpec(WIRE_OPENAI, "https://api.mistral.ai/v1", stream_usage_option=False),
+    "llama": ProviderSpec(WIRE_OPENAI, None),  # Meta Llama through any OpenAI-compatible host
+    "openai_compatible": ProviderSpec(WIRE_OPENAI, None),  # vLLM, Ollama, llama.cpp server, ...
+    "anthropic": ProviderSpec(WIRE_ANTHROPIC, "https://api.anthropic.com"),
+    "gemini": ProviderSpec(WIRE_GEMINI, "https://generativelanguage.googleapis.com/v1beta"),
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$")
+_URL = re.compile(r"^https?://[^\s]+$")
+
+
+class DeploymentError(Exception):
+    """A deployment command that cannot be carried out."""
+
+
+class InvalidDeployment(DeploymentError, ValueError):
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        super().__init__(f"deployment {field}: expected {expected}, got {value!r}")
+        self.field = field
+
+
+class UnknownDeployment(DeploymentError):
+    def __init__(self, tenant_id: str, name: str) -> None:
+        super().__init__(f"tenant {tenant_id!r} has no deployment {name!r}")
+
+
+def deployments_stream(tenant_id: str) -> str:
+    return f"deployments-{tenant_id}"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    model_name: str  # what clients ask for
+    provider: str
+    model: str  # the upstream model id
+    base_url: str
+    region: str
+    price: Price
+    priority: int = 0
+    timeout_ms: int | None = None  # one attempt's limit; None = the request's remaining time
+    max_retries: int = 2  # retries of this deployment on 429/5xx before falling back
+    credentials: Mapping[str, Any] | None = None  # a sealed envelope, never plaintext
+
+    @property
+    def wire(self) -> str:
+        return PROVIDERS[self.provider].wire
+
+    def public(self) -> dict[str, Any]:
+        """Everything about the deployment that may be shown: no credentials, only whether there are any."""
+        return {"name": self.name, "model_name": self.model_name, "provider": self.provider, "model": self.model,
+                "base_url": self.base_url, "region": self.region, "priority": self.priority,
+                "timeout_ms": self.timeout_ms, "max_retries": self.max_retries, "price": self.price.as_dict(),
+                "has_credentials": self.credentials is not None}
+
+    def payload(self, tenant_id: str) -> dict[str, Any]:
+        """The DeploymentConfigured payload: the public fields and the sealed credentials."""
+        payload = self.public()
+        del payload["has_credentials"]
+        return {**payload, "tenant_id": tenant_id, "credentials": dict(self.credentials) if self.credentials else None}
+
+
+def new_deployment(
+    *, name: str, provider: str, model: str, price: Price, model_name: str | None = None, base_url: str | None = None,
+    region: str = "", priority: int = 0, timeout_ms: int | None = None, max_retries: int = 2,
+    credentials: Mapping[str, Any] | None = None,
+) -> Deployment:
+    """Validate a deployment's fields and fill in the provider's default base URL."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidDeployment("name", name, f"a name matching {_NAME.pattern}")
+    if provider not in PROVIDERS:
+        raise InvalidDeployment("provider", provider, f"one of {sorted(PROVIDERS)}")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidDeployment("model", model, "the upstream model id")
+    model_name = model_name or name
+    if not _NAME.match(model_name):
+        raise InvalidDeployment("model_name", model_name, f"a name matching {_NAME.pattern}")
+    base_url = (base_url or PROVIDERS[provider].default_base_url or "").rstrip("/")
+    if not _URL.match(base_url):
+        raise InvalidDeployment("base_url", base_url, f"an http(s) URL (provider {provider} has no default)")
+    if not isinstance(priority, int) or not 0 <= priority < 100:
+        raise InvalidDeployment("priority", priority, "an integer from 0 (first) to 99")
+    if timeout_ms is not None and (not isinstance(timeout_ms, int) or timeout_ms <= 0):
+        raise InvalidDeployment("timeout_ms", timeout_ms, "a positive number of milliseconds or nothing")
+    if not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
+        raise InvalidDeployment("max_retries", max_retries, "an integer from 0 to 10")
+    return Deployment(name, model_name, provider, model.strip(), base_url, region or "", price, priority,
+                      timeout_ms, max_retries, credentials)
+
+
+def deployment_from_payload(p: Mapping[str, Any]) -> Deployment:
+    return Deployment(p["name"], p["model_name"], p["provider"], p["model"], p["base_url"], p["region"],
+                      Price.from_dict(p["price"]), p["priority"], p["timeout_ms"], p["max_retries"], p["credentials"])
+
+
+def fold(stream: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Deployment]:
+    """A tenant's current deployments by name, from its stream of (type, payload)."""
+    table: dict[str, Deployment] = {}
+    for event_type, payload in stream:
+        if event_type == "DeploymentConfigured":
+            table[payload["name"]] = deployment_from_payload(payload)
+        elif event_type == "DeploymentRemoved":
+            table.pop(payload["name"], None)
+    return table
+
+
+def decide_remove(table: Mapping[str, Deployment], tenant_id: str, name: str) -> dict[str, Any]:
+    if name not in table:
+        raise UnknownDeployment(tenant_id, name)
+    return {"tenant_id": tenant_id, "name": name}
+
+
+# --- routing: pure decisions over a routing table --------------------------------------------------
+
+
+def candidates(table: Mapping[str, Deployment], model_name: str) -> list[Deployment]:
+    return [d for d in table.values() if d.model_name == model_name]
+
+
+def attempt_order(deployments: Sequence[Deployment], in_flight: Mapping[str, int], turn: int) -> list[Deployment]:
+    """Tiers by ascending priority; inside a tier, least busy first, ties broken round-robin by `turn`."""
+    ordered: list[Deployment] = []
+    for priority in sorted({d.priority for d in deployments}):
+        tier = sorted((d for d in deployments if d.priority == priority), key=lambda d: d.name)
+        shift = turn % len(tier)
+        rotated = tier[shift:] + tier[:shift]
+        ordered.extend(sorted(rotated, key=lambda d: in_flight.get(d.name, 0)))  # stable: rotation breaks ties
+    return ordered
+
+
+@dataclass(frozen=True)
+class FailureKind:
+    reason: str  # one of domain.inference.FAILURE_REASONS
+    retry: bool  # worth another attempt at the same deployment (after a backoff)
+    fall_back: bool  # worth trying the next deployment
+
+
+TIMEOUT = FailureKind("timeout", retry=False, fall_back=True)
+UNREACHABLE = FailureKind("upstream_error", retry=True, fall_back=True)
+BROKEN_RESPONSE = FailureKind("upstream_error", retry=False, fall_back=True)
+
+
+def classify_status(status: int) -> FailureKind:
+    """What an upstream HTTP status means for the request: retry, fall back, or give the client the error."""
+    if status == 429:
+        return FailureKind("rate_limited", retry=True, fall_back=True)
+    if status >= 500 or status == 408:  # includes Anthropic's 529 "overloaded"
+        return FailureKind("upstream_error", retry=True, fall_back=True)
+    if status in (401, 403):  # our credentials for this deployment; another one may work
+        return FailureKind("auth", retry=False, fall_back=True)
+    if status == 404:  # the upstream does not know the model: a deployment misconfiguration
+        return FailureKind("upstream_error", retry=False, fall_back=True)
+    return FailureKind("bad_request", retry=False, fall_back=False)  # the request itself is wrong
+
+
+def backoff_s(retry_number: int, base_s: float, cap_s: float, retry_after_s: float | None = None) -> float:
+    """Exponential backoff: base * 2**(n-1), capped; a provider's Retry-After wins when it is within the cap."""
+    delay = min(cap_s, base_s * (2 ** (retry_number - 1)))
+    if retry_after_s is not None and 0 <= retry_after_s <= cap_s:
+        delay = max(delay, retry_after_s)
+    return delay

@@ -1,0 +1,328 @@
+"""Fake LLM upstreams speaking the real wire protocols, with scriptable failures.
+
+One Starlette app serves any number of named upstreams: `/u/<name>/...` is upstream `<name>`, with its
+own script of behaviours and its own log of the requests it received. Under each name it speaks:
+
+    OpenAI     POST /v1/chat/completions (JSON, or SSE with the usage chunk when asked), POST /v1/embeddings
+    Anthropic  POST /v1/messages (JSON, or its event stream: message_start, content_block_*, message_delta
+               with usage, message_stop)
+    Gemini     POST /v1beta/models/<model>:generateContent and :streamGenerateContent?alt=sse
+
+Replies are deterministic so tests can state exact token counts: the reply is REPLY split into words
+(one word = one token = one streamed chunk), prompt tokens are the words of every message.
+
+Behaviours (`Script.then(...)`, consumed one per request, then `Script.default`):
+    ok()            answer normally
+    status(429)     answer with that HTTP status and the provider's error body (Retry-After optional)
+    slow(seconds)   wait before answering
+    cut(n)          stream n content chunks, then drop the connection
+    drip(seconds)   stream with a pause before every chunk
+    no_usage()      stream without any usage (OpenAI: no usage chunk even when asked)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+REPLY = "Hello from the fake upstream."
+WORDS = [w if i == 0 else " " + w for i, w in enumerate(REPLY.split())]
+JSON_REPLY = '{"answer": 42}'
+TOOL_ARGUMENTS = {"city": "Paris"}
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    kind: str = "ok"
+    status: int = 200
+    delay_s: float = 0.0
+    chunks: int = 0
+    retry_after: str | None = None
+
+
+def ok() -> Behaviour:
+    return Behaviour()
+
+
+def status(code: int, retry_after: str | None = None) -> Behaviour:
+    return Behaviour("status", status=code, retry_after=retry_after)
+
+
+def slow(seconds: float) -> Behaviour:
+    return Behaviour("slow", delay_s=seconds)
+
+
+def cut(after_chunks: int) -> Behaviour:
+    return Behaviour("cut", chunks=after_chunks)
+
+
+def drip(seconds: float) -> Behaviour:
+    return Behaviour("drip", delay_s=seconds)
+
+
+def no_usage() -> Behaviour:
+    return Behaviour("no_usage")
+
+
+@dataclass
+class Script:
+    default: Behaviour = field(default_factory=ok)
+    queue: deque[Behaviour] = field(default_factory=deque)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def then(self, *behaviours: Behaviour) -> Script:
+        self.queue.extend(behaviours)
+        return self
+
+    def next(self) -> Behaviour:
+        try:
+            return self.queue.popleft()
+        except IndexError:
+            return self.default
+
+
+class Upstreams:
+    """The scripts of every named upstream; the app below reads them from its server thread."""
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, Script] = {}
+        self._lock = threading.Lock()
+        self.url = ""  # set once the server runs
+
+    def script(self, name: str) -> Script:
+        with self._lock:
+            return self._scripts.setdefault(name, Script())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._scripts.clear()
+
+    def base(self, name: str, suffix: str = "/v1") -> str:
+        return f"{self.url}/u/{name}{suffix}"
+
+
+def _words(text: Any) -> int:
+    if isinstance(text, str):
+        return len(text.split())
+    if isinstance(text, list):  # content parts
+        return sum(_words(p.get("text", "")) for p in text if isinstance(p, dict))
+    return 0
+
+
+async def _begin(request: Request, upstreams: Upstreams) -> tuple[Script, Behaviour, dict[str, Any]]:
+    script = upstreams.script(request.path_params["name"])
+    body = orjson.loads(await request.body())
+    script.requests.append({"path": request.url.path, "query": str(request.url.query),
+                            "headers": dict(request.headers), "body": body})
+    behaviour = script.next()
+    if behaviour.kind == "slow":
+        await asyncio.sleep(behaviour.delay_s)
+    return script, behaviour, body
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + (data if isinstance(data, bytes) else orjson.dumps(data)) + b"\n\n"
+
+
+async def _emit(frames: list[bytes], behaviour: Behaviour, content_frames: set[int]) -> AsyncIterator[bytes]:
+    sent_content = 0
+    for i, frame in enumerate(frames):
+        if behaviour.kind == "drip":
+            await asyncio.sleep(behaviour.delay_s)
+        if behaviour.kind == "cut" and i in content_frames:
+            if sent_content == behaviour.chunks:
+                raise ConnectionAbortedError("scripted cut")  # uvicorn drops the connection mid-body
+            sent_content += 1
+        yield frame
+
+
+def _stream(frames: list[bytes], behaviour: Behaviour, content_frames: set[int]) -> StreamingResponse:
+    return StreamingResponse(_emit(frames, behaviour, content_frames), media_type="text/event-stream")
+
+
+# --- OpenAI ------------------------------------------------------------------------------------------
+
+
+def _openai_error(behaviour: Behaviour) -> Response:
+    headers = {"retry-after": behaviour.retry_after} if behaviour.retry_after else None
+    kind = "rate_limit_error" if behaviour.status == 429 else "server_error"
+    return JSONResponse({"error": {"message": f"scripted {behaviour.status}", "type": kind, "param": None,
+                                   "code": None}}, status_code=behaviour.status, headers=headers)
+
+
+def _openai_message(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    tools = body.get("tools")
+    if tools and body.get("tool_choice") != "none":
+        call = {"id": "call_fake_1", "type": "function",
+                "function": {"name": tools[0]["function"]["name"], "arguments": orjson.dumps(TOOL_ARGUMENTS).decode()}}
+        return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+    fmt = (body.get("response_format") or {}).get("type")
+    text = JSON_REPLY if fmt in ("json_object", "json_schema") else REPLY
+    return {"role": "assistant", "content": text}, "stop"
+
+
+def _openai_usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+async def openai_chat(request: Request) -> Response:
+    upstreams: Upstreams = request.app.state.upstreams
+    _, behaviour, body = await _begin(request, upstreams)
+    if behaviour.kind == "status":
+        return _openai_error(behaviour)
+    prompt = sum(_words(m.get("content")) for m in body.get("messages", []))
+    message, finish = _openai_message(body)
+    base = {"id": "chatcmpl-fake", "created": 1_700_000_000, "model": body["model"], "system_fingerprint": "fp_fake"}
+    if not body.get("stream"):
+        completion = len(WORDS) if message.get("content") == REPLY else 6
+        return JSONResponse({**base, "object": "chat.completion",
+                             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                             "usage": _openai_usage(prompt, completion)})
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and behaviour.kind != "no_usage"
+    chunk = {**base, "object": "chat.completion.chunk"}
+    extra = {"usage": None} if include_usage else {}
+
+    def frame(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return _sse({**chunk, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                           "finish_reason": finish_reason}], **extra})
+
+    frames = [frame({"role": "assistant", "content": ""})]
+    if "tool_calls" in message:
+        call = message["tool_calls"][0]
+        pieces = [{"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                   "function": {"name": call["function"]["name"], "arguments": ""}}]},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}]
+    else:
+        text = message["content"]
+        words = WORDS if text == REPLY else [text]
+        pieces = [{"content": w} for w in words]
+    frames += [frame(p) for p in pieces]
+    content_frames = set(range(1, len(frames)))
+    frames.append(frame({}, finish))
+    if include_usage:
+        frames.append(_sse({**chunk, "choices": [], "usage": _openai_usage(prompt, len(pieces))}))
+    frames.append(b"data: [DONE]\n\n")
+    return _stream(frames, behaviour, content_frames)
+
+
+async def openai_embeddings(request: Request) -> Response:
+    upstreams: Upstreams = request.app.state.upstreams
+    _, behaviour, body = await _begin(request, upstreams)
+    if behaviour.kind == "status":
+        return _openai_error(behaviour)
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = []
+    for i, text in enumerate(inputs):
+        vector = [float(len(str(text))), 0.5, -0.25, float(i)]
+        if body.get("encoding_format") == "base64":
+            encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        else:
+            encoded = vector
+        data.append({"object": "embedding", "index": i, "embedding": encoded})
+    tokens = sum(_words(t) if isinstance(t, str) else len(t) for t in inputs)
+    return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+# --- Anthropic Messages --------------------------------------------------------------------------------
+
+
+async def anthropic_messages(request: Request) -> Response:
+    upstreams: Upstreams = request.app.state.upstreams
+    _, behaviour, body = await _begin(request, upstreams)
+    if behaviour.kind == "status":
+        kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(behaviour.status, "api_error")
+        headers = {"retry-after": behaviour.retry_after} if behaviour.retry_after else None
+        return JSONResponse({"type": "error", "error": {"type": kind, "message": f"scripted {behaviour.status}"}},
+                            status_code=behaviour.status, headers=headers)
+    prompt = _words(body.get("system")) + sum(_words(m.get("content")) for m in body.get("messages", []))
+    tools = body.get("tools")
+    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"]}
+    if not body.get("stream"):
+        if tools:
+            content: list[dict[str, Any]] = [{"type": "tool_use", "id": "toolu_fake_1", "name": tools[0]["name"],
+                                              "input": TOOL_ARGUMENTS}]
+            stop, out = "tool_use", 6
+        else:
+            content, stop, out = [{"type": "text", "text": REPLY}], "end_turn", len(WORDS)
+        usage = {"input_tokens": prompt, "output_tokens": out, "cache_read_input_tokens": 0,
+                 "cache_creation_input_tokens": 0}
+        return JSONResponse({**message, "content": content, "stop_reason": stop, "stop_sequence": None,
+                             "usage": usage})
+    frames = [
+        _sse({"type": "message_start", "message": {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+                                                    "usage": {"input_tokens": prompt, "output_tokens": 1}}},
+             "message_start"),
+        _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+             "content_block_start"),
+        _sse({"type": "ping"}, "ping"),
+    ]
+    first = len(frames)
+    frames += [_sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}},
+                    "content_block_delta") for w in WORDS]
+    content_frames = set(range(first, len(frames)))
+    frames.append(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+    if behaviour.kind != "no_usage":
+        frames.append(_sse({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                            "usage": {"output_tokens": len(WORDS)}}, "message_delta"))
+    frames.append(_sse({"type": "message_stop"}, "message_stop"))
+    return _stream(frames, behaviour, content_frames)
+
+
+# --- Gemini ----------------------------------------------------------------------------------------------
+
+
+async def gemini(request: Request) -> Response:
+    upstreams: Upstreams = request.app.state.upstreams
+    _, behaviour, body = await _begin(request, upstreams)
+    model, _, method = request.path_params["rest"].partition(":")
+    if behaviour.kind == "status":
+        state = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}.get(behaviour.status, "UNKNOWN")
+        return JSONResponse({"error": {"code": behaviour.status, "message": f"scripted {behaviour.status}",
+                                       "status": state}}, status_code=behaviour.status)
+    prompt = sum(_words(p.get("text", "")) for c in body.get("contents", []) for p in c.get("parts", []))
+    prompt += sum(_words(p.get("text", "")) for p in (body.get("systemInstruction") or {}).get("parts", []))
+
+    def usage(out: int) -> dict[str, Any]:
+        return {"promptTokenCount": prompt, "candidatesTokenCount": out, "totalTokenCount": prompt + out}
+
+    if method == "generateContent":
+        return JSONResponse({"candidates": [{"content": {"role": "model", "parts": [{"text": REPLY}]},
+                                             "finishReason": "STOP", "index": 0}],
+                             "usageMetadata": usage(len(WORDS)), "modelVersion": model})
+    frames = []
+    for i, word in enumerate(WORDS):
+        last = i == len(WORDS) - 1
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": word}]}, "index": 0}
+        if last:
+            candidate["finishReason"] = "STOP"
+        frame: dict[str, Any] = {"candidates": [candidate], "modelVersion": model}
+        if behaviour.kind != "no_usage":
+            frame["usageMetadata"] = usage(i + 1)
+        frames.append(_sse(frame))
+    return _stream(frames, behaviour, set(range(len(frames))))
+
+
+def upstream_app(upstreams: Upstreams) -> Starlette:
+    app = Starlette(routes=[
+        Route("/u/{name}/v1/chat/completions", openai_chat, methods=["POST"]),
+        Route("/u/{name}/v1/embeddings", openai_embeddings, methods=["POST"]),
+        Route("/u/{name}/v1/messages", anthropic_messages, methods=["POST"]),
+        Route("/u/{name}/v1beta/models/{rest:path}", gemini, methods=["POST"]),
+    ])
+    app.state.upstreams = upstreams
+    return app
