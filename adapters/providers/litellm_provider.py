@@ -49,12 +49,14 @@ def _failure(exc: Exception) -> UpstreamFailure:
     name = type(exc).__name__
     if isinstance(exc, lib.Timeout) or "Timeout" in name:
         return UpstreamFailure(TIMEOUT, f"upstream timed out ({name})")
-    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)  # the upstream's own status (litellm maps 529 to 500)
+    if not isinstance(status, int) or status < 400:
+        status = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", "") or exc)[:300]
     if isinstance(exc, lib.APIConnectionError) or not isinstance(status, int):
         return UpstreamFailure(UNREACHABLE, f"upstream unreachable or unreadable ({name}): {message}")
     retry_after = None
-    response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None) or {}
     try:
         retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None

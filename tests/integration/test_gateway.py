@@ -1,4 +1,5 @@
 """The official openai SDK, pointed at NexusAI with a NexusAI key, works unchanged; every call is recorded."""
+# ruff: noqa: F811  (pytest fixtures imported from tests/fakes/harness.py are parameters here)
 
 from __future__ import annotations
 

@@ -1,0 +1,97 @@
+"""Errors in OpenAI's format with the right status; a request refused before any upstream call records nothing."""
+# ruff: noqa: F811  (pytest fixtures imported from tests/fakes/harness.py are parameters here)
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.fakes.harness import PRICE, gw, upstreams  # noqa: F401 - fixtures
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+def assert_openai_error(response, status, type_):
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["type"] == type_ and set(error) == {"message", "type", "param", "code"}
+    assert "Traceback" not in response.text
+
+
+def test_a_missing_or_revoked_key_is_401_and_records_nothing(gw):
+    gw.deploy("primary")
+    before = gw.size()
+    with pytest.raises(openai.AuthenticationError):
+        gw.client(token="nx_000000000000_" + "A" * 43).chat.completions.create(model="gpt-test", messages=HELLO)
+    with gw.http() as http:
+        assert_openai_error(http.post("/v1/chat/completions", json={"model": "gpt-test", "messages": HELLO},
+                                      headers={"authorization": ""}), 401, "authentication_error")
+    key, _ = gw.container.identity.issue_key("acme", ["inference"])
+    gw.client(token=key.token).chat.completions.create(model="gpt-test", messages=HELLO)
+    gw.container.identity.revoke_key("acme", key.key_id)
+    after_revocation = gw.size()
+    with pytest.raises(openai.AuthenticationError):
+        gw.client(token=key.token).chat.completions.create(model="gpt-test", messages=HELLO)
+    assert gw.size() == after_revocation
+    assert len(gw.events("InferenceCompleted")) == 1 and before < after_revocation
+
+
+def test_a_key_without_the_inference_scope_is_403(gw):
+    gw.deploy("primary")
+    reader, _ = gw.container.identity.issue_key("acme", ["read"])
+    before = gw.size()
+    with pytest.raises(openai.PermissionDeniedError) as raised:
+        gw.client(token=reader.token).chat.completions.create(model="gpt-test", messages=HELLO)
+    assert raised.value.body["code"] == "insufficient_scope"
+    assert gw.size() == before
+
+
+def test_an_unknown_model_is_404_and_records_nothing(gw):
+    gw.deploy("primary", model_name="gpt-test")
+    gw.deploy("other", model_name="secret-model", tenant="acme")
+    gw.container.identity.create_tenant("globex")
+    outsider, _ = gw.container.identity.issue_key("globex", ["inference"])
+    before = gw.size()
+    with pytest.raises(openai.NotFoundError) as raised:
+        gw.client().chat.completions.create(model="gpt-unknown", messages=HELLO)
+    assert raised.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):  # another tenant's model names do not exist for this key
+        gw.client(token=outsider.token).chat.completions.create(model="secret-model", messages=HELLO)
+    assert gw.size() == before
+
+
+@pytest.mark.parametrize("body, param", [
+    (b"{not json", None),
+    (b"[1, 2]", None),
+    (b'{"messages": [{"role": "user", "content": "hi"}]}', "model"),
+    (b'{"model": "gpt-test", "messages": []}', "messages"),
+    (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "timeout": -1}', "timeout"),
+    (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "user": "a@b.example"}', "user"),
+])
+def test_a_malformed_request_is_400_and_records_nothing(gw, body, param):
+    gw.deploy("primary")
+    before = gw.size()
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert_openai_error(response, 400, "invalid_request_error")
+    assert response.json()["error"]["param"] == param
+    assert gw.size() == before
+
+
+def test_embeddings_of_a_model_without_an_embeddings_deployment_is_400(gw):
+    gw.deploy("claude", provider="anthropic", model_name="claude-test")
+    before = gw.size()
+    with pytest.raises(openai.BadRequestError):
+        gw.client().embeddings.create(model="claude-test", input="hello")
+    assert gw.size() == before
+
+
+def test_an_unreachable_upstream_is_a_502_not_a_stack_trace(gw):
+    gw.container.deployments.configure("acme", name="dead", provider="openai_compatible", model="m",
+                                       model_name="gpt-test", base_url="http://127.0.0.1:9/v1",
+                                       price=PRICE, max_retries=0)
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", json={"model": "gpt-test", "messages": HELLO})
+    assert_openai_error(response, 502, "api_error")
+    [p] = gw.payloads("InferenceFailed")
+    assert p["reason"] == "upstream_error" and p["attempts"][0]["detail"].startswith("upstream unreachable")
