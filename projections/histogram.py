@@ -3,15 +3,19 @@
 Bucket i counts latencies in (BOUNDS_US[i-1], BOUNDS_US[i]] (bucket 0 starts at 0); the last bucket,
 index len(BOUNDS_US), counts everything above the top bound. Neighbouring bounds differ by a factor
 of 2**(1/4) (about 19 %), which is the resolution of every percentile read from these histograms.
-Histograms are stored as bigint[] without trailing zeros; PostgreSQL adds them with
-projections.hist_add / projections.hist_sum (migration 0003).
+
+Stored form (bigint[]): `{}` when empty, else `{first, c_first, ..., c_last}`: the index of the first
+non-empty bucket, then the counts from it to the last non-empty one. A bucket row usually holds one
+or two occupied buckets, so this is a few elements where the dense form would be ~50 (storage, COPY
+and the database's additions all shrink with it), and the form is canonical: equal histograms are
+equal arrays. PostgreSQL adds them with projections.hist_add / projections.hist_sum (migration 0003).
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 RATIO = 2 ** 0.25
 BASE_US = 100
@@ -33,43 +37,29 @@ def bucket_range(index: int) -> tuple[int, int | None]:
     return lower, upper
 
 
-def trimmed(counts: Sequence[int]) -> list[int]:
-    """Counts without trailing zeros: the stored form, so equal histograms are equal arrays."""
-    end = len(counts)
-    while end and not counts[end - 1]:
-        end -= 1
-    return list(counts[:end])
+def stored(counts: Mapping[int, int]) -> list[int]:
+    """The stored form of {bucket index: count} (counts > 0)."""
+    if not counts:
+        return []
+    first, last = min(counts), max(counts)
+    return [first, *(counts.get(i, 0) for i in range(first, last + 1))]
 
 
-_ZEROS = tuple("0," * n for n in range(BUCKETS + 1))
+def literal(counts: Mapping[int, int]) -> str:
+    """The stored form as a PostgreSQL array literal, for COPY."""
+    return "{" + ",".join(map(str, stored(counts))) + "}"
 
 
-def sparse_literal(counts: dict[int, int]) -> str:
-    """The stored (trimmed, dense) form of {bucket index: count} as a PostgreSQL array literal.
-
-    Built from runs of zeros because a bucket row usually has one or two non-empty buckets.
-    """
-    parts = []
-    expected = 0
-    for index in sorted(counts):
-        parts.append(_ZEROS[index - expected])
-        parts.append(f"{counts[index]},")
-        expected = index + 1
-    return "{" + "".join(parts)[:-1] + "}"
-
-
-def merge(into: list[int], other: Sequence[int]) -> list[int]:
-    if len(other) > len(into):
-        into.extend([0] * (len(other) - len(into)))
-    for i, n in enumerate(other):
-        into[i] += n
-    return into
+def dense(stored_form: Sequence[int]) -> list[int]:
+    """Counts per bucket from index 0 (up to the last non-empty bucket) from the stored form."""
+    if not stored_form:
+        return []
+    return [0] * stored_form[0] + list(stored_form[1:])
 
 
 def percentile(counts: Sequence[int], q: float, max_us: int | None = None) -> int | None:
-    """Nearest-rank q-quantile, reported as the upper bound of its bucket (capped at the maximum seen).
-
-    The true value lies in the same bucket as the answer: within one bucket's ratio below it.
+    """Nearest-rank q-quantile of dense counts, reported as the upper bound of its bucket (capped at
+    the maximum seen). The true value lies in the same bucket: within one bucket's ratio below it.
     """
     if not 0 < q <= 1:
         raise ValueError(f"quantile must be in (0, 1], got {q}")

@@ -102,7 +102,7 @@ class Usage(Projection[UsageBatch]):
 
     @on("InferenceCompleted")
     def completed(self, batch: UsageBatch, event: RecordedEvent, p: dict[str, Any]) -> None:
-        t = batch.totals(event, p)
+        t = batch.totals(event, p)  # indexes follow _ADDITIVE, then the maximum and the histogram
         latency = p["latency_us"]
         t[0] += 1
         t[2] += p["tokens_in"]
@@ -132,7 +132,7 @@ class Usage(Projection[UsageBatch]):
             start = starts.get(minute)
             if start is None:
                 start = starts[minute] = _parse_stamp(minute)
-            rows.append((tenant, "minute", start, provider, model, *t[:_HIST], histogram.sparse_literal(t[_HIST])))
+            rows.append((tenant, "minute", start, provider, model, *t[:_HIST], histogram.literal(t[_HIST])))
         rows.sort()  # primary-key order: index pages are visited once, in order
         with bulk.staged(conn, buckets, rows) as minutes:
             # The batch's minutes go in as they are; its hours and days are their roll-ups, added up
@@ -223,7 +223,7 @@ def _sums(t: Table) -> list[Any]:
 
 
 def _bucket(row: Any, start: dt.datetime | None) -> UsageBucket:
-    hist = list(row["latency_hist"] or [])
+    hist = histogram.dense(row["latency_hist"] or [])
     completed = sum(hist)
     top = row["latency_max_us"]
     top = int(top) if top is not None and completed else None

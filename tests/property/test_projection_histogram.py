@@ -1,46 +1,63 @@
-"""Latency histograms: percentiles within one bucket of the exact value, merging is adding."""
+"""Latency histograms: percentiles within one bucket of the exact value; the database's addition of
+stored histograms is the histogram of the combined samples."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from projections import histogram
+from tests.integration import test_projections_support as support
+
+store = support.store  # fixture
 
 latencies = st.lists(st.integers(0, 2 * 10**9), min_size=1, max_size=300)
 quantiles = st.sampled_from([0.01, 0.5, 0.9, 0.95, 0.99, 1.0])
 
 
-def histogram_of(values: list[int]) -> list[int]:
-    counts = [0] * histogram.BUCKETS
-    for value in values:
-        counts[histogram.bucket_of(value)] += 1
-    return counts
+def counts_of(values: list[int]) -> Counter[int]:
+    return Counter(histogram.bucket_of(v) for v in values)
 
 
 @given(latencies, quantiles)
 def test_a_percentile_lies_in_the_bucket_of_the_exact_nearest_rank_value(values, q):
     exact = sorted(values)[math.ceil(q * len(values)) - 1]
-    got = histogram.percentile(histogram_of(values), q, max(values))
+    got = histogram.percentile(histogram.dense(histogram.stored(counts_of(values))), q, max(values))
     assert histogram.bucket_of(got) == histogram.bucket_of(exact)
     assert exact <= got  # the bucket's upper bound, capped at the maximum seen
     lower, upper = histogram.bucket_range(histogram.bucket_of(exact))
     assert lower <= got and (upper is None or got <= upper)
 
 
-@given(latencies, latencies)
-def test_the_histogram_of_two_samples_is_the_sum_of_their_histograms(a, b):
-    merged = histogram.merge(histogram.trimmed(histogram_of(a)), histogram.trimmed(histogram_of(b)))
-    assert histogram.trimmed(merged) == histogram.trimmed(histogram_of(a + b))
+@given(st.lists(st.integers(0, 2 * 10**9), max_size=50))
+def test_the_stored_form_starts_at_the_first_occupied_bucket_and_ends_at_the_last(values):
+    counts = counts_of(values)
+    form = histogram.stored(counts)
+    if not values:
+        assert form == [] and histogram.literal(counts) == "{}"
+        return
+    assert form[0] == min(counts) and form[1] > 0 and form[-1] > 0
+    assert {i: n for i, n in enumerate(histogram.dense(form)) if n} == dict(counts)
 
 
-@given(latencies)
-def test_the_sparse_literal_is_the_trimmed_dense_array(values):
-    dense = histogram.trimmed(histogram_of(values))
-    sparse = {i: n for i, n in enumerate(dense) if n}
-    assert histogram.sparse_literal(sparse) == "{" + ",".join(map(str, dense)) + "}"
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, 2 * 10**9), max_size=40), st.lists(st.integers(0, 2 * 10**9), max_size=40))
+def test_the_database_adds_stored_histograms_like_samples_add_up(store, a, b):
+    with store.engine.connect() as conn:
+        added, summed = conn.execute(
+            text(
+                "SELECT projections.hist_add(CAST(:a AS bigint[]), CAST(:b AS bigint[])),"
+                " projections.hist_sum(h) FROM unnest(ARRAY[CAST(:a AS text), CAST(:b AS text)]) AS u(t),"
+                " LATERAL (SELECT CAST(t AS bigint[]) AS h) AS x"
+            ),
+            {"a": histogram.literal(counts_of(a)), "b": histogram.literal(counts_of(b))},
+        ).one()
+    expected = histogram.stored(counts_of(a + b))
+    assert list(added) == expected and list(summed) == expected
 
 
 def test_bounds_are_log_spaced_by_the_stated_ratio():

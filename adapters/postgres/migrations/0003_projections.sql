@@ -49,18 +49,34 @@ GRANT SELECT, INSERT, UPDATE ON projections.registry TO nexus_app;
 GRANT SELECT, INSERT ON projections.errors TO nexus_app;
 GRANT USAGE ON SEQUENCE projections.errors_id_seq, projections.schema_generation TO nexus_app;
 
--- Latency histograms are bigint[] of per-bucket counts (bucket boundaries live in
--- projections/histogram.py). Merging two histograms is adding them element-wise; arrays are stored
--- without trailing zeros, so the shorter one counts as padded with zeros.
--- plpgsql: an index loop measured faster here than unnest/array_agg (no sort, no set-returning call).
+-- Latency histograms (projections/histogram.py) are bigint[] in a sparse, canonical form: '{}' when
+-- empty, else {first occupied bucket, its count, ..., count of the last occupied bucket}. Merging two
+-- is adding them bucket by bucket. plpgsql: an index loop measured faster here than unnest/array_agg.
 CREATE FUNCTION projections.hist_add(a bigint[], b bigint[]) RETURNS bigint[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
-    n int := coalesce(greatest(cardinality(a), cardinality(b)), 0);
-    r bigint[] := array_fill(0::bigint, ARRAY[n]);
+    a_first int;
+    b_first int;
+    lo int;
+    r bigint[];
 BEGIN
-    FOR i IN 1..n LOOP
-        r[i] := coalesce(a[i], 0) + coalesce(b[i], 0);
+    IF a IS NULL OR cardinality(a) = 0 THEN
+        RETURN coalesce(b, '{}');
+    END IF;
+    IF b IS NULL OR cardinality(b) = 0 THEN
+        RETURN a;
+    END IF;
+    a_first := a[1];
+    b_first := b[1];
+    lo := least(a_first, b_first);
+    -- r[1] is the first bucket; the count of bucket k sits at r[k - lo + 2].
+    r := array_fill(0::bigint, ARRAY[greatest(a_first + cardinality(a), b_first + cardinality(b)) - lo]);
+    r[1] := lo;
+    FOR i IN 2..cardinality(a) LOOP
+        r[a_first - lo + i] := r[a_first - lo + i] + a[i];
+    END LOOP;
+    FOR i IN 2..cardinality(b) LOOP
+        r[b_first - lo + i] := r[b_first - lo + i] + b[i];
     END LOOP;
     RETURN r;
 END;
