@@ -22,7 +22,8 @@ from nats.js.errors import NotFoundError
 from adapters.nats import codec
 from adapters.nats.relay import StreamNames
 from application.ports import Ledger
-from projections.base import Projection
+from projections.base import Projection, ProjectionOutdated
+from projections.rebuild import RebuildRunning
 from projections.store import ProjectionFailed, ProjectionGap, ProjectionStopped, ProjectionStore
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,13 @@ class ProjectionConsumer:
             except (ProjectionFailed, ProjectionStopped) as exc:
                 log.error("projection %s stopped: %s", self.projection.name, exc)
                 await self._wait_until_resumed(stop)
+            except ProjectionOutdated as exc:
+                # New projection code was deployed: build its read model from the ledger, then swap.
+                log.warning("projection %s: %s; rebuilding from the ledger", self.projection.name, exc)
+                try:
+                    await asyncio.to_thread(self._store.rebuild, self.projection, self._ledger)
+                except RebuildRunning:  # another process is rebuilding it: wait for that one
+                    await asyncio.sleep(1.0)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         await self.resync()

@@ -152,3 +152,23 @@ def test_a_failing_handler_stops_the_projection_loudly_and_nothing_is_skipped(le
     [status] = store.status([Counting()])
     assert status.stopped and "thirteen" in (status.last_error or "")
     assert status.checkpoint < 14  # never past the failing event
+
+
+def test_new_projection_code_rebuilds_its_read_model_and_carries_on(ledger, store, nats_url, stream_names):
+    _append(ledger, 30)
+    asyncio.run(_relay_until_caught_up(ledger, nats_url, stream_names))
+    store.catch_up_from_ledger(Counting(), ledger)
+
+    class CountingV2(Counting):
+        version = 2
+
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        consumer = ProjectionConsumer(CountingV2(), store, ledger, nc.jetstream(), stream_names)
+        await _consume_until(consumer, 30)
+        await nc.close()
+
+    asyncio.run(scenario())
+    [status] = store.status([CountingV2()])
+    assert (status.active_version, status.checkpoint) == (2, 30)
+    assert _report(store, CountingV2()) == expected_from_ledger(ledger)
