@@ -1,4 +1,10 @@
-"""Walk a ledger from genesis and name the first position where it is not what it claims to be."""
+"""Walk a ledger from genesis and name the first position where it is not what it claims to be.
+
+This module holds the vocabulary of verification (what can be wrong, and where) and the precise,
+row-at-a-time check of one entry. `ChainWalker` is the simple reference walk; domain.segment is the
+fast walk that `nexus ledger verify` uses, and it falls back on `check_entry` below whenever its fast
+path does not accept a row, so both always agree on what is wrong and where.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from domain.entry import Genesis, chain_link, entry_bytes, entry_hash
+from domain.hashing import Hasher
 from domain.ledger import RecordedEvent
 from domain.merkle import CompactRange
 
@@ -19,25 +26,70 @@ class FaultKind(enum.StrEnum):
     ROOT_MISMATCH = "tree root differs from a recorded tree head"
     BEYOND_HEAD = "entry beyond the last recorded tree head"
     HEAD_MISSING_ENTRIES = "tree head covers entries that are missing"
+    NODE_MISMATCH = "stored merkle node differs from the recomputed tree"
+    NODE_MISSING = "stored merkle node is missing"
+    NODE_UNEXPECTED = "stored merkle node that the tree does not have"
+    CHECKPOINT_MISMATCH = "signed checkpoint differs from the recomputed tree"
+    SIGNATURE_INVALID = "checkpoint signature does not verify"
+    GENESIS_CHANGED = "genesis record changed"
+    UNTRUSTED = "no checkpoint is signed by a trusted key"
+
+
+# When two faults name the same position, the one a sequential walk meets first is reported: the row
+# itself, then the Merkle nodes completed by it, then the heads and checkpoints recorded at its size;
+# a checkpoint that is not authentic is named as such before what it claims is compared.
+_RANK = {
+    FaultKind.GENESIS_CHANGED: 0,
+    FaultKind.POSITION_MISSING: 1,
+    FaultKind.ORDER_CHANGED: 1,
+    FaultKind.CONTENT_CHANGED: 1,
+    FaultKind.LINK_BROKEN: 1,
+    FaultKind.NODE_MISMATCH: 2,
+    FaultKind.NODE_MISSING: 2,
+    FaultKind.NODE_UNEXPECTED: 2,
+    FaultKind.ROOT_MISMATCH: 3,
+    FaultKind.HEAD_MISSING_ENTRIES: 3,
+    FaultKind.BEYOND_HEAD: 3,
+    FaultKind.SIGNATURE_INVALID: 4,
+    FaultKind.CHECKPOINT_MISMATCH: 5,
+    FaultKind.UNTRUSTED: 6,
+}
 
 
 @dataclass(frozen=True)
 class Fault:
+    """What is wrong and where. Position 0 is the ledger itself (its genesis, its keys)."""
+
     position: int
     kind: FaultKind
     detail: str
 
     def __str__(self) -> str:
-        return f"position {self.position}: {self.kind.value}: {self.detail}"
+        where = f"position {self.position}" if self.position > 0 else "ledger"
+        return f"{where}: {self.kind.value}: {self.detail}"
+
+    def sort_key(self) -> tuple[int, int]:
+        return (self.position, _RANK[self.kind])
+
+
+def first_fault(faults: Iterable[Fault | None]) -> Fault | None:
+    """The fault a sequential walk from genesis would meet first."""
+    found = [f for f in faults if f is not None]
+    return min(found, key=Fault.sort_key) if found else None
 
 
 @dataclass(frozen=True)
 class TreeHead:
-    """A recorded (size, root, chain head) the walk must reproduce: a stored head or a signed checkpoint."""
+    """A recorded (size, root, chain head) the walk must reproduce: a stored head or a signed checkpoint.
+
+    `frontier`, when known, is the compact range stored with the head (the roots of its perfect
+    subtrees, largest first, concatenated): the next append continues from it, so it is checked too.
+    """
 
     size: int
     root: bytes
     chain_head: bytes
+    frontier: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +103,68 @@ class LedgerVerificationFailed(Exception):
     def __init__(self, fault: Fault) -> None:
         super().__init__(str(fault))
         self.fault = fault
+
+
+def check_entry(
+    hasher: Hasher, ledger_id: str, expected_position: int, chain: bytes, row: RecordedEvent
+) -> tuple[bytes, bytes] | Fault:
+    """Check one row against the chain so far; returns (entry hash, chain hash) or the fault it shows.
+
+    When neither the content nor the back link fit, the row most likely belongs elsewhere (rows
+    swapped, or renumbered), which is why that case is named as an order change.
+    """
+    if row.position != expected_position:
+        kind = FaultKind.POSITION_MISSING if row.position > expected_position else FaultKind.ORDER_CHANGED
+        return Fault(expected_position, kind, f"expected position {expected_position}, found {row.position}")
+    recomputed = entry_hash(
+        hasher,
+        entry_bytes(
+            ledger_id=ledger_id,
+            position=row.position,
+            event_id=str(row.event_id),
+            tenant_id=row.tenant_id,
+            stream_id=row.stream_id,
+            stream_version=row.stream_version,
+            type=row.type,
+            schema_version=row.schema_version,
+            payload=row.payload,
+            metadata=row.metadata,
+            recorded_at=row.recorded_at,
+        ),
+    )
+    content_ok = recomputed == row.entry_hash
+    link_ok = row.prev_hash == chain
+    if not content_ok and not link_ok:
+        return Fault(row.position, FaultKind.ORDER_CHANGED, "neither the content nor the back link belong here")
+    if not content_ok:
+        return Fault(
+            row.position,
+            FaultKind.CONTENT_CHANGED,
+            f"stored entry hash {row.entry_hash.hex()}, recomputed {recomputed.hex()}",
+        )
+    if not link_ok:
+        return Fault(row.position, FaultKind.LINK_BROKEN, f"back link {row.prev_hash.hex()}, expected {chain.hex()}")
+    linked = chain_link(hasher, chain, recomputed)
+    if linked != row.chain_hash:
+        return Fault(
+            row.position, FaultKind.LINK_BROKEN, f"stored chain hash {row.chain_hash.hex()}, recomputed {linked.hex()}"
+        )
+    return recomputed, linked
+
+
+def check_head(head: TreeHead, root: bytes, chain: bytes, frontier: bytes, kind: FaultKind) -> Fault | None:
+    """Compare a recorded head (or checkpoint, with kind CHECKPOINT_MISMATCH) with the recomputed tree."""
+    if head.root != root:
+        return Fault(head.size, kind, f"records root {head.root.hex()} at size {head.size}, recomputed {root.hex()}")
+    if head.chain_head != chain:
+        return Fault(
+            head.size, kind, f"records chain head {head.chain_head.hex()} at size {head.size}, recomputed {chain.hex()}"
+        )
+    if head.frontier is not None and head.frontier != frontier:
+        return Fault(
+            head.size, kind, f"records compact range {head.frontier.hex()} at size {head.size}, recomputed {frontier.hex()}"
+        )
+    return None
 
 
 class ChainWalker:
@@ -76,52 +190,10 @@ class ChainWalker:
         self._ledger_id = genesis.ledger_id
 
     def feed(self, row: RecordedEvent) -> None:
-        expected_position = self.size + 1
-        if row.position != expected_position:
-            kind = FaultKind.POSITION_MISSING if row.position > expected_position else FaultKind.ORDER_CHANGED
-            raise LedgerVerificationFailed(
-                Fault(expected_position, kind, f"expected position {expected_position}, found {row.position}")
-            )
-        recomputed = entry_hash(
-            self.hasher,
-            entry_bytes(
-                ledger_id=self._ledger_id,
-                position=row.position,
-                event_id=str(row.event_id),
-                tenant_id=row.tenant_id,
-                stream_id=row.stream_id,
-                stream_version=row.stream_version,
-                type=row.type,
-                schema_version=row.schema_version,
-                payload=row.payload,
-                metadata=row.metadata,
-                recorded_at=row.recorded_at,
-            ),
-        )
-        content_ok = recomputed == row.entry_hash
-        link_ok = row.prev_hash == self.chain
-        if not content_ok and not link_ok:
-            raise LedgerVerificationFailed(
-                Fault(row.position, FaultKind.ORDER_CHANGED, "neither the content nor the back link belong here")
-            )
-        if not content_ok:
-            raise LedgerVerificationFailed(
-                Fault(
-                    row.position,
-                    FaultKind.CONTENT_CHANGED,
-                    f"stored entry hash {row.entry_hash.hex()}, recomputed {recomputed.hex()}",
-                )
-            )
-        if not link_ok:
-            raise LedgerVerificationFailed(
-                Fault(row.position, FaultKind.LINK_BROKEN, f"back link {row.prev_hash.hex()}, expected {self.chain.hex()}")
-            )
-        chain = chain_link(self.hasher, self.chain, recomputed)
-        if chain != row.chain_hash:
-            raise LedgerVerificationFailed(
-                Fault(row.position, FaultKind.LINK_BROKEN, f"stored chain hash {row.chain_hash.hex()}, recomputed {chain.hex()}")
-            )
-        self.chain = chain
+        checked = check_entry(self.hasher, self._ledger_id, self.size + 1, self.chain, row)
+        if isinstance(checked, Fault):
+            raise LedgerVerificationFailed(checked)
+        recomputed, self.chain = checked
         self.tree.append(recomputed)
         self.size = row.position
         head = self.heads.get(self.size)
@@ -129,15 +201,9 @@ class ChainWalker:
             self._check_head(head)
 
     def _check_head(self, head: TreeHead) -> None:
-        root = self.tree.root()
-        if root != head.root or self.chain != head.chain_head:
-            raise LedgerVerificationFailed(
-                Fault(
-                    self.size,
-                    FaultKind.ROOT_MISMATCH,
-                    f"head at size {head.size} records root {head.root.hex()}, recomputed {root.hex()}",
-                )
-            )
+        fault = check_head(head, self.tree.root(), self.chain, self.tree.to_bytes(), FaultKind.ROOT_MISMATCH)
+        if fault is not None:
+            raise LedgerVerificationFailed(fault)
 
     def finish(self) -> VerifiedLedger:
         """Call after the last row: checks that every recorded head is covered and nothing lies past the last."""
