@@ -14,8 +14,9 @@ in the last chunk. A stream cut by the client, or broken by the upstream, is sti
 completed with what was produced (`finish` says which), with tokens counted from the chunks when the
 provider's usage never arrived (`usage_source: "counted"`).
 
-Content. Prompts and completions are sealed by `privacy.protect` (one data key per subject: the
-OpenAI `user` field, else the API key id). Without a privacy service no content is stored at all.
+Content. The prompt and the completion are sealed together by `privacy.protect` into the outcome
+event's `content` field (one data key per subject: the OpenAI `user` field, else the API key id).
+Without a privacy service no content is stored at all.
 """
 
 from __future__ import annotations
@@ -305,7 +306,7 @@ class Gateway:
     ) -> Receipt:
         d = route.deployment
         tokens_in, tokens_out, cached, reasoning = tokens
-        prompt_sealed, completion_sealed = await self._seal(request, completion, with_completion=True)
+        content = await self._seal(request, completion, with_completion=True)
         completed = InferenceCompleted(
             request_id=request.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
             tokens_in=tokens_in, tokens_out=tokens_out, tokens_cached=min(cached, tokens_in),
@@ -314,9 +315,9 @@ class Gateway:
             price_table_version=d.price.version,
         ).payload()
         completed.update(attempts=attempts, usage_source=usage_source, finish=finish, kind=request.kind)
-        if completion_sealed is not None:
-            completed["completion"] = completion_sealed
-        requested = self._requested(request, route, prompt_sealed)
+        if content is not None:
+            completed["content"] = content
+        requested = self._requested(request, route)
         [_, receipt] = await self._append(request, requested, "InferenceCompleted", completed, completed_id)
         return receipt
 
@@ -329,8 +330,10 @@ class Gateway:
             latency_us=(time.perf_counter_ns() - started) // 1000,
         ).payload()
         failed.update(attempts=exhausted.attempts, kind=request.kind)
-        prompt_sealed, _ = await self._seal(request, None, with_completion=False)
-        requested = self._requested(request, exhausted.route, prompt_sealed)
+        content = await self._seal(request, None, with_completion=False)
+        if content is not None:
+            failed["content"] = content
+        requested = self._requested(request, exhausted.route)
         try:
             [_, receipt] = await self._append(request, requested, "InferenceFailed", failed, uuid.uuid4())
         except LedgerUnavailable:
@@ -345,15 +348,13 @@ class Gateway:
         return GatewayError(502, f"every deployment of {request.model!r} failed ({tried} attempts; last: {reason})",
                             "api_error", "upstream_error", receipt)
 
-    def _requested(self, request: InferenceRequest, route: Route, prompt_sealed: Any) -> dict[str, Any]:
+    def _requested(self, request: InferenceRequest, route: Route) -> dict[str, Any]:
         d = route.deployment
         payload = InferenceRequested(
             request_id=request.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
             api_key_id=request.key_id, stream=request.stream,
         ).payload()
         payload.update(kind=request.kind, requested_model=request.model, subject_id=request.subject_id)
-        if prompt_sealed is not None:
-            payload["prompt"] = prompt_sealed
         return payload
 
     async def _append(self, request: InferenceRequest, requested: dict[str, Any], outcome_type: str,
@@ -376,15 +377,22 @@ class Gateway:
                 await asyncio.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _seal(self, request: InferenceRequest, completion: Any, *, with_completion: bool) -> tuple[Any, Any]:
-        """(sealed prompt, sealed completion) in one trip to a worker thread; (None, None) without privacy."""
+    async def _seal(self, request: InferenceRequest, completion: Any, *, with_completion: bool) -> Any:
+        """One envelope holding the prompt (and the completion), sealed in a worker thread; None without privacy.
+
+        One `protect` call per inference rather than one per field: each call reads the tenant's
+        content-storage switch from the ledger, and this runs on every request's critical path.
+        """
         privacy = self._privacy
         if privacy is None:
-            return None, None
-        prompt = request.body.get("input") if request.kind == "embeddings" else request.body.get("messages")
+            return None
+        value: dict[str, Any] = {
+            "prompt": request.body.get("input") if request.kind == "embeddings" else request.body.get("messages")}
+        if with_completion and completion is not None:
+            value["completion"] = completion
         limit = self.config.max_content_bytes
 
-        def protect(value: Any) -> Any:
+        def protect() -> Any:
             size = len(orjson.dumps(value))
             if size > limit:
                 return {"omitted": "too_large", "bytes": size}
@@ -394,10 +402,7 @@ class Gateway:
                 log.exception("sealing content of inference %s failed", request.request_id)
                 return {"omitted": "sealing_failed"}
 
-        def both() -> tuple[Any, Any]:
-            return protect(prompt), (protect(completion) if with_completion and completion is not None else None)
-
-        return await asyncio.to_thread(both)
+        return await asyncio.to_thread(protect)
 
 
 class InferenceStream:
