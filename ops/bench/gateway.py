@@ -144,9 +144,18 @@ async def run_load(url: str, headers: dict[str, str], rate: float, duration_s: f
 def _check_receipts(container, receipts: list[str]) -> dict:  # type: ignore[no-untyped-def]
     ids = [uuid.UUID(r.split("event_id=")[1].split(";")[0]) for r in receipts]
     found = 0
+    legs: list[int] = []
     for i in range(0, len(ids), 1000):
-        found += sum(1 for e in container.ledger.find(ids[i:i + 1000]) if e.type == "InferenceCompleted")
-    return {"responses_with_receipt": len(ids), "inference_completed_found": found, "lost": len(ids) - found}
+        for e in container.ledger.find(ids[i:i + 1000]):
+            if e.type == "InferenceCompleted":
+                found += 1
+                legs.append(json.loads(e.payload)["latency_us"])
+    legs.sort()
+    # latency_us runs from routing to the upstream's answer: the part of a request's time that is not
+    # auth, parsing, sealing or the ledger commit.
+    leg = {"routing_and_upstream_p50_ms": legs[len(legs) // 2] / 1000 if legs else None,
+           "routing_and_upstream_p99_ms": legs[int(len(legs) * 0.99)] / 1000 if legs else None}
+    return {"responses_with_receipt": len(ids), "inference_completed_found": found, "lost": len(ids) - found, **leg}
 
 
 def main() -> None:

@@ -96,3 +96,29 @@ def test_the_cli_adds_lists_and_removes_deployments(gw, monkeypatch):
     assert removed.exit_code == 0, removed.output
     assert runner.invoke(app, ["deployments", "list", "--tenant", "acme"]).output.startswith("tenant acme has no")
     assert orjson.loads(gw.events("DeploymentConfigured")[0].metadata)["actor"] == "cli"
+
+
+def test_erasing_the_subject_makes_the_content_unreadable_while_the_receipt_still_verifies(gw):
+    from domain.sealing import SubjectErased
+    from tests.integration.test_gateway_receipts import verify_offline
+
+    gw.deploy("primary")
+    raw = gw.client().chat.completions.with_raw_response.create(model="gpt-test", messages=HELLO, user="customer-7")
+    event_id = raw.headers["nexus-receipt"].split("event_id=")[1].split(";")[0]
+    [completed] = gw.payloads("InferenceCompleted")
+    gw.container.privacy.erase("acme", "customer-7", actor="test")
+    with pytest.raises(SubjectErased):
+        gw.container.privacy.open("acme", completed["content"])
+    with gw.http() as http:
+        verify_offline(http.get(f"/v1/receipts/{event_id}").json())
+
+
+def test_a_failed_inference_keeps_its_prompt_sealed(gw):
+    from tests.fakes.upstream import status
+
+    upstream = gw.deploy("primary", max_retries=0)
+    gw.script(upstream).then(status(500))
+    with gw.http() as http:
+        assert http.post("/v1/chat/completions", json={"model": "gpt-test", "messages": HELLO}).status_code == 502
+    [failed] = gw.payloads("InferenceFailed")
+    assert gw.container.privacy.open("acme", failed["content"]) == {"prompt": HELLO}
