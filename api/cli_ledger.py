@@ -74,6 +74,9 @@ def verify(
             segment_size=segment_size,
         )
         report, seconds = _run_verification(url, options, progress, err)
+    except KeyboardInterrupt:
+        typer.echo("ERROR: interrupted", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
     except Exception as exc:  # the command line reports one line, never a traceback
         typer.echo(f"ERROR: {_one_line(exc)}", err=True)
         raise typer.Exit(EXIT_ERROR) from None

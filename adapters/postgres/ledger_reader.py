@@ -44,8 +44,12 @@ from domain.verify import TreeHead
 _RECORDED_AT = "pg_catalog.to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 
-def _record_sql(ledger_id: str) -> sql.Composable:
-    """One record of domain.segment per row: the stored hashes, then the leaf preimage."""
+def _record_sql(ledger_id: str, client_utf8: bool) -> sql.Composable:
+    """One record of domain.segment per row: the stored hashes, then the leaf preimage.
+
+    textsend() hands over the text's bytes in the client encoding without re-validating them, which
+    is the UTF-8 that was hashed when the client encoding is UTF-8; convert_to() otherwise.
+    """
     glue = sql.SQL(
         "pg_catalog.concat('{{\"event_id\":\"', event_id, {ledger}, metadata, ',\"payload\":', payload,"
         " ',\"position\":', position, ',\"recorded_at\":\"', {recorded_at}, '\",\"schema_version\":', schema_version,"
@@ -57,9 +61,10 @@ def _record_sql(ledger_id: str) -> sql.Composable:
         ),
         recorded_at=sql.SQL(_RECORDED_AT),
     )
+    as_bytes = "pg_catalog.textsend({})" if client_utf8 else "pg_catalog.convert_to({}, 'UTF8')"
     return sql.SQL(
         "CASE WHEN octet_length(prev_hash) = 32 AND octet_length(entry_hash) = 32 AND octet_length(chain_hash) = 32"
-        " THEN prev_hash || entry_hash || chain_hash || '\\x00'::bytea || pg_catalog.convert_to({}, 'UTF8') END"
+        " THEN prev_hash || entry_hash || chain_hash || '\\x00'::bytea || " + as_bytes + " END"
     ).format(glue)
 
 
@@ -104,7 +109,7 @@ class PostgresLedgerReader(LedgerSource):
             bounds.append(sql.SQL("position <= {}").format(sql.Literal(upto)))
         where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(bounds) if bounds else sql.SQL("")
         query = sql.SQL("COPY (SELECT {} FROM ledger.events{} ORDER BY position) TO STDOUT (FORMAT BINARY)").format(
-            _record_sql(ledger_id), where
+            _record_sql(ledger_id, self._conn.info.encoding == "utf-8"), where
         )
         return _copy_records(self._conn, query.as_bytes(self._conn), chunk)
 
@@ -162,6 +167,19 @@ class PostgresLedgerReader(LedgerSource):
         ).fetchall()
         return {(r[0], r[1]): bytes(r[2]) for r in rows}
 
+    def node_levels(self, ranges: Sequence[tuple[int, int, int]]) -> dict[int, tuple[int, int, bytes]]:
+        if not ranges:
+            return {}
+        levels, firsts, ends = zip(*ranges, strict=True)
+        rows = self._conn.execute(
+            "SELECT n.level, min(n.idx), count(*) FILTER (WHERE octet_length(n.hash) = 32),"
+            " string_agg(n.hash, ''::bytea ORDER BY n.idx)"
+            " FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, lo, hi)"
+            " JOIN ledger.merkle_nodes n ON n.level = r.level AND n.idx >= r.lo AND n.idx < r.hi GROUP BY n.level",
+            (list(levels), list(firsts), list(ends)),
+        ).fetchall()
+        return {r[0]: (r[1], r[2], bytes(r[3])) for r in rows}
+
     def stray_nodes(self, size: int, min_level: int) -> list[tuple[int, int]]:
         top = size.bit_length() - 1 if size else min_level - 1  # the highest level a tree of `size` has
         levels = list(range(min_level, top + 1))
@@ -215,28 +233,23 @@ def _copy_records(conn: psycopg.Connection, query: bytes, chunk: int) -> Generat
         get, socket, consume = pgconn.get_copy_data, pgconn.socket, pgconn.consume_input
         batch: list[bytes] = []
         append = batch.append
-        header = True
+        size, data = _first_row(pgconn)
         try:
-            while True:
-                size, data = get(1)
+            while size > 0:
                 if size > 2:  # 2: the trailer, a bare field count of -1
-                    if header:  # the stream header arrives with the first row, or with the trailer
-                        if bytes(data[: len(_COPY_SIGNATURE)]) != _COPY_SIGNATURE:
-                            raise ValueError("not a PostgreSQL binary COPY stream")
-                        header = False
-                        data = data[_COPY_HEADER:]
-                        if len(data) <= 2:
-                            continue
                     append(data[_FIELD_HEADER:].tobytes())
                     if len(batch) >= chunk:
                         yield batch
                         batch = []
                         append = batch.append
-                elif size == 0:  # nothing buffered: wait for the server
-                    select.select([socket], [], [])
+                size, data = get(1)
+                if size == 0:  # nothing buffered: read what the socket holds, else wait for the server
                     consume()
-                elif size < 0:
-                    break
+                    size, data = get(1)
+                    while size == 0:
+                        select.select([socket], [], [])
+                        consume()
+                        size, data = get(1)
         except GeneratorExit:
             # The caller stopped early (it found a fault). Read the COPY to its end: the only other
             # way to end it is to cancel it, which would abort the caller's transaction.
@@ -250,6 +263,19 @@ def _copy_records(conn: psycopg.Connection, query: bytes, chunk: int) -> Generat
             raise psycopg.OperationalError(f"COPY failed: {_message(finished)}")
         if batch:
             yield batch
+
+
+def _first_row(pgconn: pq.abc.PGconn) -> tuple[int, memoryview]:
+    """The first CopyData message without the stream header it starts with (it may hold no row)."""
+    size, data = pgconn.get_copy_data(0)
+    if size < 0:
+        return size, data
+    if bytes(data[: len(_COPY_SIGNATURE)]) != _COPY_SIGNATURE:
+        raise ValueError("not a PostgreSQL binary COPY stream")
+    data = data[_COPY_HEADER:]
+    if not data:  # the header came alone
+        return pgconn.get_copy_data(0)
+    return len(data), data
 
 
 def _drain_results(pgconn: pq.abc.PGconn) -> None:

