@@ -262,8 +262,12 @@ class Gateway:
             out = 0 if request.kind == "embeddings" else self._counted(_answer_text(answer.obj))
             tokens, source = (self._counted(prompt_text(request)), out, 0, 0), "counted"
         completion = None if request.kind == "embeddings" else _answer_messages(answer.obj)
-        receipt = await self._record_completion(request, route, attempts, tokens, source, latency_us, None,
-                                                "complete", completion, uuid.uuid4())
+        try:
+            receipt = await self._record_completion(request, route, attempts, tokens, source, latency_us, None,
+                                                    "complete", completion, uuid.uuid4())
+        except LedgerUnavailable:  # an answer without its record is not given out
+            raise GatewayError(503, "the ledger could not record this inference, so its answer is withheld;"
+                               " retry later", "api_error", "ledger_unavailable") from None
         return Completion(answer, receipt)
 
     # --- streaming --------------------------------------------------------------------------------

@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import require_scope
-from api.errors import ApiError, error_body
+from api.deps import current_principal
+from api.errors import ApiError, error_body, forbidden
 from application.gateway import GatewayError, InferenceRequest
 from domain.identity import Principal
 from domain.ledger import Receipt
 from domain.sealing import InvalidSubjectId, validate_subject_id
 
-InferencePrincipal = Annotated[Principal, Depends(require_scope("inference"))]
-ReaderPrincipal = Annotated[Principal, Depends(require_scope("read"))]
+
+def _scoped(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """api.deps.require_scope in one worker-thread hop: its two sync dependencies cost FastAPI two."""
+
+    async def principal(request: Request) -> Principal:
+        found = await asyncio.to_thread(current_principal, request)
+        if not found.has(scope):
+            raise forbidden(scope)
+        return found
+
+    return principal
+
+
+InferencePrincipal = Annotated[Principal, Depends(_scoped("inference"))]
+ReaderPrincipal = Annotated[Principal, Depends(_scoped("read"))]
 
 TIMEOUT_HEADER = "nexus-timeout"  # seconds; the body field `timeout` wins over it
 CORRELATION_HEADER = "x-nexus-correlation-id"
