@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from api.bootstrap import Container
 from api.errors import install_error_handlers
 from api.gateway import mount as mount_gateway
+from api.graphql import mount as mount_graphql
 
 
 def create_app(container: Container) -> FastAPI:
@@ -14,6 +15,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     install_error_handlers(app)
     mount_gateway(app)
+    mount_graphql(app)
 
     @app.get("/healthz")
     def health() -> dict[str, object]:

@@ -1,0 +1,73 @@
+"""Who is calling: resolved once per request (or per websocket connection) from its credentials.
+
+HTTP: `Authorization: Bearer nx_...` (an API key). Websockets: the same header on the upgrade request,
+or `{"Authorization": "Bearer ..."}` in the connection_init payload (browsers cannot set headers there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from strawberry.fastapi import BaseContext
+from strawberry.types import Info
+
+from api.graphql.errors import unauthenticated
+from api.graphql.settings import GraphQLSettings
+from application.graph_queries import Sources, TenantCommands, TenantReader
+from domain.rbac import Actor, permissions_for
+
+
+@dataclass
+class GraphServices:
+    """Everything the resolvers reach, built at start-up by api.graphql.mount."""
+
+    sources: Sources
+    settings: GraphQLSettings
+    live: Any  # api.graphql.live.LiveEvents
+
+
+class GraphContext(BaseContext):
+    def __init__(self, services: GraphServices) -> None:
+        super().__init__()
+        self.services = services
+        self._actor: Actor | None = None
+        self.actor_override: Actor | None = None  # set by in-process callers (tests, the CLI)
+
+    def _credentials(self) -> str:
+        header = ""
+        if self.request is not None:
+            header = self.request.headers.get("authorization", "")
+        if not header and isinstance(self.connection_params, dict):
+            header = str(self.connection_params.get("Authorization") or self.connection_params.get("authorization") or "")
+        scheme, _, token = header.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    async def actor(self) -> Actor:
+        if self.actor_override is not None:
+            return self.actor_override
+        if self._actor is None:
+            self._actor = await self._authenticate(self._credentials())
+        return self._actor
+
+    async def _authenticate(self, token: str) -> Actor:
+        if token.startswith("nx_"):
+            principal = await asyncio.to_thread(self.services.sources.identity.authenticate, token)
+            if principal is not None:
+                permissions = permissions_for(principal.tenant_id, scopes=principal.scopes,
+                                              platform_tenant=self.services.settings.platform_tenant)
+                return Actor(principal.tenant_id, f"key:{principal.key_id}", permissions)
+        if self.response is not None:
+            self.response.status_code = 401
+        raise unauthenticated()
+
+
+async def reader(info: Info) -> TenantReader:
+    context: GraphContext = info.context
+    return TenantReader(await context.actor(), context.services.sources)
+
+
+async def commands(info: Info) -> TenantCommands:
+    context: GraphContext = info.context
+    return TenantCommands(await context.actor(), context.services.sources, context.services.settings.platform_tenant)

@@ -1,0 +1,74 @@
+"""Live ledger events from NATS JetStream: one ephemeral ordered consumer per subscription.
+
+Stream sequence == ledger position (docs/events.md), so resuming is starting the consumer at the
+client's last position + 1; the ordered consumer re-creates itself on any gap, and positions at or
+below the last one delivered are dropped, so a subscriber sees no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from adapters.nats import codec
+from adapters.nats.connect import connect
+from adapters.nats.relay import StreamNames
+from application.graph_queries import EventFeed
+from domain.ledger import RecordedEvent
+
+
+class NatsEventFeed(EventFeed):
+    def __init__(self, url: Callable[[], str], names: StreamNames) -> None:
+        self._url = url  # resolved on first use: nothing connects at start-up or import
+        self._names = names
+        self._nc: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> Client:
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await connect(self._url(), "nexus-graphql")
+            return self._nc
+
+    def subject(self, tenant_id: str, category: str | None, event_type: str | None) -> str:
+        parts = [codec.token(tenant_id), codec.token(category) if category else "*",
+                 codec.token(event_type) if event_type else "*"]
+        return ".".join([self._names.subject_prefix, *parts])
+
+    async def tail(self, tenant_id: str, category: str | None, event_type: str | None,
+                   from_position: int | None) -> AsyncIterator[RecordedEvent]:
+        js = (await self._connection()).jetstream()
+        if from_position is None:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+        else:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_position)
+        sub = await js.subscribe(self.subject(tenant_id, category, event_type), stream=self._names.stream,
+                                 ordered_consumer=True, config=config, inactive_threshold=30.0)
+        last = (from_position or 1) - 1
+        try:
+            async for msg in sub.messages:
+                headers = msg.headers or {}
+                # The subject token is sanitised; the header holds the exact tenant id.
+                if headers.get(codec.H_TENANT) != tenant_id:
+                    continue
+                event = codec.decode(msg.data, headers)
+                if event.position <= last:
+                    continue
+                if category is not None and codec.category_of(event.stream_id) != category:
+                    continue
+                if event_type is not None and event.type != event_type:
+                    continue
+                last = event.position
+                yield event
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the connection may be gone already; the server drops the consumer anyway
+                pass
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()

@@ -1,0 +1,180 @@
+"""The schema: thin resolvers, each one call into the tenant-scoped data layer (application/graph_queries.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.types import Info
+
+from adapters.nats import codec
+from api.graphql import types as t
+from api.graphql.context import commands, reader
+from api.graphql.errors import call, should_mask, translate
+from api.graphql.settings import GraphQLSettings
+from domain.pricing import Price
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Usage and latency per bucket: requests, tokens, cost, p50/p95/p99")
+    async def usage_timeseries(self, info: Info, granularity: t.Granularity, start: dt.datetime, end: dt.datetime,
+                               provider: str | None = None, model: str | None = None) -> list[t.UsageBucket]:
+        rows = await call((await reader(info)).usage_timeseries, granularity.value, start, end, provider, model)
+        return [t.UsageBucket.of(r) for r in rows]
+
+    @strawberry.field(description="Totals and percentiles over [start, end) at minute resolution")
+    async def usage_summary(self, info: Info, start: dt.datetime, end: dt.datetime, provider: str | None = None,
+                            model: str | None = None) -> t.UsageBucket:
+        return t.UsageBucket.of(await call((await reader(info)).usage_summary, start, end, provider, model))
+
+    @strawberry.field(description="Cost lines per day, provider, model and currency, days inclusive")
+    async def cost_report(self, info: Info, first_day: dt.date, last_day: dt.date,
+                          model: str | None = None) -> t.CostReport:
+        r = await reader(info)
+        lines = await call(r.cost_report, first_day, last_day, model)
+        totals = await call(r.cost_totals, first_day, last_day)
+        return t.CostReport(lines=[t.CostLine.of(line) for line in lines],
+                            totals=[t.CurrencyTotal(currency=c, cost_micros=n) for c, n in sorted(totals.items())])
+
+    @strawberry.field(description="The tenant's ledger entries: one stream by version, or all by position")
+    async def ledger_entries(self, info: Info, stream_id: str | None = None, from_version: int = 1,
+                             from_position: int = 1, limit: int = 100) -> list[t.LedgerEntry]:
+        r = await reader(info)
+        if stream_id is not None:
+            rows = await call(r.entries_of_stream, stream_id, from_version, limit)
+        else:
+            rows = await call(r.entries_from, from_position, limit)
+        return [t.LedgerEntry.of(e) for e in rows]
+
+    @strawberry.field(description="Signed checkpoints, newest first")
+    async def checkpoints(self, info: Info, limit: int = 20, at_most_size: int | None = None) -> list[t.SignedCheckpoint]:
+        return [t.SignedCheckpoint.of(c) for c in await call((await reader(info)).checkpoints, limit, at_most_size)]
+
+    @strawberry.field(description="Merkle inclusion proof of one of the tenant's events (RFC 6962)")
+    async def inclusion_proof(self, info: Info, event_id: uuid.UUID, tree_size: int | None = None) -> t.InclusionProof:
+        p = await call((await reader(info)).inclusion_proof, event_id, tree_size)
+        return t.InclusionProof(**vars(p))
+
+    @strawberry.field(description="Merkle consistency proof between two tree sizes (RFC 6962)")
+    async def consistency_proof(self, info: Info, size1: int, size2: int) -> t.ConsistencyProof:
+        p = await call((await reader(info)).consistency_proof, size1, size2)
+        return t.ConsistencyProof(**vars(p))
+
+    @strawberry.field(description="Read models: version, checkpoint, lag, state")
+    async def projections(self, info: Info) -> list[t.ProjectionStatus]:
+        return [t.ProjectionStatus.of(s) for s in await call((await reader(info)).projection_status)]
+
+    @strawberry.field(description="The caller's own tenant")
+    async def tenant(self, info: Info) -> t.Tenant:
+        row = await call((await reader(info)).own_tenant)
+        return t.Tenant(**row)
+
+    @strawberry.field(description="The tenant's API keys (never a secret)")
+    async def api_keys(self, info: Info) -> list[t.ApiKey]:
+        return [t.api_key(row) for row in await call((await reader(info)).api_keys)]
+
+    @strawberry.field(description="The tenant's deployments (never a credential)")
+    async def deployments(self, info: Info) -> list[t.Deployment]:
+        return [t.Deployment(**row) for row in await call((await reader(info)).deployments)]
+
+    @strawberry.field(description="Who the caller is and what it may do")
+    async def me(self, info: Info) -> t.Me:
+        actor = (await reader(info)).actor
+        return t.Me(tenant_id=actor.tenant_id, subject=actor.subject, permissions=sorted(actor.permissions))
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create a tenant (platform owners and admins only)")
+    async def create_tenant(self, info: Info, input: t.CreateTenantInput) -> t.Receipt:
+        return t.Receipt.of(await call((await commands(info)).create_tenant, input.tenant_id, input.name))
+
+    @strawberry.mutation(description="Issue an API key; the secret is in this answer and nowhere else")
+    async def create_api_key(self, info: Info, input: t.CreateApiKeyInput) -> t.CreatedApiKey:
+        key, receipt = await call((await commands(info)).create_api_key, input.name, input.scopes)
+        shown = t.ApiKey(key_id=key.key_id, name=input.name, scopes=sorted(set(input.scopes)), revoked=False,
+                         issued_at=None)
+        return t.CreatedApiKey(key=shown, secret=key.token, receipt=t.Receipt.of(receipt))
+
+    @strawberry.mutation(description="Revoke an API key: it stops working at once")
+    async def revoke_api_key(self, info: Info, key_id: str, reason: str = "") -> t.Receipt:
+        return t.Receipt.of(await call((await commands(info)).revoke_api_key, key_id, reason))
+
+    @strawberry.mutation(description="Add a deployment, or replace the one of that name")
+    async def configure_deployment(self, info: Info, input: t.ConfigureDeploymentInput) -> t.Receipt:
+        c = await commands(info)
+        try:
+            price = Price(input.price.input, input.price.output, input.price.currency, input.price.version,
+                          input.price.cached_input)
+        except ValueError as exc:
+            raise translate(exc) or exc from None
+        fields = {name: getattr(input, name) for name in ("name", "provider", "model", "model_name", "base_url",
+                                                           "region", "priority", "timeout_ms", "max_retries", "api_key")}
+        return t.Receipt.of(await call(c.configure_deployment, price=price, **fields))
+
+    @strawberry.mutation(description="Remove a deployment")
+    async def remove_deployment(self, info: Info, name: str) -> t.Receipt:
+        return t.Receipt.of(await call((await commands(info)).remove_deployment, name))
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="The tenant's ledger events as they are recorded, from NATS; "
+                                         "resume with fromPosition = last position seen + 1")
+    async def events(self, info: Info, filter: t.EventFilter | None = None) -> AsyncGenerator[t.LedgerEvent, None]:
+        f = filter or t.EventFilter()
+        r = await reader(info)
+        try:
+            feed = r.live_events(f.category, f.type, f.from_position)
+        except Exception as exc:
+            raise translate(exc) or exc from None
+        async for e in feed:
+            yield t.LedgerEvent(position=e.position, event_id=e.event_id, tenant_id=e.tenant_id, stream_id=e.stream_id,
+                                category=codec.category_of(e.stream_id), type=e.type, recorded_at=e.recorded_at,
+                                payload=_json(e.payload), entry_hash=e.entry_hash.hex())
+
+
+def _json(raw: bytes) -> object:
+    import orjson
+
+    return orjson.loads(raw)
+
+
+class RejectedDocumentsAre400(SchemaExtension):
+    """A document that does not parse or validate (or breaks a limit) is the client's error: HTTP 400."""
+
+    def on_operation(self):  # type: ignore[no-untyped-def]
+        yield
+        ctx = self.execution_context
+        response = getattr(ctx.context, "response", None)
+        if ctx.pre_execution_errors and response is not None and response.status_code in (None, 200):
+            response.status_code = 400
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors, execution_context=None):  # type: ignore[no-untyped-def]
+        """Client errors are the client's business; unexpected ones were logged with their trace by should_mask."""
+
+
+def build_schema(settings: GraphQLSettings) -> strawberry.Schema:
+    extensions: list = [
+        lambda: QueryDepthLimiter(max_depth=settings.max_depth),
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: MaskErrors(should_mask_error=should_mask, error_message="internal error"),
+        RejectedDocumentsAre400,
+    ]
+    if not settings.introspection:
+        extensions.append(DisableIntrospection)
+    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)

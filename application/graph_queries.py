@@ -1,0 +1,308 @@
+"""The one door the API goes through: every read and write takes an Actor and is scoped to its tenant.
+
+Resolvers never see a connection, a ledger or a service; they get a `TenantReader` or `TenantCommands`
+built for the caller. Each method checks its permission first and filters by `actor.tenant_id` itself,
+so a resolver cannot forget either (tests/property/test_graphql_isolation.py holds it to that).
+
+Reads come from the read models (projections/usage, costs, audit_index) and from indexed lookups by
+stream or event id; nothing here scans the ledger.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+
+from application.deployments import DeploymentService
+from application.identity import IdentityService
+from application.ports import CheckpointStore, Ledger
+from domain import identity
+from domain.checkpoint import Checkpoint
+from domain.identity import NewApiKey
+from domain.ledger import Receipt, RecordedEvent
+from domain.pricing import Price
+from domain.rbac import SCOPE_PERMISSIONS, Actor, PermissionDenied
+from projections import audit_index, costs, usage
+from projections.registry import DEPLOYED
+from projections.store import ProjectionStatus, ProjectionStore
+
+MAX_PAGE = 500  # pagination cap: no single request pulls more rows than this
+
+
+class NotFound(LookupError):
+    """The thing does not exist, or is another tenant's (the caller cannot tell which, by design)."""
+
+
+class InvalidArgument(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class EventFeed(abc.ABC):
+    """Live ledger events (the NATS stream), filtered by tenant before anything else."""
+
+    @abc.abstractmethod
+    def tail(self, tenant_id: str, category: str | None, event_type: str | None,
+             from_position: int | None) -> AsyncIterator[RecordedEvent]:
+        """The tenant's events in position order from `from_position` (None: only new ones), no gap, no repeat."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the readers and commands read from and write to; built once at start-up."""
+
+    ledger: Ledger
+    checkpoints: CheckpointStore
+    projections: ProjectionStore
+    identity: IdentityService
+    deployments: DeploymentService | None
+    feed: EventFeed | None = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    position: int
+    event_id: uuid.UUID
+    stream_id: str
+    stream_version: int
+    type: str
+    schema_version: int
+    recorded_at: str
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+    entry_hash: str
+    chain_hash: str
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    position: int
+    event_id: uuid.UUID
+    tree_size: int
+    leaf_hash: str
+    root: str
+    path: list[str]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    size1: int
+    size2: int
+    root1: str
+    root2: str
+    path: list[str]
+
+
+def _page(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE}, got {limit}")
+    return limit
+
+
+def _entry(e: RecordedEvent) -> LedgerEntry:
+    return LedgerEntry(e.position, e.event_id, e.stream_id, e.stream_version, e.type, e.schema_version,
+                       e.recorded_at, orjson.loads(e.payload), orjson.loads(e.metadata), e.entry_hash.hex(),
+                       e.chain_hash.hex())
+
+
+class TenantReader:
+    def __init__(self, actor: Actor, sources: Sources) -> None:
+        self.actor = actor
+        self._s = sources
+
+    @property
+    def tenant(self) -> str:
+        return self.actor.tenant_id
+
+    # --- usage and costs ---------------------------------------------------------------------------
+
+    def usage_timeseries(self, granularity: usage.Granularity, start: dt.datetime, end: dt.datetime,
+                         provider: str | None = None, model: str | None = None) -> list[usage.UsageBucket]:
+        self.actor.require("usage.read")
+        if granularity not in usage.GRANULARITIES:
+            raise InvalidArgument("granularity", f"must be one of {list(usage.GRANULARITIES)}")
+        _check_range(start, end)
+        with self._s.projections.reading("usage") as conn:
+            return usage.timeseries(conn, self.tenant, granularity, start, end, provider, model)[:MAX_PAGE * 4]
+
+    def usage_summary(self, start: dt.datetime, end: dt.datetime, provider: str | None = None,
+                      model: str | None = None) -> usage.UsageBucket:
+        self.actor.require("usage.read")
+        _check_range(start, end)
+        with self._s.projections.reading("usage") as conn:
+            return usage.summary(conn, self.tenant, start, end, provider, model)
+
+    def cost_report(self, first_day: dt.date, last_day: dt.date, model: str | None = None) -> list[costs.CostLine]:
+        self.actor.require("costs.read")
+        if last_day < first_day:
+            raise InvalidArgument("lastDay", "must not be before firstDay")
+        with self._s.projections.reading("costs") as conn:
+            return costs.report(conn, self.tenant, first_day, last_day, model)
+
+    def cost_totals(self, first_day: dt.date, last_day: dt.date) -> dict[str, int]:
+        self.actor.require("costs.read")
+        with self._s.projections.reading("costs") as conn:
+            return costs.totals(conn, self.tenant, first_day, last_day)
+
+    # --- the ledger, through the audit index -----------------------------------------------------
+
+    def entries_of_stream(self, stream_id: str, from_version: int = 1, limit: int = 100) -> list[LedgerEntry]:
+        self.actor.require("ledger.read")
+        with self._s.projections.reading("audit_index") as conn:
+            indexed = audit_index.stream(conn, self.tenant, stream_id, from_version, _page(limit))
+        return self._bodies([i.event_id for i in indexed])
+
+    def entries_from(self, from_position: int = 1, limit: int = 100) -> list[LedgerEntry]:
+        self.actor.require("ledger.read")
+        t = audit_index.entries
+        with self._s.projections.reading("audit_index") as conn:
+            ids = conn.execute(
+                select(t.c.event_id).where(t.c.tenant_id == self.tenant, t.c.position >= from_position)
+                .order_by(t.c.position).limit(_page(limit))
+            ).scalars().all()
+        return self._bodies(list(ids))
+
+    def _bodies(self, event_ids: list[uuid.UUID]) -> list[LedgerEntry]:
+        if not event_ids:
+            return []
+        # The index already filtered by tenant; checking again costs nothing and guards the index.
+        return [_entry(e) for e in self._s.ledger.find(event_ids) if e.tenant_id == self.tenant]
+
+    # --- checkpoints and proofs (tree heads are public; which leaf is yours is not) ----------------
+
+    def checkpoints(self, limit: int = 20, at_most_size: int | None = None) -> list[Checkpoint]:
+        self.actor.require("proofs.read")
+        return self._s.checkpoints.list(_page(limit), at_most_size)
+
+    def inclusion_proof(self, event_id: uuid.UUID, tree_size: int | None = None) -> InclusionProof:
+        self.actor.require("proofs.read")
+        with self._s.projections.reading("audit_index") as conn:
+            found = audit_index.locate(conn, self.tenant, event_id)
+        if found is None:
+            raise NotFound(f"no event {event_id} in tenant {self.tenant!r}")
+        size = tree_size if tree_size is not None else self._s.ledger.head().size
+        if not found.position <= size <= self._s.ledger.head().size:
+            raise InvalidArgument("treeSize", f"must be between the event's position {found.position} and the "
+                                              f"ledger size {self._s.ledger.head().size}, got {size}")
+        [event] = self._s.ledger.find([event_id])
+        path = self._s.ledger.inclusion_proof(found.position, size)
+        return InclusionProof(found.position, event_id, size, event.entry_hash.hex(),
+                              self._s.ledger.root_at(size).hex(), [h.hex() for h in path])
+
+    def consistency_proof(self, size1: int, size2: int) -> ConsistencyProof:
+        self.actor.require("proofs.read")
+        head = self._s.ledger.head().size
+        if not 1 <= size1 <= size2 <= head:
+            raise InvalidArgument("size1", f"need 1 <= size1 <= size2 <= {head} (the ledger size), got {size1}, {size2}")
+        path = self._s.ledger.consistency_proof(size1, size2)
+        return ConsistencyProof(size1, size2, self._s.ledger.root_at(size1).hex(), self._s.ledger.root_at(size2).hex(),
+                                [h.hex() for h in path])
+
+    def live_events(self, category: str | None, event_type: str | None,
+                    from_position: int | None) -> AsyncIterator[RecordedEvent]:
+        """The tenant's events as they are recorded; the tenant is this reader's, never an argument."""
+        self.actor.require("ledger.read")
+        if from_position is not None and from_position < 1:
+            raise InvalidArgument("fromPosition", f"must be at least 1, got {from_position}")
+        if self._s.feed is None:
+            raise NotFound("live events are not available in this process (no NATS configured)")
+        return self._s.feed.tail(self.tenant, category, event_type, from_position)
+
+    def projection_status(self) -> list[ProjectionStatus]:
+        self.actor.require("projections.read")
+        return self._s.projections.status(DEPLOYED)
+
+    # --- identity and configuration ----------------------------------------------------------------
+
+    def own_tenant(self) -> dict[str, Any]:
+        self.actor.require("tenant.read")
+        events = self._s.ledger.read_stream(identity.tenant_stream(self.tenant))
+        created = next((e for e in events if e.type == "TenantCreated"), None)
+        if created is None:
+            raise NotFound(f"no tenant {self.tenant!r}")
+        return {"tenant_id": self.tenant, "name": orjson.loads(created.payload)["name"],
+                "created_at": created.recorded_at}
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        """The tenant's keys from the audit index (streams `apikey-*` of this tenant); never a secret or hash."""
+        self.actor.require("apikeys.read")
+        t = audit_index.entries
+        with self._s.projections.reading("audit_index") as conn:
+            ids = conn.execute(
+                select(t.c.event_id).where(t.c.tenant_id == self.tenant, t.c.stream_id.like("apikey-%"))
+                .order_by(t.c.position).limit(MAX_PAGE * 10)
+            ).scalars().all()
+        keys: dict[str, dict[str, Any]] = {}
+        for e in self._s.ledger.find(list(ids)) if ids else []:
+            if e.tenant_id != self.tenant:
+                continue
+            p = orjson.loads(e.payload)
+            if e.type == "ApiKeyIssued":
+                keys[p["key_id"]] = {"key_id": p["key_id"], "name": p["name"], "scopes": p["scopes"],
+                                     "revoked": False, "issued_at": e.recorded_at}
+            elif e.type == "ApiKeyRevoked" and p["key_id"] in keys:
+                keys[p["key_id"]]["revoked"] = True
+        return list(keys.values())
+
+    def deployments(self) -> list[dict[str, Any]]:
+        self.actor.require("deployments.read")
+        if self._s.deployments is None:
+            return []
+        return self._s.deployments.list(self.tenant)
+
+
+def _check_range(start: dt.datetime, end: dt.datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidArgument("start", "times need a zone offset (RFC 3339, e.g. 2026-11-26T00:00:00Z)")
+    if end <= start:
+        raise InvalidArgument("end", "must be after start")
+    if end - start > dt.timedelta(days=400):
+        raise InvalidArgument("end", "a range spans at most 400 days")
+
+
+class TenantCommands:
+    """Commands on behalf of an actor: permission first, then the service, with the actor recorded."""
+
+    def __init__(self, actor: Actor, sources: Sources, platform_tenant: str) -> None:
+        self.actor = actor
+        self._s = sources
+        self._platform = platform_tenant
+
+    def create_tenant(self, tenant_id: str, name: str | None) -> Receipt:
+        self.actor.require("tenants.create")
+        return self._s.identity.create_tenant(tenant_id, name, actor=self.actor.subject)
+
+    def create_api_key(self, name: str, scopes: list[str]) -> tuple[NewApiKey, Receipt]:
+        self.actor.require("apikeys.write")
+        valid = identity.validate_scopes(scopes)
+        # No escalation: a key can do at most what its creator can.
+        for scope in valid:
+            missing = SCOPE_PERMISSIONS[scope] - self.actor.permissions
+            if missing:
+                raise PermissionDenied(sorted(missing)[0], self.actor.tenant_id)
+        return self._s.identity.issue_key(self.actor.tenant_id, valid, name, actor=self.actor.subject)
+
+    def revoke_api_key(self, key_id: str, reason: str) -> Receipt:
+        self.actor.require("apikeys.write")
+        return self._s.identity.revoke_key(self.actor.tenant_id, key_id, reason, actor=self.actor.subject)
+
+    def configure_deployment(self, *, price: Price, **fields: Any) -> Receipt:
+        self.actor.require("deployments.write")
+        return self._service().configure(self.actor.tenant_id, price=price, actor=self.actor.subject, **fields)
+
+    def remove_deployment(self, name: str) -> Receipt:
+        self.actor.require("deployments.write")
+        return self._service().remove(self.actor.tenant_id, name, actor=self.actor.subject)
+
+    def _service(self) -> DeploymentService:
+        if self._s.deployments is None:
+            raise NotFound("deployments are not configured in this process")
+        return self._s.deployments
