@@ -40,6 +40,10 @@ class NotFound(LookupError):
     """The thing does not exist, or is another tenant's (the caller cannot tell which, by design)."""
 
 
+class Unavailable(RuntimeError):
+    """A source the request needs is not there right now (e.g. the event stream before the relay started)."""
+
+
 class InvalidArgument(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from graphql import GraphQLError
 
-from application.graph_queries import InvalidArgument, NotFound
+from application.graph_queries import InvalidArgument, NotFound, Unavailable
 from domain import identity
 from domain.deployments import DeploymentError, InvalidDeployment, UnknownDeployment
 from domain.ledger import InvalidEvent
@@ -44,6 +44,8 @@ def translate(exc: Exception) -> ClientError | None:
         return ClientError(str(exc), "FORBIDDEN")
     if isinstance(exc, (NotFound, identity.UnknownTenant, identity.UnknownApiKey, UnknownDeployment)):
         return ClientError(str(exc), "NOT_FOUND")
+    if isinstance(exc, Unavailable):
+        return ClientError(str(exc), "UNAVAILABLE")
     if isinstance(exc, InvalidArgument):
         return ClientError(str(exc), "BAD_USER_INPUT", exc.field)
     if isinstance(exc, identity.InvalidTenantId):

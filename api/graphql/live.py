@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Callable
 
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from adapters.nats import codec
 from adapters.nats.connect import connect
 from adapters.nats.relay import StreamNames
-from application.graph_queries import EventFeed
+from application.graph_queries import EventFeed, Unavailable
 from domain.ledger import RecordedEvent
 
 
@@ -25,13 +26,14 @@ class NatsEventFeed(EventFeed):
         self._url = url  # resolved on first use: nothing connects at start-up or import
         self._names = names
         self._nc: Client | None = None
-        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connection(self) -> Client:
-        async with self._lock:
-            if self._nc is None or self._nc.is_closed:
-                self._nc = await connect(self._url(), "nexus-graphql")
-            return self._nc
+        # One connection per event loop (the server's; in-process callers such as tests run their own).
+        loop = asyncio.get_running_loop()
+        if self._nc is None or self._nc.is_closed or self._loop is not loop:
+            self._nc, self._loop = await connect(self._url(), "nexus-graphql"), loop
+        return self._nc
 
     def subject(self, tenant_id: str, category: str | None, event_type: str | None) -> str:
         parts = [codec.token(tenant_id), codec.token(category) if category else "*",
@@ -45,8 +47,11 @@ class NatsEventFeed(EventFeed):
             config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
         else:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_position)
-        sub = await js.subscribe(self.subject(tenant_id, category, event_type), stream=self._names.stream,
-                                 ordered_consumer=True, config=config, inactive_threshold=30.0)
+        try:
+            sub = await js.subscribe(self.subject(tenant_id, category, event_type), stream=self._names.stream,
+                                     ordered_consumer=True, config=config, inactive_threshold=30.0)
+        except NotFoundError:
+            raise Unavailable(f"the event stream {self._names.stream} does not exist yet: is the relay running?") from None
         last = (from_position or 1) - 1
         try:
             async for msg in sub.messages:
@@ -70,5 +75,5 @@ class NatsEventFeed(EventFeed):
                 pass
 
     async def close(self) -> None:
-        if self._nc is not None and not self._nc.is_closed:
+        if self._nc is not None and not self._nc.is_closed and self._loop is asyncio.get_running_loop():
             await self._nc.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import strawberry
 from strawberry.extensions import (
@@ -139,10 +140,22 @@ class Subscription:
             feed = r.live_events(f.category, f.type, f.from_position)
         except Exception as exc:
             raise translate(exc) or exc from None
-        async for e in feed:
+        try:
+            first = await anext(feed)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            raise translate(exc) or exc from None
+        async for e in _prepend(first, feed):
             yield t.LedgerEvent(position=e.position, event_id=e.event_id, tenant_id=e.tenant_id, stream_id=e.stream_id,
                                 category=codec.category_of(e.stream_id), type=e.type, recorded_at=e.recorded_at,
                                 payload=_json(e.payload), entry_hash=e.entry_hash.hex())
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 def _json(raw: bytes) -> object:

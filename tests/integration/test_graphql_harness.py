@@ -4,6 +4,7 @@ uvicorn; tenants `acme` and `globex`, each with an admin key. No tests here: fix
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ class Api:
     container: Container
     services: GraphServices
     keys: dict[str, str]  # tenant -> admin token
+    nats_url: str = ""
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -51,6 +53,19 @@ class Api:
         for projection in DEPLOYED:
             self.services.sources.projections.catch_up_from_ledger(projection, self.container.ledger)
 
+    def ensure_stream(self) -> None:
+        """Create the JetStream stream the relay would create, without relaying anything."""
+        from adapters.nats.connect import connect
+        from adapters.nats.relay import StreamNames, ensure_stream
+
+        async def create() -> None:
+            nc = await connect(self.nats_url, "test")
+            names = StreamNames(self.container.settings.nats_stream, self.container.settings.nats_subject_prefix)
+            await ensure_stream(nc.jetstream(), names, self.container.ledger.genesis().ledger_id)
+            await nc.close()
+
+        asyncio.run(create())
+
     def size(self) -> int:
         return self.container.ledger.head().size
 
@@ -64,7 +79,7 @@ def start_api(database: Any, data_dir: Path, nats_url: str | None = None, names:
         keys[tenant] = container.identity.issue_key(tenant, ["admin"], "tests")[0].token
     app = create_app(container)
     server = ServerThread(app, lifespan="on").start()
-    api = Api(server.url, container, app.state.graphql, keys)
+    api = Api(server.url, container, app.state.graphql, keys, nats_url or "")
     api.project()
     return api, server
 

@@ -1,0 +1,32 @@
+"""What each operation requires: the claim the RBAC test checks against domain/rbac.MATRIX.
+
+The data layer (application/graph_queries.py) enforces these; this table states them per GraphQL field
+so that tests/integration/test_graphql_rbac.py can run every operation as every role, and fails for
+any mutation, query or subscription field that is missing here. `None`: any authenticated caller.
+"""
+
+from __future__ import annotations
+
+REQUIRES: dict[str, str | None] = {
+    # queries
+    "usageTimeseries": "usage.read",
+    "usageSummary": "usage.read",
+    "costReport": "costs.read",
+    "ledgerEntries": "ledger.read",
+    "checkpoints": "proofs.read",
+    "inclusionProof": "proofs.read",
+    "consistencyProof": "proofs.read",
+    "projections": "projections.read",
+    "tenant": "tenant.read",
+    "apiKeys": "apikeys.read",
+    "deployments": "deployments.read",
+    "me": None,
+    # mutations
+    "createTenant": "tenants.create",
+    "createApiKey": "apikeys.write",
+    "revokeApiKey": "apikeys.write",
+    "configureDeployment": "deployments.write",
+    "removeDeployment": "deployments.write",
+    # subscriptions
+    "events": "ledger.read",
+}

@@ -1,0 +1,134 @@
+"""Every operation, for every role, is allowed or denied exactly as domain/rbac.MATRIX says.
+
+Generated from the schema: an operation the schema has but api/graphql/permissions.REQUIRES or the
+sample documents below do not know fails the test, so a new mutation cannot ship without a matrix entry.
+"""
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from api.graphql.context import GraphContext
+from api.graphql.permissions import REQUIRES
+from api.graphql.schema import build_schema
+from api.graphql.settings import GraphQLSettings
+from domain.pricing import Price
+from domain.rbac import MATRIX, ROLES, actor_for_role
+from tests.integration.test_graphql_harness import Api, api  # noqa: F401 - fixture
+
+TENANT = "platform"  # the platform tenant, so that tenants.create is not filtered out for anyone
+NOW = dt.datetime.now(dt.UTC)
+SPAN = {"s": (NOW - dt.timedelta(hours=1)).isoformat(), "e": NOW.isoformat(), "d": NOW.date().isoformat()}
+
+
+def _key(api: Api) -> dict[str, Any]:
+    return {"k": api.container.identity.issue_key(TENANT, ["read"])[0].key_id}
+
+
+def _deployment(api: Api) -> dict[str, Any]:
+    api.container.deployments.configure(TENANT, name="d1", provider="openai", model="m", model_name="m",
+                                        price=Price(1, 1, "USD", "v1"))
+    return {}
+
+
+def _event(api: Api) -> dict[str, Any]:
+    [receipt] = api.container.identity.issue_key(TENANT, ["read"])[1:]
+    api.project()
+    return {"id": str(receipt.event_id)}
+
+
+# field -> (document, setup returning variables). Fields of every root type must appear here.
+SAMPLES: dict[str, tuple[str, Callable[[Api], dict[str, Any]]]] = {
+    "usageTimeseries": ("query($s: DateTime!, $e: DateTime!) { usageTimeseries(granularity: HOUR, start: $s, end: $e) { requests } }", lambda a: SPAN),
+    "usageSummary": ("query($s: DateTime!, $e: DateTime!) { usageSummary(start: $s, end: $e) { requests } }", lambda a: SPAN),
+    "costReport": ("query($d: Date!) { costReport(firstDay: $d, lastDay: $d) { totals { currency } } }", lambda a: SPAN),
+    "ledgerEntries": ("{ ledgerEntries { position } }", lambda a: {}),
+    "checkpoints": ("{ checkpoints { treeSize } }", lambda a: {}),
+    "inclusionProof": ("query($id: UUID!) { inclusionProof(eventId: $id) { position } }", _event),
+    "consistencyProof": ("{ consistencyProof(size1: 1, size2: 1) { path } }", lambda a: {}),
+    "projections": ("{ projections { name } }", lambda a: {}),
+    "tenant": ("{ tenant { tenantId } }", lambda a: {}),
+    "apiKeys": ("{ apiKeys { keyId } }", lambda a: {}),
+    "deployments": ("{ deployments { name } }", lambda a: {}),
+    "me": ("{ me { tenantId } }", lambda a: {}),
+    "createTenant": ("mutation($t: String!) { createTenant(input: {tenantId: $t}) { position } }",
+                     lambda a: {"t": f"t-{uuid.uuid4().hex[:8]}"}),
+    "createApiKey": ('mutation { createApiKey(input: {name: "k", scopes: ["inference"]}) { secret } }', lambda a: {}),
+    "revokeApiKey": ("mutation($k: String!) { revokeApiKey(keyId: $k) { position } }", _key),
+    "configureDeployment": ('mutation { configureDeployment(input: {name: "d2", provider: "openai", model: "m", '
+                            'price: {input: 1, output: 1, currency: "USD", version: "v1"}}) { position } }', lambda a: {}),
+    "removeDeployment": ('mutation { removeDeployment(name: "d1") { position } }', _deployment),
+    "events": ("subscription { events(filter: {fromPosition: 1}) { position } }", lambda a: {}),
+}
+
+SCHEMA = build_schema(GraphQLSettings())
+
+
+def root_fields() -> set[str]:
+    found = set()
+    for root in (SCHEMA.query, SCHEMA.mutation, SCHEMA.subscription):
+        found |= {field.name for field in SCHEMA.get_type_by_name(root.__strawberry_definition__.name).fields}
+    return found
+
+
+def test_every_operation_has_a_permission_entry_and_a_sample():
+    fields = {SCHEMA.config.name_converter.apply_naming_config(f) for f in root_fields()}
+    assert fields - set(REQUIRES) == set(), "operations without a permission entry in api/graphql/permissions.py"
+    assert fields - set(SAMPLES) == set(), "operations without a sample document in this test"
+    assert {p for p in REQUIRES.values() if p} <= set().union(*MATRIX.values())
+
+
+async def run_as(api: Api, role: str, field: str) -> list[dict[str, Any]]:
+    document, setup = SAMPLES[field]
+    variables = await asyncio.to_thread(setup, api)
+    context = GraphContext(api.services)
+    context.actor_override = actor_for_role(TENANT, role, platform_tenant=TENANT)
+    if document.startswith("subscription"):
+        stream = await SCHEMA.subscribe(document, context_value=context, variable_values=variables)
+        if not hasattr(stream, "__anext__"):
+            return [e.formatted for e in stream.errors or []]
+        try:
+            first = await asyncio.wait_for(stream.__anext__(), 0.5)
+        except TimeoutError:
+            return []
+        finally:
+            await stream.aclose()
+        return [e.formatted for e in first.errors or []]
+    result = await SCHEMA.execute(document, context_value=context, variable_values=variables)
+    return [e.formatted for e in result.errors or []]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_may_do_exactly_what_the_matrix_grants(api, role):
+    api.container.identity.create_tenant(TENANT)
+    api.project()
+    api.ensure_stream()
+
+    async def check_all() -> list[str]:
+        wrong = []
+        for field, permission in REQUIRES.items():
+            before = api.size()
+            errors = await run_as(api, role, field)
+            denied = any(e.get("extensions", {}).get("code") == "FORBIDDEN" for e in errors)
+            allowed = permission is None or permission in MATRIX[role]
+            if allowed and errors:
+                wrong.append(f"{role} {field}: expected allowed, got {errors}")
+            if not allowed and not denied:
+                wrong.append(f"{role} {field}: expected FORBIDDEN, got {errors or 'success'}")
+            if not allowed and field in SAMPLES and api.size() != before + _setup_writes(field):
+                wrong.append(f"{role} {field}: denied but the ledger grew")
+        return wrong
+
+    assert asyncio.run(check_all()) == []
+
+
+def _setup_writes(field: str) -> int:
+    """Events the sample's own setup appends (a key to revoke, a deployment to remove, an event to prove)."""
+    return {"revokeApiKey": 1, "removeDeployment": 1, "inclusionProof": 1}.get(field, 0)
