@@ -37,6 +37,7 @@ from domain.ledger import RecordedEvent
 from domain.merkle import complete_subtrees
 from domain.segment import (
     Expectation,
+    Record,
     SegmentResult,
     SegmentWalker,
     SubtreeTable,
@@ -82,7 +83,7 @@ class LedgerSource(abc.ABC):
         """The largest size recorded by a tree head, and by a signed checkpoint (0 when none)."""
 
     @abc.abstractmethod
-    def records(self, ledger_id: str, after: int | None, upto: int | None, chunk: int = 64) -> Generator[list[bytes]]:
+    def records(self, ledger_id: str, after: int | None, upto: int | None, chunk: int = 64) -> Generator[list[Record]]:
         """Entries with after < position <= upto, in position order, as domain.segment records.
 
         Streamed: until the generator is exhausted or closed, the source answers nothing else.

@@ -51,7 +51,7 @@ commits_with_nodes = st.lists(st.tuples(st.lists(events, min_size=4, max_size=9)
 segment_sizes = st.sampled_from([(4, 64), (8, 3), (16, 1), (1 << 15, 64), (1 << 15, 5)])
 
 EXAMPLES = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 
 
