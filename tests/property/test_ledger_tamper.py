@@ -26,8 +26,9 @@ from adapters.postgres.checkpoint_store import PostgresCheckpointStore
 from adapters.postgres.ledger_reader import PostgresLedgerReader
 from adapters.postgres.ledger_store import PostgresLedger
 from application.verification import VerificationReport, VerifyOptions, verify_ledger
+from domain.canonical import canonical_json
 from domain.checkpoint import Checkpoint
-from domain.entry import chain_link, entry_bytes, entry_hash, format_timestamp
+from domain.entry import Genesis, chain_link, entry_bytes, entry_hash, format_timestamp
 from domain.ledger import NewEvent
 from domain.verify import FaultKind
 from tests.conftest import TestDatabase as Database
@@ -51,7 +52,7 @@ commits_with_nodes = st.lists(st.tuples(st.lists(events, min_size=4, max_size=9)
 segment_sizes = st.sampled_from([(4, 64), (8, 3), (16, 1), (1 << 15, 64), (1 << 15, 5)])
 
 EXAMPLES = settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 
 
@@ -361,3 +362,63 @@ def test_a_changed_signed_checkpoint_is_named(tamper_db, signer, recipe, segment
         ),
     )
     assert_caught(report, size, {FaultKind.SIGNATURE_INVALID, FaultKind.CHECKPOINT_MISMATCH})
+
+
+# Any text PostgreSQL can store (no NUL), any JSON the canonical encoder takes, any microsecond.
+texts = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=1, max_size=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.floats(allow_nan=False, allow_infinity=False) | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@pytest.fixture(scope="module")
+def genesis(tamper_db: Database) -> Genesis:
+    with PostgresLedger(tamper_db.app_url) as ledger:
+        return ledger.genesis()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    tenant=texts, stream=texts, type_=texts, payload=st.dictionaries(texts, json_values, max_size=4),
+    metadata=st.dictionaries(texts, json_values, max_size=2), micros=st.integers(0, 10**16),
+)
+def test_the_store_renders_any_entry_as_the_canonical_encoder_does(
+    tamper_db, genesis, tenant, stream, type_, payload, metadata, micros
+):
+    """The fast path hashes the entry as PostgreSQL renders it; for any content, that is the canonical entry."""
+    at = dt.datetime(2000, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
+    event_id = uuid.uuid4()
+    leaf = entry_hash(
+        genesis.hasher,
+        entry_bytes(
+            ledger_id=genesis.ledger_id, position=1, event_id=str(event_id), tenant_id=tenant, stream_id=stream,
+            stream_version=1, type=type_, schema_version=1, payload=canonical_json(payload),
+            metadata=canonical_json(metadata), recorded_at=format_timestamp(at),
+        ),
+    )
+    chain = chain_link(genesis.hasher, genesis.chain_seed(), leaf)
+    report = verify_tampered(
+        tamper_db,
+        (1 << 15, 64),
+        ("DELETE FROM ledger.events", ()),
+        ("DELETE FROM ledger.merkle_nodes", ()),
+        ("DELETE FROM ledger.heads", ()),
+        ("DELETE FROM ledger.checkpoints", ()),
+        (
+            "INSERT INTO ledger.events (position, event_id, tenant_id, stream_id, stream_version, type, schema_version,"
+            " payload, metadata, recorded_at, prev_hash, entry_hash, chain_hash)"
+            " VALUES (1, %s, %s, %s, 1, %s, 1, %s, %s, %s, %s, %s, %s)",
+            (
+                event_id, tenant, stream, type_, canonical_json(payload).decode(), canonical_json(metadata).decode(),
+                at, genesis.chain_seed(), leaf, chain,
+            ),
+        ),
+        (
+            "INSERT INTO ledger.heads (size, root, chain_head, frontier, committed_at) VALUES (1, %s, %s, %s, now())",
+            (leaf, chain, leaf),
+        ),
+    )
+    assert report.ok, str(report.fault)
+    assert report.precise_rows == 0

@@ -112,7 +112,7 @@ def corrupt(proof: list[bytes], how: str, pick: int) -> list[bytes] | None:
 CORRUPTIONS = ["flip a byte", "drop a hash", "add a hash", "reorder", "truncate a hash"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_no_corrupted_inclusion_proof_verifies(proven: Proven, data):
     size = data.draw(st.integers(1, proven.size), label="size")
@@ -138,7 +138,7 @@ def test_no_corrupted_inclusion_proof_verifies(proven: Proven, data):
         )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_no_corrupted_consistency_proof_verifies(proven: Proven, data):
     size2 = data.draw(st.integers(1, proven.size), label="size2")
