@@ -218,6 +218,8 @@ class TenantReader:
             raise InvalidArgument("fromPosition", f"must be at least 1, got {from_position}")
         if self._s.feed is None:
             raise NotFound("live events are not available in this process (no NATS configured)")
+        if from_position is None:  # "new events only" means: after the head as it is now, whatever the stream's state
+            from_position = self._s.ledger.head().size + 1
         return self._s.feed.tail(self.tenant, category, event_type, from_position)
 
     def projection_status(self) -> list[ProjectionStatus]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -137,7 +138,7 @@ class Subscription:
         f = filter or t.EventFilter()
         r = await reader(info)
         try:
-            feed = r.live_events(f.category, f.type, f.from_position)
+            feed = await asyncio.to_thread(r.live_events, f.category, f.type, f.from_position)
         except Exception as exc:
             raise translate(exc) or exc from None
         try:
