@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.gateway import chat, embeddings, models, receipts
+from api.gateway import chat, embeddings, models, nexus_runs, receipts
 
 
 def mount(app: FastAPI) -> None:
-    for module in (chat, embeddings, models, receipts):
+    for module in (chat, embeddings, models, receipts, nexus_runs):
         app.include_router(module.router)
     previous = app.router.lifespan_context
 
