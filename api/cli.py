@@ -14,6 +14,7 @@ from api.cli_identity import keys_app, tenants_app
 from api.cli_ledger import ledger_app
 from api.cli_privacy import privacy_app
 from api.cli_projections import projections_app, replay
+from api.cli_routing import routing_app
 from api.cli_workers import project, relay
 
 app = typer.Typer(help="NexusAI: an LLM gateway with a ledger it can prove.", no_args_is_help=True)
@@ -24,6 +25,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(projections_app, name="projections")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(routing_app, name="routing")
 app.command("replay")(replay)
 app.command("relay")(relay)
 app.command("project")(project)
