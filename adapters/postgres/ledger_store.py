@@ -114,6 +114,14 @@ _WRITE_HEAD_AND_EVENTS = (
     " position, stream_version, recorded_at, prev_hash, entry_hash, chain_hash) FROM STDIN (FORMAT BINARY);"
     " COMMIT"
 )
+# A proof's stored nodes (level >= 4), its leaves (level -1: entry hashes by position) and the
+# ledger's size (level NULL), in one statement: one snapshot and one round trip.
+_PROOF_HASHES = (
+    "SELECT NULL::smallint, coalesce(max(size), 0), NULL::bytea FROM ledger.heads"
+    " UNION ALL SELECT n.level, n.idx, n.hash FROM ledger.merkle_nodes n"
+    "  JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) USING (level, idx)"
+    " UNION ALL SELECT -1, e.position, e.entry_hash FROM ledger.events e WHERE e.position = ANY(%s::bigint[])"
+)
 _COPY_CHUNK = 1 << 20
 _POLL_INTERVAL = 0.1  # seconds per poll() call; psycopg's default of 0 would spin
 _VERSION_CACHE_MAX = 100_000
@@ -561,36 +569,31 @@ class PostgresLedger(Ledger):
         return self._hashes_for([(0, tree_size)], tree_size)[0]
 
     def _hashes_for(self, ranges: list[tuple[int, int]], tree_size: int) -> list[bytes]:
-        """Hashes of the given leaf ranges with O(log n) reads: one query for nodes, one for leaves."""
+        """Hashes of the given leaf ranges with O(log n) reads, in one round trip."""
+        wanted_nodes: set[tuple[int, int]] = set()
+        wanted_leaves: set[int] = set()
+        for start, end in ranges:
+            for s, n in complete_subtrees(start, end):
+                level = n.bit_length() - 1
+                if level >= STORED_LEVEL_MIN:
+                    wanted_nodes.add((level, s >> level))
+                else:
+                    wanted_leaves.update(range(s, s + n))
+        levels = [level for level, _ in wanted_nodes]
+        indexes = [index for _, index in wanted_nodes]
         with self._pool.connection() as conn:
-            size_now = conn.execute("SELECT coalesce(max(size), 0) FROM ledger.heads").fetchone()[0]  # type: ignore[index]
-            if tree_size > size_now:
-                raise ValueError(f"tree size {tree_size} is beyond the ledger's size {size_now}")
-            wanted_nodes: set[tuple[int, int]] = set()
-            wanted_leaves: set[int] = set()
-            for start, end in ranges:
-                for s, n in complete_subtrees(start, end):
-                    level = n.bit_length() - 1
-                    if level >= STORED_LEVEL_MIN:
-                        wanted_nodes.add((level, s >> level))
-                    else:
-                        wanted_leaves.update(range(s, s + n))
-            nodes: dict[tuple[int, int], bytes] = {}
-            if wanted_nodes:
-                levels, idxs = zip(*sorted(wanted_nodes), strict=True)
-                for level, idx, h in conn.execute(
-                    "SELECT n.level, n.idx, n.hash FROM ledger.merkle_nodes n"
-                    " JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) USING (level, idx)",
-                    (list(levels), list(idxs)),
-                ):
-                    nodes[(level, idx)] = bytes(h)
-            leaves: dict[int, bytes] = {}
-            if wanted_leaves:
-                for position, h in conn.execute(
-                    "SELECT position, entry_hash FROM ledger.events WHERE position = ANY(%s)",
-                    ([i + 1 for i in wanted_leaves],),
-                ):
-                    leaves[position - 1] = bytes(h)
+            rows = conn.execute(_PROOF_HASHES, (levels, indexes, [i + 1 for i in wanted_leaves])).fetchall()
+        nodes: dict[tuple[int, int], bytes] = {}
+        leaves: dict[int, bytes] = {}
+        for level, index, digest in rows:
+            if level is None:
+                if tree_size > index:
+                    raise ValueError(f"tree size {tree_size} is beyond the ledger's size {index}")
+            elif level < 0:
+                leaves[index - 1] = digest
+            else:
+                nodes[(level, index)] = digest
+        hash_children = self._hasher.hash_children
 
         def subtree_hash(start: int, size: int) -> bytes:
             level = size.bit_length() - 1
@@ -598,13 +601,10 @@ class PostgresLedger(Ledger):
                 return nodes[(level, start >> level)]
             level_nodes = [leaves[i] for i in range(start, start + size)]
             while len(level_nodes) > 1:
-                level_nodes = [
-                    self._hasher.hash_children(level_nodes[i], level_nodes[i + 1]) for i in range(0, len(level_nodes), 2)
-                ]
+                level_nodes = [hash_children(level_nodes[i], level_nodes[i + 1]) for i in range(0, len(level_nodes), 2)]
             return level_nodes[0]
 
         return [range_hash(self._hasher, start, end, subtree_hash) for start, end in ranges]
-
 
 
 class _HeadMoved(Exception):
