@@ -293,3 +293,18 @@ def test_a_failing_step_fails_the_run_and_is_recorded(gw, scripted):
     with gw.http() as http:
         graph = http.get(f"/v1/nexus/runs/{response.json()['run_id']}").json()
     assert graph["status"] == "failed" and graph["inferences"] == 1
+
+
+def test_the_routing_table_is_set_from_the_shell_as_events(gw, monkeypatch):
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    monkeypatch.setenv("NEXUS_DATABASE_URL", gw.container.settings.database_url)
+    monkeypatch.setenv("NEXUS_DATA_DIR", str(gw.container.settings.data_dir))
+    result = CliRunner().invoke(app, ["routing", "set", "--tenant", "acme", "math", "solver"])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(app, ["routing", "set", "--tenant", "acme", "poetry", "x"]).exit_code == 1
+    [changed] = gw.events("RoutingTableChanged")
+    assert (changed.stream_id, payload(changed)["kind"], payload(changed)["model"]) == ("routing-acme", "math", "solver")
+    assert RoutingTableService(gw.container.ledger).table("acme") == {"math": "solver"}
