@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from pathlib import Path
 
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from starlette.convertors import StringConvertor, register_url_convertor
+
+from api.auth import mount as mount_auth
 from api.bootstrap import Container
 from api.errors import install_error_handlers
 from api.gateway import mount as mount_gateway
@@ -16,6 +21,7 @@ def create_app(container: Container) -> FastAPI:
     install_error_handlers(app)
     mount_gateway(app)
     mount_graphql(app)
+    mount_auth(app)
 
     @app.get("/healthz")
     def health() -> dict[str, object]:
@@ -46,4 +52,35 @@ def create_app(container: Container) -> FastAPI:
             "keys": {key_id: key.hex() for key_id, key in container.checkpoints.public_keys().items()},
         }
 
+    serve_console(app)  # keep last: the console's SPA fallback answers only what no API route did
     return app
+
+
+CONSOLE_DIR = Path(__file__).resolve().parents[1] / "ui" / "dist"
+
+
+class _ConsolePath(StringConvertor):
+    """Any path outside the API's own prefixes, which never reach the console (not even as a 405)."""
+
+    regex = r"(?!(?:v1|graphql|healthz|\.well-known|docs|redoc|openapi\.json)(?:/|$)).*"
+
+
+register_url_convertor("console", _ConsolePath())
+
+
+def serve_console(app: FastAPI, folder: Path = CONSOLE_DIR) -> None:
+    """The web console (ui/, built by `make up`) at `/`: its files, else index.html for client-side routes."""
+
+    @app.get("/{path:console}", include_in_schema=False)
+    def console(path: str) -> Response:
+        index = folder / "index.html"
+        if not index.is_file():
+            return HTMLResponse("<h1>NexusAI</h1><p>The console is not built: <code>make up</code> builds it.</p>", 503)
+        wanted = (folder / path).resolve()
+        if path and wanted.is_file() and wanted.is_relative_to(folder.resolve()):
+            immutable = path.startswith("assets/")  # content-hashed names
+            return FileResponse(wanted, headers={"cache-control": "public, max-age=31536000, immutable"
+                                                 if immutable else "no-cache"})
+        if path.startswith("assets/"):
+            raise HTTPException(404, "Not Found")
+        return FileResponse(index, headers={"cache-control": "no-cache"})

@@ -10,6 +10,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from adapters.embedded import start_embedded_nats, start_embedded_postgres
 from adapters.keystore import FileKeyStore
 from adapters.postgres.checkpoint_store import PostgresCheckpointStore
+from adapters.postgres.credentials import PostgresCredentialStore
 from adapters.postgres.keystore import PostgresKeyStore, load_master_key
 from adapters.postgres.ledger_store import PostgresLedger
 from adapters.postgres.migrate import APP_ROLE, migrate
@@ -22,7 +23,9 @@ from application.deployments import DeploymentService
 from application.gateway import Gateway
 from application.identity import IdentityService
 from application.privacy import PrivacyService
+from application.sessions import SessionService, load_jwt_key
 from application.signer import CheckpointSigner
+from application.users import UserService
 from domain.deployments import WIRE_ANTHROPIC, WIRE_GEMINI, WIRE_OPENAI
 
 
@@ -65,9 +68,14 @@ class Container:
     nats_url: str | None = None
     deployments: DeploymentService | None = None
     gateway: Gateway | None = None
+    users: UserService | None = None
+    sessions: SessionService | None = None
+    credentials: PostgresCredentialStore | None = None
 
     def close(self) -> None:
         self.ledger.close()
+        if self.credentials is not None:
+            self.credentials.close()
         self.privacy.close()
         if self.nats_process is not None:
             self.nats_process.terminate()
@@ -83,7 +91,19 @@ def bootstrap(settings: Settings | None = None) -> Container:
     privacy = PrivacyService(PostgresKeyStore(database.app_url, load_master_key(settings.key_dir)), ledger)
     container = Container(settings, database, ledger, checkpoints, signer, IdentityService(ledger), privacy)
     wire_gateway(container)
+    wire_auth(container)
     return container
+
+
+def wire_auth(container: Container) -> None:
+    """Users (events in the ledger) and sessions (hashes and refresh tokens in schema `auth`); docs/auth.md."""
+    from api.graphql.settings import GraphQLSettings
+
+    container.credentials = PostgresCredentialStore(container.database.app_url)
+    container.users = UserService(container.ledger, container.credentials)
+    container.sessions = SessionService(container.users, container.credentials,
+                                        load_jwt_key(container.settings.key_dir),
+                                        platform_tenant=GraphQLSettings().platform_tenant)
 
 
 def wire_gateway(container: Container) -> None:

@@ -26,7 +26,8 @@ def services_for(container: Any, settings: GraphQLSettings) -> GraphServices:
     feed = NatsEventFeed(lambda: nats_url_for(container), names)
     sources = Sources(container.ledger, container.checkpoints, ProjectionStore(container.database.app_url),
                       container.identity, container.deployments, feed)
-    return GraphServices(sources, settings, feed)
+    return GraphServices(sources, settings, feed, getattr(container, "users", None),
+                         getattr(container, "sessions", None))
 
 
 def mount(app: FastAPI, settings: GraphQLSettings | None = None) -> None:

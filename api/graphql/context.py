@@ -1,6 +1,7 @@
 """Who is calling: resolved once per request (or per websocket connection) from its credentials.
 
-HTTP: `Authorization: Bearer nx_...` (an API key). Websockets: the same header on the upgrade request,
+HTTP: `Authorization: Bearer nx_...` (an API key) or `Bearer <access JWT>` (a signed-in user; also read
+from the console's HTTP-only access cookie, docs/auth.md). Websockets: the same header on the upgrade request,
 or `{"Authorization": "Bearer ..."}` in the connection_init payload (browsers cannot set headers there).
 """
 
@@ -26,6 +27,8 @@ class GraphServices:
     sources: Sources
     settings: GraphQLSettings
     live: Any  # api.graphql.live.LiveEvents
+    users: Any = None  # application.users.UserService
+    sessions: Any = None  # application.sessions.SessionService
 
 
 class GraphContext(BaseContext):
@@ -42,7 +45,17 @@ class GraphContext(BaseContext):
         if not header and isinstance(self.connection_params, dict):
             header = str(self.connection_params.get("Authorization") or self.connection_params.get("authorization") or "")
         scheme, _, token = header.partition(" ")
+        if not header and self.request is not None:
+            from api.auth.settings import AuthSettings
+
+            return self.request.cookies.get(AuthSettings().access_cookie, "")
         return token.strip() if scheme.lower() == "bearer" else ""
+
+    def client_address(self) -> str:
+        """Where the request came from, recorded with every admin change."""
+        if self.request is not None and self.request.client is not None:
+            return self.request.client.host
+        return "in-process"
 
     async def actor(self) -> Actor:
         if self.actor_override is not None:
@@ -58,6 +71,10 @@ class GraphContext(BaseContext):
                 permissions = permissions_for(principal.tenant_id, scopes=principal.scopes,
                                               platform_tenant=self.services.settings.platform_tenant)
                 return Actor(principal.tenant_id, f"key:{principal.key_id}", permissions)
+        elif token.count(".") == 2 and self.services.sessions is not None:  # a JWT: re-checked against the ledger
+            actor = await asyncio.to_thread(self.services.sessions.authenticate, token)
+            if actor is not None:
+                return actor
         if self.response is not None:
             self.response.status_code = 401
         raise unauthenticated()

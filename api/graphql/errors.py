@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from graphql import GraphQLError
 
 from application.graph_queries import InvalidArgument, NotFound, Unavailable
-from domain import identity
+from domain import identity, users
 from domain.deployments import DeploymentError, InvalidDeployment, UnknownDeployment
 from domain.ledger import InvalidEvent
 from domain.pricing import InvalidPrice
@@ -60,11 +60,26 @@ def translate(exc: Exception) -> ClientError | None:
         return ClientError(str(exc), "BAD_USER_INPUT", f"price.{getattr(exc, 'field', '')}".rstrip("."))
     if isinstance(exc, InvalidEvent):
         return ClientError(str(exc), "BAD_USER_INPUT", getattr(exc, "field", None))
+    user_error = _user_error(exc)
+    if user_error is not None:
+        return user_error
     if isinstance(exc, (identity.TenantAlreadyExists, identity.ApiKeyAlreadyRevoked)):
         return ClientError(str(exc), "CONFLICT")
     if isinstance(exc, (identity.IdentityError, DeploymentError)):
         return ClientError(str(exc), "BAD_USER_INPUT")
     return None
+
+
+def _user_error(exc: Exception) -> ClientError | None:
+    if not isinstance(exc, users.UserError):
+        return None
+    if isinstance(exc, users.UnknownUser):
+        return ClientError(str(exc), "NOT_FOUND", "userId")
+    if isinstance(exc, (users.UserAlreadyInvited, users.RoleAlreadyHeld, users.RoleNotHeld, users.UserInactive)):
+        return ClientError(str(exc), "CONFLICT")
+    fields = {users.InvalidEmail: "email", users.WeakPassword: "password", users.InvalidInvitation: "inviteToken",
+              users.InvalidPassword: "currentPassword"}
+    return ClientError(str(exc), "BAD_USER_INPUT", fields.get(type(exc)))
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -21,12 +21,19 @@ REQUIRES: dict[str, str | None] = {
     "apiKeys": "apikeys.read",
     "deployments": "deployments.read",
     "me": None,
+    "users": "users.read",
+    "roles": None,
     # mutations
     "createTenant": "tenants.create",
     "createApiKey": "apikeys.write",
     "revokeApiKey": "apikeys.write",
     "configureDeployment": "deployments.write",
     "removeDeployment": "deployments.write",
+    "inviteUser": "users.write",  # inviting an owner also needs owners.write
+    "setPassword": None,  # the invitation token, or the signed-in user itself, is the credential
+    "grantRole": "users.write",  # granting owner also needs owners.write
+    "revokeRole": "users.write",
+    "deactivateUser": "users.write",
     # subscriptions
     "events": "ledger.read",
 }

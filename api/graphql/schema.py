@@ -21,6 +21,7 @@ from strawberry.types import Info
 
 from adapters.nats import codec
 from api.graphql import types as t
+from api.graphql import users as u
 from api.graphql.context import commands, reader
 from api.graphql.errors import call, should_mask, translate
 from api.graphql.settings import GraphQLSettings
@@ -95,6 +96,9 @@ class Query:
         actor = (await reader(info)).actor
         return t.Me(tenant_id=actor.tenant_id, subject=actor.subject, permissions=sorted(actor.permissions))
 
+    users: list[u.User] = strawberry.field(resolver=u.users, description="The tenant's users and their roles")
+    roles: list[u.Role] = strawberry.field(resolver=u.roles, description="Every role and its permissions")
+
 
 @strawberry.type
 class Mutation:
@@ -128,6 +132,15 @@ class Mutation:
     @strawberry.mutation(description="Remove a deployment")
     async def remove_deployment(self, info: Info, name: str) -> t.Receipt:
         return t.Receipt.of(await call((await commands(info)).remove_deployment, name))
+
+    invite_user: u.InvitedUser = strawberry.mutation(
+        resolver=u.invite_user, description="Invite a user with one role; the invitation token is in this answer only")
+    set_password: t.Receipt = strawberry.mutation(
+        resolver=u.set_password, description="Set a password: with an invitation token, or your own with the current one")
+    grant_role: t.Receipt = strawberry.mutation(resolver=u.grant_role, description="Grant a user a role")
+    revoke_role: t.Receipt = strawberry.mutation(resolver=u.revoke_role, description="Revoke a role from a user")
+    deactivate_user: t.Receipt = strawberry.mutation(
+        resolver=u.deactivate_user, description="Deactivate a user: sign-in and every session stop at once")
 
 
 @strawberry.type

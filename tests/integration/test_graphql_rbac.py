@@ -44,6 +44,20 @@ def _event(api: Api) -> dict[str, Any]:
     return {"id": str(receipt.event_id)}
 
 
+def _invited(api: Api, role: str = "analyst") -> tuple[str, str]:
+    """(user id, invitation token) of a fresh user of the test tenant, invited by a platform owner."""
+    owner = actor_for_role(TENANT, "owner", subject="setup", platform_tenant=TENANT)
+    invitation, _ = api.container.users.invite(owner, f"u{uuid.uuid4().hex[:8]}@example.com", role, "setup")
+    return invitation.user_id, invitation.token
+
+
+def _user_with_viewer(api: Api) -> dict[str, Any]:
+    user_id, _ = _invited(api)
+    owner = actor_for_role(TENANT, "owner", subject="setup", platform_tenant=TENANT)
+    api.container.users.grant_role(owner, user_id, "viewer", "setup")
+    return {"u": user_id}
+
+
 # field -> (document, setup returning variables). Fields of every root type must appear here.
 SAMPLES: dict[str, tuple[str, Callable[[Api], dict[str, Any]]]] = {
     "usageTimeseries": ("query($s: DateTime!, $e: DateTime!) { usageTimeseries(granularity: HOUR, start: $s, end: $e) { requests } }", lambda a: SPAN),
@@ -65,6 +79,17 @@ SAMPLES: dict[str, tuple[str, Callable[[Api], dict[str, Any]]]] = {
     "configureDeployment": ('mutation { configureDeployment(input: {name: "d2", provider: "openai", model: "m", '
                             'price: {input: 1, output: 1, currency: "USD", version: "v1"}}) { position } }', lambda a: {}),
     "removeDeployment": ('mutation { removeDeployment(name: "d1") { position } }', _deployment),
+    "users": ("{ users { userId roles } }", lambda a: {}),
+    "roles": ("{ roles { name permissions } }", lambda a: {}),
+    "inviteUser": ("mutation($e: String!) { inviteUser(input: {email: $e, role: \"viewer\"}) { inviteToken } }",
+                   lambda a: {"e": f"n{uuid.uuid4().hex[:8]}@example.com"}),
+    "setPassword": ("mutation($t: String!) { setPassword(inviteToken: $t, password: \"correct horse battery\") "
+                    "{ position } }", lambda a: {"t": _invited(a)[1]}),
+    "grantRole": ('mutation($u: String!) { grantRole(userId: $u, role: "viewer") { position } }',
+                  lambda a: {"u": _invited(a)[0]}),
+    "revokeRole": ('mutation($u: String!) { revokeRole(userId: $u, role: "viewer") { position } }', _user_with_viewer),
+    "deactivateUser": ("mutation($u: String!) { deactivateUser(userId: $u) { position } }",
+                       lambda a: {"u": _invited(a)[0]}),
     "events": ("subscription { events(filter: {fromPosition: 1}) { position } }", lambda a: {}),
 }
 
@@ -131,4 +156,5 @@ def test_each_role_may_do_exactly_what_the_matrix_grants(api, role):
 
 def _setup_writes(field: str) -> int:
     """Events the sample's own setup appends (a key to revoke, a deployment to remove, an event to prove)."""
-    return {"revokeApiKey": 1, "removeDeployment": 1, "inclusionProof": 1}.get(field, 0)
+    return {"revokeApiKey": 1, "removeDeployment": 1, "inclusionProof": 1, "setPassword": 1, "grantRole": 1,
+            "revokeRole": 2, "deactivateUser": 1}.get(field, 0)
