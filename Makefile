@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: up test install lint bench clean
+.PHONY: up test install console lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-up: install
+# The web console (ui/): rebuilt when ui/dist is missing or older than its sources; the API serves it at `/`.
+CONSOLE := ui/dist/index.html
+$(CONSOLE): $(shell find ui/src -type f 2>/dev/null) ui/index.html ui/package.json ui/package-lock.json ui/vite.config.ts ui/tsconfig.json
+	cd ui && npm ci --no-audit --no-fund && npm run build
+	touch $(CONSOLE)
+
+console: $(CONSOLE)
+
+up: install console
 	$(BIN)/nexus up
 
-test: install
+test: install console
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -1,0 +1,196 @@
+"""The web console in a real browser: Debian's headless Chromium driven by Playwright, against the real API
+(test PostgreSQL, NATS, uvicorn) in front of a fake OpenAI upstream. Screenshots go to test-artifacts/console/.
+
+The console must be built first (`make test` builds ui/dist when it is missing or stale).
+"""
+# ruff: noqa: F811  (pytest fixtures imported from the harnesses are parameters here)
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.app import CONSOLE_DIR
+from tests.fakes.harness import PRICE, upstreams  # noqa: F401 - fixtures
+from tests.fakes.upstream import REPLY, Upstreams, drip
+from tests.integration.test_graphql_harness import Api, start_api
+
+CHROMIUM = os.environ.get("NEXUS_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
+                    "(`apt-get install -y chromium`; .ci/run installs it)", pytrace=False)
+    if not (CONSOLE_DIR / "index.html").is_file():
+        pytest.fail(f"the console is not built ({CONSOLE_DIR}): run `make test`, which builds it", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def console(database: Any, tmp_path: Path, nats_url: str, stream_names: Any, upstreams: Upstreams) -> Iterator[Api]:
+    running, server = start_api(database, tmp_path / "data", nats_url, stream_names)
+    with ThreadPoolExecutor(1) as pool:  # asyncio.run beside Playwright's own loop
+        pool.submit(running.ensure_stream).result()
+    running.container.deployments.configure(
+        "acme", name="primary", provider="openai", model="gpt-upstream", model_name="gpt-test",
+        base_url=upstreams.base("console-e2e"), price=PRICE, api_key="sk-upstream-secret")
+    try:
+        yield running
+    finally:
+        server.stop()
+        running.container.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_in_chat_log_dashboard_trust_center_and_api_keys(browser, console, upstreams):
+    errors: list[str] = []
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
+    page.set_default_timeout(15_000)
+
+    # Sign in: a wrong key is refused, the admin key is accepted.
+    page.goto(console.url + "/")
+    page.get_by_label("API key").fill("nx_000000000000_" + "x" * 43)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("alert").filter(has_text="Sign-in failed").wait_for()
+    shot(page, "01-sign-in-refused")
+    errors.clear()  # the refused key's 401 is logged by the browser, as it should be
+    page.get_by_label("API key").fill(console.keys["acme"])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    page.get_by_text("No inferences in this time range yet").wait_for()
+    shot(page, "02-dashboard-empty")
+
+    # Chat: tokens arrive one by one (the fake upstream waits between chunks), then cost and receipt.
+    upstreams.script("console-e2e").then(drip(0.25))
+    page.get_by_role("navigation").get_by_role("link", name="Chat").click()
+    page.get_by_label("Model").wait_for()
+    page.wait_for_function("document.querySelector('#model') && document.querySelector('#model').value === 'gpt-test'")
+    page.get_by_label("Message").fill("Say hello")
+    page.get_by_role("button", name="Send").click()
+    answer = page.get_by_test_id("msg-assistant")
+    page.wait_for_function(
+        "() => { const t = document.querySelector('[data-testid=msg-assistant] .msg-text'); "
+        "return t && t.textContent.replace('▍','').trim().length > 0 && document.querySelector('.cursor'); }")
+    partial = answer.locator(".msg-text").inner_text().replace("▍", "").strip()
+    shot(page, "03-chat-streaming")
+    assert partial and partial != REPLY, f"expected a partial answer while streaming, saw {partial!r}"
+    page.get_by_test_id("receipt").wait_for()
+    page.get_by_test_id("cost").wait_for()
+    assert answer.locator(".msg-text").inner_text().strip() == REPLY
+    assert "USD" in page.get_by_test_id("cost").inner_text()
+    shot(page, "04-chat-done")
+    [completed] = [e for e in console.container.ledger.read(1, 1000) if e.type == "InferenceCompleted"]
+    assert str(completed.event_id)[:8] in page.get_by_test_id("receipt").inner_text()
+
+    # The inference log and the dashboard read the read models (audit index, usage), which the NATS
+    # consumers keep up to date under `nexus up`; here the test brings them to the ledger head.
+    console.project()
+
+    # The inference log shows it.
+    page.get_by_role("navigation").get_by_role("link", name="Inference log").click()
+    row = page.get_by_test_id("log-row")
+    try:
+        row.first.wait_for()
+    finally:
+        shot(page, "05-inference-log")
+    assert row.count() == 1 and "gpt-upstream" in row.first.inner_text()
+    row.first.get_by_role("button", name="Details").click()
+    page.get_by_role("dialog", name="Inference details").wait_for()
+    shot(page, "05-inference-log")
+    page.get_by_role("button", name="Close").click()
+
+    # The dashboard counts it.
+    page.get_by_role("navigation").get_by_role("link", name="Dashboard").click()
+    page.get_by_role("button", name="Refresh").click()
+    totals = page.get_by_label("Totals")
+    totals.get_by_text("Inferences").wait_for()
+    page.wait_for_function("document.querySelectorAll('.recharts-surface').length >= 3")
+    assert re.search(r"Inferences\s*1\b", totals.inner_text()), totals.inner_text()
+    page.locator(".recharts-bar-rectangle").first.hover()
+    page.locator(".recharts-tooltip-wrapper").first.wait_for(state="visible")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    csv = Path(download.value.path()).read_text()
+    assert csv.startswith("start,requests,errors") and ",1," in csv
+    shot(page, "06-dashboard")
+
+    # Trust Center: verify the chat's receipt in the browser, straight from the receipt badge.
+    page.get_by_role("navigation").get_by_role("link", name="Chat").click()
+    page.goto(console.url + f"/trust?event={completed.event_id}")
+    page.get_by_role("button", name="Verify").click()
+    verdict = page.get_by_test_id("verdict")
+    verdict.wait_for()
+    assert verdict.inner_text().startswith("Verified"), verdict.inner_text()
+    assert verdict.inner_text().count("✔") == 4
+    page.get_by_role("table", name="Checkpoints").wait_for()
+    shot(page, "07-trust-center")
+
+    # API keys: create (secret shown once), it works, revoke, it stops working.
+    page.get_by_role("navigation").get_by_role("link", name="API keys").click()
+    page.get_by_label("Name").fill("e2e-key")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.get_by_test_id("secret").inner_text().strip()
+    assert secret.startswith("nx_")
+    page.get_by_test_id("key-e2e-key").wait_for()
+    shot(page, "08-api-key-created")
+    with console.http(secret) as http:
+        assert http.get("/v1/models").status_code == 200
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Revoke e2e-key").click()
+    page.get_by_test_id("key-e2e-key").get_by_text("revoked").wait_for()
+    shot(page, "09-api-key-revoked")
+    with console.http(secret) as http:
+        assert http.get("/v1/models").status_code == 401
+
+    assert errors == [], errors
+    context.close()
+
+
+def test_phone_width_navigation_and_spa_routes(browser, console):
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(console.url + "/keys")  # a deep link is served index.html, then asks for sign-in
+    page.get_by_label("API key").fill(console.keys["acme"])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="API keys").wait_for()
+    assert not page.get_by_role("navigation").is_visible()
+    page.get_by_role("button", name="Toggle navigation").click()
+    page.get_by_role("navigation").get_by_role("link", name="Trust Center").click()
+    page.get_by_role("heading", name="Trust Center").wait_for()
+    page.get_by_role("table", name="Checkpoints").or_(page.get_by_text("No checkpoint signed yet")).first.wait_for()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways on a phone: {width}px"
+    shot(page, "10-phone-trust-center")
+    context.close()
+    # The API's own paths never fall back to the console.
+    with console.http(console.keys["acme"]) as http:
+        assert http.get("/v1/nope").status_code == 404
+        assert http.get("/healthz").json()["status"] == "ok"
+        assert http.get("/chat").headers["content-type"].startswith("text/html")
+        assert http.get("/assets/missing.js").status_code == 404
