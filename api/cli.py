@@ -53,6 +53,7 @@ def up(
     if port:
         settings.port = port
     container = bootstrap(settings)
+    first_start = not container.identity.tenant_exists("default")
     _first_run_admin_key(container)
     nats_url = nats_url_for(container)
     workers = BackgroundWorkers(in_process_workers(container, nats_url))
@@ -62,11 +63,14 @@ def up(
         target=container.signer.run, args=(stop, settings.checkpoint_interval_s), name="checkpoint-signer", daemon=True
     )
     signer.start()
+    local_model = _start_local_model(container, first_start)  # loads in the background; the API does not wait
     url = f"http://{settings.host}:{settings.port}/"
     console.print(f"[bold green]NexusAI is up[/] at {url}  (ledger {container.ledger.genesis().ledger_id})", soft_wrap=True)
     try:
         uvicorn.run(create_app(container), host=settings.host, port=settings.port, log_level="info")
     finally:
+        if local_model is not None:
+            local_model.stop()
         stop.set()
         workers.stop()
         container.close()
@@ -80,6 +84,46 @@ def _first_run_admin_key(container) -> None:  # type: ignore[no-untyped-def]
     key, _ = container.identity.issue_key("default", ["admin", "inference", "read"], "first admin key", actor="nexus up")
     console.print("[bold]First start:[/] tenant [cyan]default[/] created. Its admin API key, shown only now:")
     console.print(f"    {key.token}", soft_wrap=True)
+
+
+def _start_local_model(container, first_start: bool):  # type: ignore[no-untyped-def]
+    """The embedded SmolLM2 server (NEXUS_LOCAL_MODEL=on, the default), so a fresh install can chat with no keys."""
+    from adapters.local_model import LocalModel, LocalModelError
+
+    if not container.settings.local_model:
+        return None
+    try:
+        model = LocalModel.start(container.settings.data_dir)
+    except LocalModelError as exc:  # a missing optional install must not stop the gateway
+        console.print(f"[yellow]Local model not started:[/] {exc}", soft_wrap=True)
+        return None
+    try:
+        _local_model_deployment(container, model.base_url, first_start)
+    except BaseException:
+        model.stop()
+        raise
+    console.print(f"Local model [cyan]smollm2[/] loading at {model.base_url} (log {model.log_path})", soft_wrap=True)
+    return model
+
+
+def _local_model_deployment(container, base_url: str, first_start: bool) -> None:  # type: ignore[no-untyped-def]
+    """Tenant `default`'s deployment `smollm2`: added on the first start, re-pointed when the local port changed.
+
+    One that an operator removed stays removed; one reconfigured elsewhere (another base URL host) is left alone.
+    """
+    from adapters.local_model import MODEL_ALIAS
+    from domain.pricing import Price
+
+    deployments = container.deployments
+    current = next((d for d in deployments.list("default") if d["name"] == MODEL_ALIAS), None)
+    if current is None and not first_start:
+        return
+    if current is not None and (current["base_url"] == base_url or not current["base_url"].startswith("http://127.0.0.1:")):
+        return
+    deployments.configure(
+        "default", name=MODEL_ALIAS, provider="openai_compatible", model=MODEL_ALIAS, base_url=base_url,
+        region="local", price=Price(input=0, output=0, currency="USD", version="local-model-free"), actor="nexus up",
+    )
 
 
 if __name__ == "__main__":

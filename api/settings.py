@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     checkpoint_interval_s: float = Field(default=1.0, ge=0.05)
+    # pydantic reads on/off (and true/false, 1/0) as a bool
+    local_model: bool = Field(default=True, description="NEXUS_LOCAL_MODEL=on|off: serve the embedded SmolLM2 model")
 
     @property
     def key_dir(self) -> Path:
