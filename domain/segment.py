@@ -40,6 +40,7 @@ HASHES = 96
 
 Record = bytes | memoryview
 
+
 class SegmentWalker:
     """Walks the entries after `start` in order, from the chain hash at `start`; stops at the first fault.
 
