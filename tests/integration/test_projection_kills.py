@@ -58,8 +58,14 @@ def test_kill_9_of_projection_processes_leaves_read_models_equal_to_a_rebuild(le
     kills = 0
     try:
         for _ in range(4):
+            before = {p.name: store.checkpoint(p.name) for p in DEPLOYED}
             workers = [_worker(["project", p.name], env) for p in DEPLOYED]
-            time.sleep(rng.uniform(1.5, 3.0))  # start-up is about 1 s; then they are mid-batch
+            # Kill them mid-stream: once each has applied something, at a random moment after that.
+            deadline = time.monotonic() + 60
+            while any(store.checkpoint(p.name) == before[p.name] for p in DEPLOYED):
+                assert time.monotonic() < deadline, "a projection process applied nothing"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.5))
             for worker in workers:
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(timeout=10)

@@ -139,8 +139,14 @@ def test_kill_9_of_the_relay_at_random_moments_loses_and_doubles_nothing(ledger,
     progress = []
     try:
         for _ in range(6):
+            before = asyncio.run(_last_sequence(nats_url, stream_names))
             relay = _relay_process(database, nats_url, stream_names, tmp_path)
-            time.sleep(rng.uniform(1.0, 2.5))  # start-up is about 1 s; then it is mid-publish
+            # Kill it mid-stream: once it has published something, at a random moment after that.
+            deadline = time.monotonic() + 60
+            while asyncio.run(_last_sequence(nats_url, stream_names)) == before:
+                assert time.monotonic() < deadline, "the relay process published nothing"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.3))
             relay.send_signal(signal.SIGKILL)
             relay.wait(timeout=10)
             progress.append(asyncio.run(_last_sequence(nats_url, stream_names)))
