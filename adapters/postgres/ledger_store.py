@@ -61,7 +61,7 @@ STORED_LEVEL_MIN = 4
 """Merkle subtrees of 2**4 = 16 leaves and more are stored; smaller ones are rehashed from leaves."""
 
 MAX_BATCH_EVENTS = 4096
-_LINGER_MIN_CALLERS = 8  # a batch with this many callers makes the committer wait for their next appends
+_LINGER_MIN_CALLERS = 8  # this many returning callers in a batch make the committer wait for them
 _LINGER_SHARE = 0.5  # for at most this share of the last commit's time
 _LINGER_MAX = 0.002  # and never longer than this (seconds)
 
@@ -81,7 +81,9 @@ ENTRY_COLUMNS = (
 # format, or text passed through libpq's PQescapeLiteral.
 
 _PREPARE = (
-    "PREPARE nexus_ledger_lock AS SELECT 1 FROM ledger.append_lock WHERE ledger_id = '{ledger_id}' FOR UPDATE;"
+    # _literal() relies on it; it is PostgreSQL's default, set here in case a server is configured otherwise.
+    "SET standard_conforming_strings = on;"
+    " PREPARE nexus_ledger_lock AS SELECT 1 FROM ledger.append_lock WHERE ledger_id = '{ledger_id}' FOR UPDATE;"
     # The head, which of the given event ids are recorded already, and the given streams' versions.
     " PREPARE nexus_ledger_read(uuid[], json) AS SELECT"
     " (SELECT json_build_array(size, encode(chain_head, 'hex'), encode(frontier, 'hex'))"
@@ -102,22 +104,26 @@ _PREPARE = (
     "  INSERT INTO ledger.heads (size, root, chain_head, frontier, committed_at)"
     "  VALUES ($1, decode($2, 'hex'), decode($3, 'hex'), decode($4, 'hex'), $5)"
 )
-_PREPARED_STATEMENTS = 5
+_PREPARED_STATEMENTS = 6  # results of _PREPARE: the SET and five PREPAREs
 _READ = "EXECUTE nexus_ledger_read('{{{ids}}}', {streams})"
 _LOCK_AND_READ = "BEGIN; EXECUTE nexus_ledger_lock; " + _READ
 _EXPECT = "EXECUTE nexus_ledger_expect({size}, '{chain}')"
 _LOCK_AND_EXPECT = "BEGIN; EXECUTE nexus_ledger_lock; " + _EXPECT + ";"
 _WRITE_NODES = " EXECUTE nexus_ledger_nodes('{{{levels}}}', '{{{indexes}}}', '{{{hashes}}}');"
-# The tree head (and Merkle nodes) go first and the COPY last in one query string, followed by
-# COMMIT: the server runs the statements, asks for the COPY data, and commits once it has arrived.
-# The COPY's column order puts the fields the caller's thread encodes first and those the committer
-# fills in (position, version, time, hashes) last, so a row is two byte strings joined.
-_WRITE_HEAD_AND_EVENTS = (
-    " EXECUTE nexus_ledger_head({size}, '{root}', '{chain}', '{frontier}', '{now}');"
-    " COPY ledger.events (event_id, tenant_id, stream_id, type, schema_version, payload, metadata,"
-    " position, stream_version, recorded_at, prev_hash, entry_hash, chain_hash) FROM STDIN (FORMAT BINARY);"
-    " COMMIT"
+# The tree head (and Merkle nodes) go first and the entries last in one query string, with COMMIT at
+# the end. Entries go as a binary COPY: the server runs the statements before it, asks for the data,
+# and commits once it has arrived (two round trips). A small batch goes as INSERT ... VALUES instead,
+# which saves the round trip that COPY needs; COPY costs PostgreSQL less per row from about a dozen
+# rows on. The COPY's column order puts the fields the caller's thread encodes first and those the
+# committer fills in (position, version, time, hashes) last, so a row is two byte strings joined.
+_WRITE_HEAD = " EXECUTE nexus_ledger_head({size}, '{root}', '{chain}', '{frontier}', '{now}');"
+_EVENT_COLUMNS = (
+    "(event_id, tenant_id, stream_id, type, schema_version, payload, metadata,"
+    " position, stream_version, recorded_at, prev_hash, entry_hash, chain_hash)"
 )
+_COPY_EVENTS = f" COPY ledger.events {_EVENT_COLUMNS} FROM STDIN (FORMAT BINARY); COMMIT"
+_INSERT_EVENTS = f" INSERT INTO ledger.events {_EVENT_COLUMNS} VALUES "
+_SMALL_BATCH = 4
 # A proof's stored nodes (level >= 4), its leaves (level -1: entry hashes by position) and the
 # ledger's size (level NULL), in one statement: one snapshot and one round trip.
 _PROOF_HASHES = (
@@ -176,7 +182,8 @@ class _Encoded:
     """
 
     __slots__ = (
-        "event_id", "id_text", "stream_id", "type", "payload", "entry_head", "entry_mid", "entry_tail", "row_head"
+        "event_id", "id_text", "tenant_id", "stream_id", "type", "schema_version", "payload", "metadata",
+        "entry_head", "entry_mid", "entry_tail", "row_head",
     )
 
     def __init__(self, event: NewEvent, ledger_json: bytes) -> None:
@@ -205,9 +212,12 @@ class _Encoded:
         entry_mid, entry_tail, row_names = fragments
         self.event_id = event_id
         self.id_text = id_text
+        self.tenant_id = event.tenant_id
         self.stream_id = event.stream_id
         self.type = event.type
+        self.schema_version = event.schema_version
         self.payload = payload
+        self.metadata = metadata
         self.entry_mid = entry_mid
         self.entry_tail = entry_tail
         # LEAF_PREFIX leads, so that the committer hashes one join: entry_hash = H(0x00 || entry).
@@ -249,12 +259,15 @@ _SYNC, _ASYNC, _FUTURE = 0, 1, 2
 class _Request:
     """One caller's append: its events, its version expectations, and how to wake it."""
 
-    __slots__ = ("events", "expected", "kind", "waiter", "loop", "fresh", "receipts", "error", "next", "abandoned")
+    __slots__ = (
+        "events", "expected", "kind", "caller", "waiter", "loop", "fresh", "receipts", "error", "next", "abandoned"
+    )
 
     def __init__(self, events: list[_Encoded], expected: Mapping[str, int | None] | None, kind: int) -> None:
         self.events = events
         self.expected = expected
         self.kind = kind
+        self.caller = 0  # the calling thread or task: tells callers that come back from one-off callers
         self.waiter: Any = None  # a held lock (sync), an asyncio future (async), a Future (submit)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.fresh: list[tuple[int, int, bytes, bytes]] | None = None  # (position, version, leaf, chain)
@@ -410,6 +423,7 @@ class PostgresLedger(Ledger):
         if not events:
             return []
         request = self._request(events, expected_versions, _SYNC)
+        request.caller = threading.get_ident()
         # A bare lock is the cheapest thing a thread can block on: the committer releases it once.
         waiter = threading.Lock()
         waiter.acquire()
@@ -433,6 +447,7 @@ class PostgresLedger(Ledger):
         if not events:
             return []
         request = self._request(events, expected_versions, _ASYNC)
+        request.caller = id(asyncio.current_task())
         loop = asyncio.get_running_loop()
         request.loop = loop
         request.waiter = loop.create_future()
@@ -445,6 +460,7 @@ class PostgresLedger(Ledger):
         queue = self._queue
         wake = self._wake
         max_batch = self._max_batch
+        recent: deque[set[int]] = deque(maxlen=2)  # callers of the last two batches
         while True:
             closed = self._closed  # read before the queue: once closed, nothing more is enqueued
             if not queue:
@@ -465,14 +481,19 @@ class PostgresLedger(Ledger):
             started = time.perf_counter()
             committer.commit(batch)
             took = time.perf_counter() - started
-            woken = self._wake_callers(batch)
-            if woken >= _LINGER_MIN_CALLERS:
-                # The callers just woken are likely to append again at once (closed loops, request
-                # handlers): give them a moment to join the next batch rather than the one after
-                # it. Every transaction waits for its own WAL flush (the lock serialises them), so
-                # more appends per transaction is more appends per second, and less CPU per append;
-                # the wait is bounded by a fraction of the last commit's time.
-                self._linger(woken + len(queue), min(_LINGER_MAX, took * _LINGER_SHARE))
+            self._wake_callers(batch)
+            # Callers that were in one of the last two batches too append in a loop (a worker, a
+            # stream of requests on one task): they are about to append again. When there are many,
+            # give them a moment to join the next batch rather than the one after it. Every
+            # transaction waits for its own WAL flush (the lock serialises them), so more appends
+            # per transaction is more appends per second and less CPU per append. One-off callers
+            # (a task per HTTP request) never make the committer wait. The wait is bounded by a
+            # share of the last commit's time.
+            callers = {request.caller for request in batch if request.caller}
+            returning = sum(1 for caller in callers if any(caller in earlier for earlier in recent))
+            recent.append(callers)
+            if returning >= _LINGER_MIN_CALLERS:
+                self._linger(returning + len(queue), min(_LINGER_MAX, took * _LINGER_SHARE))
         committer.close()
 
     def _linger(self, target: int, timeout: float) -> None:
@@ -484,8 +505,8 @@ class PostgresLedger(Ledger):
         self._wake_at = 1
 
     @staticmethod
-    def _wake_callers(batch: list[_Request]) -> int:
-        """Wake every caller of a committed batch; returns how many callers that was."""
+    def _wake_callers(batch: list[_Request]) -> None:
+        """Wake every caller of a committed batch."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
         first: _Request | None = None
         last: _Request | None = None
@@ -516,7 +537,6 @@ class PostgresLedger(Ledger):
                 loop.call_soon_threadsafe(_settle_async, requests)
             except RuntimeError:  # the loop was closed while its tasks waited: nobody is left to wake
                 pass
-        return len(batch)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -646,9 +666,10 @@ class _Head:
 
 @dataclass
 class _Written:
-    """A batch hashed onto a head: the COPY data, the Merkle nodes completed and the new head."""
+    """A batch hashed onto a head: its rows (COPY data, or VALUES when small), nodes and the new head."""
 
-    copy_data: bytes
+    copy_data: bytes | None
+    values: list[str] | None
     head: _Head
     root: bytes
     nodes: tuple[list[str], list[str], list[str]]  # levels, indexes, hashes (hex)
@@ -787,7 +808,7 @@ class _Committer:
                 return True
             statement, results = self._write(written)
             _run(pgconn, _LOCK_AND_EXPECT.format(size=head.size, chain=head.chain.hex()) + statement, 3 + results,
-                 copy_in=written.copy_data)
+                 copy_in=written.copy_data, commits=True)
         except psycopg.errors.DivisionByZero:
             raise _HeadMoved() from None
         self._committed(written)
@@ -831,7 +852,7 @@ class _Committer:
             self._speculate = continuous
             return
         statement, results = self._write(written)
-        _run(pgconn, statement, results, copy_in=written.copy_data)
+        _run(pgconn, statement, results, copy_in=written.copy_data, commits=True)
         self._committed(written)
         self._speculate = continuous
 
@@ -842,17 +863,19 @@ class _Committer:
 
     @staticmethod
     def _write(written: _Written) -> tuple[str, int]:
-        """The statements that write a hashed batch, and how many results they give before the COPY data."""
+        """The statements that write a hashed batch, and how many results they give before any COPY data."""
         levels, indexes, hashes = written.nodes
         statement = ""
         if levels:
             statement = _WRITE_NODES.format(levels=",".join(levels), indexes=",".join(indexes), hashes=",".join(hashes))
         head = written.head
-        statement += _WRITE_HEAD_AND_EVENTS.format(
+        statement += _WRITE_HEAD.format(
             size=head.size, root=written.root.hex(), chain=head.chain.hex(), frontier=b"".join(head.roots).hex(),
             now=written.recorded_at,
         )
-        return statement, 2 + bool(levels)
+        if written.values is not None:
+            return statement + _INSERT_EVENTS + ",".join(written.values) + "; COMMIT", 3 + bool(levels)
+        return statement + _COPY_EVENTS, 2 + bool(levels)
 
     def _hash(
         self,
@@ -874,6 +897,8 @@ class _Committer:
         recorded_part = b',"recorded_at":' + orjson.dumps(recorded_at)
         micros = (now - _PG_EPOCH) // _ONE_MICROSECOND
         parts: list[bytes] = [_COPY_HEADER]
+        small = sum(len(request.events) for request in batch) <= _SMALL_BATCH
+        values: list[str] = []
         node_levels: list[str] = []
         node_indexes: list[str] = []
         node_hashes: list[str] = []
@@ -933,6 +958,8 @@ class _Committer:
                         node_hashes.append(node.hex())
                 roots.append(node)
                 parts += (enc.row_head, pack_tail(8, size, 8, version, 8, micros), len32, chain, len32, leaf, len32, link)
+                if small:
+                    values.append(_row_values(enc, size, version, recorded_at, chain, leaf, link))
                 chain = link
                 outcome = (size, version, leaf, link)
                 fresh.append(outcome)
@@ -947,13 +974,30 @@ class _Committer:
         for left in reversed(roots[:-1]):
             root = new_hash(node_prefix + left + root).digest()
         return _Written(
-            copy_data=b"".join(parts),
+            copy_data=None if small else b"".join(parts),
+            values=values if small else None,
             head=_Head(size, chain, roots),
             root=root,
             nodes=(node_levels, node_indexes, node_hashes),
             recorded_at=recorded_at,
             versions=versions,
         )
+
+
+def _row_values(
+    enc: _Encoded, position: int, version: int, recorded_at: str, prev: bytes, leaf: bytes, chain: bytes
+) -> str:
+    """One entry as an SQL VALUES row. Ids are UUIDs and names match the NewEvent patterns: no quotes."""
+    return (
+        f"('{enc.id_text}','{enc.tenant_id}','{enc.stream_id}','{enc.type}',{enc.schema_version},"
+        f"{_literal(enc.payload)},{_literal(enc.metadata)},{position},{version},'{recorded_at}',"
+        f"decode('{prev.hex()}','hex'),decode('{leaf.hex()}','hex'),decode('{chain.hex()}','hex'))"
+    )
+
+
+def _literal(text: bytes) -> str:
+    """An SQL string literal; the committer's session has standard_conforming_strings on."""
+    return "'" + text.decode().replace("'", "''") + "'"
 
 
 def _scan(batch: list[_Request]) -> tuple[list[str], bool]:
@@ -974,11 +1018,15 @@ def _scan(batch: list[_Request]) -> tuple[list[str], bool]:
 def _json_literal(pgconn: PGconn, values: list[str]) -> str:
     return Escaping(pgconn).escape_literal(orjson.dumps(values)).decode()
 
-def _run(pgconn: PGconn, statement: str, expected: int, copy_in: bytes | None = None) -> list[PGresult]:
+def _run(
+    pgconn: PGconn, statement: str, expected: int, copy_in: bytes | None = None, commits: bool = False
+) -> list[PGresult]:
     """Send a simple-protocol query string, feed its COPY FROM STDIN if any, and return its results.
 
     Raises the typed psycopg error of the first failed statement; the server skips the rest of the
-    string after a failure, so a failed transaction never reaches its COMMIT.
+    string after a failure, so a failed transaction never reaches its COMMIT. With `commits`, the
+    last statement must be a COMMIT that committed: PostgreSQL answers a COMMIT of a transaction
+    that failed with ROLLBACK rather than an error.
     """
     pgconn.send_query(statement.encode())
     results = wait(execute(pgconn), pgconn.socket, interval=_POLL_INTERVAL)  # in C, the GIL released
@@ -989,13 +1037,9 @@ def _run(pgconn: PGconn, statement: str, expected: int, copy_in: bytes | None = 
         wait(_copy_gen(pgconn, copy_in), pgconn.socket, interval=_POLL_INTERVAL)
         results = results[:-1] + wait(execute(pgconn), pgconn.socket, interval=_POLL_INTERVAL)
         expected += 1
-        _check(results, expected)
-        # COPY data is only ever followed by COMMIT; PostgreSQL answers a COMMIT of a transaction
-        # that failed with ROLLBACK rather than an error.
-        if results[-1].command_status != b"COMMIT":
-            raise psycopg.InternalError(f"expected COMMIT, got {results[-1].command_status!r}")
-        return results
     _check(results, expected)
+    if commits and results[-1].command_status != b"COMMIT":
+        raise psycopg.InternalError(f"expected COMMIT, got {results[-1].command_status!r}")
     return results
 
 
