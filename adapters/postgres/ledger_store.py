@@ -2,16 +2,19 @@
 
 An append travels like this (ops/bench/README.md has the measurements behind each choice):
 
-1. The caller's thread validates and encodes its events: canonical payload bytes, the parts of the
-   canonical entry that do not depend on position or time, and the parts of the binary COPY row that
-   do not either. This is most of the per-event Python work, and it runs while the committer waits
-   on PostgreSQL, not on the committer's critical path.
+1. The caller's thread validates and encodes its events: canonical payload bytes, and the parts of
+   the canonical entry and of the binary COPY row that do not depend on position or time. That is
+   most of the per-event Python work, done while the committer waits on PostgreSQL.
 2. The request joins a queue. One committer thread per process takes everything queued (up to
-   `max_batch` events) into one transaction: the lock, head read, idempotency and version queries go
-   in one pipelined round trip; hashing fills in position, version and time; the rows go in one binary
-   COPY; Merkle nodes, the new head and COMMIT go in one more pipelined round trip.
-3. Each caller is woken once, in bulk: a released lock for a thread, one `call_soon_threadsafe` per
-   event loop per batch for asyncio tasks. Receipts are built by the caller after it wakes.
+   `max_batch` events) into one transaction. In the steady state (no other process appended since
+   its last commit) it hashes the batch onto the head it wrote last, then sends BEGIN, the lock, a
+   check that the head is still that one, the Merkle nodes, the new tree head, the entries and
+   COMMIT as one query string: one round trip for a small batch, two with a COPY. Otherwise it takes
+   the lock and reads the head first (see _Committer).
+3. Callers are woken once per batch: threads one after the other (each wakes the next), asyncio
+   tasks with one `call_soon_threadsafe` per event loop; receipts are built by the caller once awake.
+   When many callers of a batch append in a loop, the committer waits a moment for their next
+   appends, so that they share the next transaction instead of each group waiting for its own.
 """
 
 from __future__ import annotations
@@ -73,12 +76,13 @@ ENTRY_COLUMNS = (
 )
 
 # --- the append transaction ------------------------------------------------------------------------
-# It is driven through psycopg's libpq layer (psycopg.pq) with simple-protocol query strings, two
-# round trips per batch in the steady state and almost no Python between them: psycopg's cursor API
-# cost about 30 µs of Python per statement here, which, serialised on the committer, capped
+# It is driven through psycopg's libpq layer (psycopg.pq) with simple-protocol query strings, one or
+# two round trips per batch in the steady state and almost no Python between them: psycopg's cursor
+# API cost about 30 µs of Python per statement here, which, serialised on the committer, capped
 # throughput. The statements are prepared once per connection (PREPARE/EXECUTE), so PostgreSQL plans
 # them once. Values spliced into query strings are integers, hex digits, UUIDs, a timestamp we
-# format, or text passed through libpq's PQescapeLiteral.
+# format, names that match the NewEvent patterns (no quotes possible), or text quoted by
+# PQescapeLiteral or _literal().
 
 _PREPARE = (
     # _literal() relies on it; it is PostgreSQL's default, set here in case a server is configured otherwise.
@@ -112,9 +116,9 @@ _LOCK_AND_EXPECT = "BEGIN; EXECUTE nexus_ledger_lock; " + _EXPECT + ";"
 _WRITE_NODES = " EXECUTE nexus_ledger_nodes('{{{levels}}}', '{{{indexes}}}', '{{{hashes}}}');"
 # The tree head (and Merkle nodes) go first and the entries last in one query string, with COMMIT at
 # the end. Entries go as a binary COPY: the server runs the statements before it, asks for the data,
-# and commits once it has arrived (two round trips). A small batch goes as INSERT ... VALUES instead,
-# which saves the round trip that COPY needs; COPY costs PostgreSQL less per row from about a dozen
-# rows on. The COPY's column order puts the fields the caller's thread encodes first and those the
+# and commits once it has arrived (two round trips). A batch of a few events goes as INSERT ...
+# VALUES instead, which saves the round trip that COPY needs; for more rows COPY is cheaper for
+# PostgreSQL (at 8 rows VALUES cost it about 10 µs more per row). The COPY's column order puts the fields the caller's thread encodes first and those the
 # committer fills in (position, version, time, hashes) last, so a row is two byte strings joined.
 _WRITE_HEAD = " EXECUTE nexus_ledger_head({size}, '{root}', '{chain}', '{frontier}', '{now}');"
 _EVENT_COLUMNS = (
@@ -680,7 +684,8 @@ class _Written:
 class _Committer:
     """The committer thread's side: its connection, what it knows about the ledger, and the transaction.
 
-    Two ways to commit a batch, both with positions decided under the append lock:
+    Two ways to commit a batch; either way, positions and versions only commit if, under the append
+    lock, the head is the one they continue:
 
     * locked: BEGIN, take the lock, read the head and the streams' versions, hash, write, COMMIT.
     * speculative, when the head found under the lock last time was the one this committer had
@@ -688,6 +693,10 @@ class _Committer:
       versions before taking the lock, then BEGIN, take the lock, have the server check that the
       head is still the one hashed onto (else everything is rolled back and the batch goes the
       locked way), write, COMMIT. One round trip fewer, and the lock is held for less time.
+
+    Event ids are not looked up before writing: the unique index refuses an id that is recorded
+    already, and the batch is then committed again with its ids looked up first (as are the next
+    batches for a while), so that a retry gets its original receipts.
     """
 
     def __init__(self, url: str, genesis: Genesis) -> None:
@@ -806,6 +815,9 @@ class _Committer:
             if written is None:  # nothing new: the refusals hold if the head has not moved since
                 _run(pgconn, expect, 1)
                 return True
+            # The check is a statement of its own after the lock, so (READ COMMITTED: a fresh snapshot
+            # per statement) it sees the head committed by whoever held the lock before us; see
+            # _locked for why every append takes this lock.
             statement, results = self._write(written)
             _run(pgconn, _LOCK_AND_EXPECT.format(size=head.size, chain=head.chain.hex()) + statement, 3 + results,
                  copy_in=written.copy_data, commits=True)
