@@ -46,6 +46,10 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOG_NAME = "local-model.log"
 PORT_FILE = "local-model.port"
 DEFAULT_TEMPERATURE = 0.2
+# llama.cpp's OpenMP threads spin while they wait for each other. When anything else wants the cores (the
+# gateway, PostgreSQL, a test suite), a spinning thread holds a core its partner needs: measured here
+# under load, 2 threads took 0.9-2.3 s per token spinning and 53 ms sleeping (docs/local-model.md).
+QUIET_THREADS = {"OMP_WAIT_POLICY": "PASSIVE"}
 DEFAULT_TOP_P = 0.9
 
 
@@ -97,7 +101,7 @@ class LocalModel:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                env={**QUIET_THREADS, **os.environ, "HF_HUB_OFFLINE": "1"},
                 start_new_session=True,  # a Ctrl-C meant for `nexus up` reaches us first; we stop it in order
             )
         log.info("local model %s loading in the background (pid %d, log %s)", MODEL_ALIAS, process.pid, log_path)
@@ -213,13 +217,14 @@ class LlamaCppEngine:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self._llama_cpp = llama_cpp
         self.n_ctx = n_ctx
+        self._random_seed = llama_cpp.LLAMA_DEFAULT_SEED  # "pick a random seed" to llama.cpp
         # llama-cpp-python defaults to half the cores; on a 2-core box that leaves one idle
         self.llm = llama_cpp.Llama(
             model_path=str(model_path), n_ctx=n_ctx, n_threads=threads or os.cpu_count() or 1, verbose=False
         )
         metadata = self.llm.metadata
+        # private attributes of the pinned llama-cpp-python 0.3.36: the special tokens' text and the end test
         vocab = self.llm._model.vocab
         token_text = self.llm._model.token_get_text
         self.formatter = Jinja2ChatFormatter(
@@ -241,8 +246,8 @@ class LlamaCppEngine:
                 param="messages",
             )
         limit = min(sampling.max_tokens or room, room)
-        if sampling.seed is not None:
-            self.llm.set_seed(sampling.seed)
+        # set every time: a seed given once must not make every later request repeat itself
+        self.llm.set_seed(self._random_seed if sampling.seed is None else sampling.seed)
         # bytes of one character can span two tokens: decode incrementally, emit only whole characters
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         out.finish_reason = "length"
@@ -438,7 +443,7 @@ def create_server_app(engine: Engine, alias: str = MODEL_ALIAS) -> Any:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
 
-        def produce() -> None:
+        def produce() -> None:  # in a worker thread: llama.cpp blocks
             try:
                 run(messages, sampling, stops, out, lambda text: loop.call_soon_threadsafe(queue.put_nowait, text),
                     cancelled)
@@ -453,18 +458,30 @@ def create_server_app(engine: Engine, alias: str = MODEL_ALIAS) -> Any:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
             })
 
+        worker = threading.Thread(target=produce, name="local-model-generate", daemon=True)
+        worker.start()
+        try:
+            # wait for the first piece before answering 200: a prompt too long for the context is still a 400
+            first = await queue.get()
+        except BaseException:  # the client left while the model was busy with someone else
+            cancelled.set()
+            raise
+        if isinstance(first, BadRequest):
+            cancelled.set()
+            return error(400, str(first), "invalid_request_error", first.code, first.param)
+
         async def events() -> AsyncIterator[str]:
-            worker = threading.Thread(target=produce, name="local-model-generate", daemon=True)
-            worker.start()
+            item = first
             try:
                 yield chunk({"role": "assistant", "content": ""})
-                while (item := await queue.get()) is not _END:
+                while item is not _END:
                     if isinstance(item, BaseException):
                         log.error("generation failed: %r", item)
                         yield _sse({"error": {"message": str(item), "type": "server_error", "param": None,
                                               "code": getattr(item, "code", None)}})
                         return
                     yield chunk({"content": item})
+                    item = await queue.get()
                 yield chunk({}, out.finish_reason)
                 if include_usage:
                     yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
@@ -519,6 +536,8 @@ def main(argv: list[str] | None = None) -> None:
         _exit_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for name, value in QUIET_THREADS.items():  # before llama_cpp loads libgomp, which reads it once
+        os.environ.setdefault(name, value)
     started = time.monotonic()
     engine = LlamaCppEngine(args.model or model_file(), n_ctx=args.n_ctx, threads=args.threads)
     log.info("model %s loaded in %.2f s", args.alias, time.monotonic() - started)

@@ -117,6 +117,28 @@ def test_bad_requests_get_openai_errors(client: openai.OpenAI, local_model: Loca
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prompt_longer_than_the_context_is_a_400_streamed_or_not(client: openai.OpenAI, stream: bool) -> None:
+    too_long = [{"role": "user", "content": "lighthouse " * 3000}]  # the server's context holds 2048 tokens
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL_ALIAS, messages=too_long, max_tokens=5, stream=stream)
+    assert caught.value.code == "context_length_exceeded"
+
+
+@pytest.mark.slow
+def test_a_seed_repeats_a_sampled_answer_and_does_not_stick(client: openai.OpenAI) -> None:
+    def sample(seed: int | None) -> str:
+        messages = [{"role": "user", "content": "Invent a name for a cat."}]
+        response = client.chat.completions.create(
+            model=MODEL_ALIAS, messages=messages, max_tokens=12, temperature=1.5, seed=seed
+        )
+        return response.choices[0].message.content or ""
+
+    assert sample(7) == sample(7)
+    assert len({sample(None) for _ in range(4)}) > 1, "unseeded requests after a seeded one all said the same"
+
+
+@pytest.mark.slow
 def test_a_stream_cut_by_the_client_frees_the_model_for_the_next_request(
     client: openai.OpenAI, local_model: LocalModel
 ) -> None:
