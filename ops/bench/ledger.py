@@ -1,7 +1,8 @@
 """Ledger append benchmark: our PostgresLedger against the eventsourcing library's recorder and a plain COPY.
 
-    .venv/bin/python ops/bench/ledger.py            # full run, about 4-6 minutes; prints JSON
+    .venv/bin/python ops/bench/ledger.py            # full run, about 3 minutes on 2 cores; prints JSON
     .venv/bin/python ops/bench/ledger.py --quick    # 1-minute smoke run (100,000-entry proof ledger)
+    .venv/bin/python ops/bench/ledger.py --median a.json b.json c.json   # medians of earlier runs
 
 Everything runs against one PostgreSQL: an embedded server in a temporary folder by default, or the
 server of `--database-url` (an admin URL; a scratch database is created per target and dropped).
@@ -24,7 +25,9 @@ proof latency on a 1,000,000-entry ledger. `--reuse-proof-ledger` keeps that fil
 embedded server's data under .nexus/bench/) for the next run instead of filling it again.
 
 CPU figures (µs of CPU per event in this Python process and in the PostgreSQL server) come from
-/proc and are null when the server is not on this machine. Never run this as a timed unit test.
+/proc and are null when the server is not on this machine; context switches are this process's.
+On a shared machine run it two or three times and report the medians with the load average that
+each report records. Never run this as a timed unit test.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import platform
 import random
 import resource
 import shutil
+import statistics
 import struct
 import sys
 import tempfile
@@ -756,6 +760,16 @@ def check_targets(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def median_report(reports: list[Any]) -> Any:
+    """The median of every number across reports of several runs (other values from the first run)."""
+    first = reports[0]
+    if isinstance(first, dict):
+        return {k: median_report([r[k] for r in reports if isinstance(r, dict) and k in r]) for k in first}
+    if isinstance(first, bool) or not all(isinstance(r, int | float) and not isinstance(r, bool) for r in reports):
+        return first
+    return round(statistics.median(reports), 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1-minute smoke run with a 100,000-entry proof ledger")
@@ -767,7 +781,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="measured seconds per target and concurrency")
     parser.add_argument("--skip", default="", help="comma-separated: open_loop, proofs")
     parser.add_argument("--output", help="also write the JSON report to this file")
+    parser.add_argument("--median", nargs="+", metavar="REPORT",
+                        help="measure nothing: print the median of these JSON reports of earlier runs")
     args = parser.parse_args()
+    if args.median:
+        reports = [json.loads(Path(name).read_text()) for name in args.median]
+        merged = median_report(reports)
+        merged["median_of_runs"] = len(reports)
+        merged["targets"] = check_targets(merged)
+        print(json.dumps(merged, indent=2))
+        return
 
     settings = QUICK if args.quick else Settings()
     if args.concurrency:
