@@ -9,6 +9,7 @@ import orjson
 
 from domain.canonical import canonical_json
 from domain.hashing import GENESIS_PREFIX, LEAF_PREFIX, NODE_PREFIX, Hasher, hasher_named
+from domain.ledger import RecordedEvent
 
 FORMAT_VERSION = 1
 
@@ -79,6 +80,23 @@ def entry_bytes(
             b',"type":', dumps(type),
             b"}",
         )
+    )
+
+
+def recorded_entry_bytes(ledger_id: str, event: RecordedEvent) -> bytes:
+    """The canonical bytes of a stored entry (what its entry hash and its NATS message body are)."""
+    return entry_bytes(
+        ledger_id=ledger_id,
+        position=event.position,
+        event_id=str(event.event_id),
+        tenant_id=event.tenant_id,
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        type=event.type,
+        schema_version=event.schema_version,
+        payload=event.payload,
+        metadata=event.metadata,
+        recorded_at=event.recorded_at,
     )
 
 

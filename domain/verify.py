@@ -12,7 +12,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from domain.entry import Genesis, chain_link, entry_bytes, entry_hash
+from domain.entry import Genesis, chain_link, entry_hash, recorded_entry_bytes
 from domain.hashing import Hasher
 from domain.ledger import RecordedEvent
 from domain.merkle import CompactRange
@@ -116,22 +116,7 @@ def check_entry(
     if row.position != expected_position:
         kind = FaultKind.POSITION_MISSING if row.position > expected_position else FaultKind.ORDER_CHANGED
         return Fault(expected_position, kind, f"expected position {expected_position}, found {row.position}")
-    recomputed = entry_hash(
-        hasher,
-        entry_bytes(
-            ledger_id=ledger_id,
-            position=row.position,
-            event_id=str(row.event_id),
-            tenant_id=row.tenant_id,
-            stream_id=row.stream_id,
-            stream_version=row.stream_version,
-            type=row.type,
-            schema_version=row.schema_version,
-            payload=row.payload,
-            metadata=row.metadata,
-            recorded_at=row.recorded_at,
-        ),
-    )
+    recomputed = entry_hash(hasher, recorded_entry_bytes(ledger_id, row))
     content_ok = recomputed == row.entry_hash
     link_ok = row.prev_hash == chain
     if not content_ok and not link_ok:

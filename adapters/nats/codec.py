@@ -13,7 +13,7 @@ import uuid
 import orjson
 
 from domain.canonical import canonical_json
-from domain.entry import entry_bytes
+from domain.entry import recorded_entry_bytes
 from domain.ledger import RecordedEvent
 
 H_MSG_ID = "Nats-Msg-Id"
@@ -43,19 +43,7 @@ def subject_for(prefix: str, event: RecordedEvent) -> str:
 
 
 def encode(ledger_id: str, event: RecordedEvent) -> tuple[bytes, dict[str, str]]:
-    body = entry_bytes(
-        ledger_id=ledger_id,
-        position=event.position,
-        event_id=str(event.event_id),
-        tenant_id=event.tenant_id,
-        stream_id=event.stream_id,
-        stream_version=event.stream_version,
-        type=event.type,
-        schema_version=event.schema_version,
-        payload=event.payload,
-        metadata=event.metadata,
-        recorded_at=event.recorded_at,
-    )
+    body = recorded_entry_bytes(ledger_id, event)
     headers = {
         H_MSG_ID: str(event.event_id),
         H_EXPECTED_LAST_SEQ: str(event.position - 1),

@@ -24,7 +24,6 @@ neighbour; a row failing that check renders as NULL and goes to the precise path
 from __future__ import annotations
 
 import select
-import uuid
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import orjson
 import psycopg
 from psycopg import pq, sql
 
-from adapters.postgres.ledger_store import STORED_LEVEL_MIN
+from adapters.postgres.ledger_store import STORED_LEVEL_MIN, row_to_event
 from application.verification import GenesisRecord, LedgerSource
 from domain.checkpoint import Checkpoint
 from domain.entry import FORMAT_VERSION
@@ -117,21 +116,7 @@ class PostgresLedgerReader(LedgerSource):
         row = self._conn.execute(_ENTRY, (position,)).fetchone()
         if row is None:
             return None
-        return RecordedEvent(
-            position=row[0],
-            event_id=row[1] if isinstance(row[1], uuid.UUID) else uuid.UUID(str(row[1])),
-            tenant_id=row[2],
-            stream_id=row[3],
-            stream_version=row[4],
-            type=row[5],
-            schema_version=row[6],
-            payload=row[7].encode(),
-            metadata=row[8].encode(),
-            recorded_at=row[9],
-            prev_hash=bytes(row[10]),
-            entry_hash=bytes(row[11]),
-            chain_hash=bytes(row[12]),
-        )
+        return row_to_event(row)
 
     def chain_hash_at(self, position: int) -> bytes | None:
         row = self._conn.execute("SELECT chain_hash FROM ledger.events WHERE position = %s", (position,)).fetchone()

@@ -163,7 +163,7 @@ _ONE_MICROSECOND = dt.timedelta(microseconds=1)
 def row_to_event(row: Sequence[Any]) -> RecordedEvent:
     return RecordedEvent(
         position=row[0],
-        event_id=row[1],
+        event_id=row[1] if isinstance(row[1], uuid.UUID) else uuid.UUID(str(row[1])),
         tenant_id=row[2],
         stream_id=row[3],
         stream_version=row[4],
