@@ -1,0 +1,84 @@
+"""Shared fixtures of the browser tests: Debian's headless Chromium driven by Playwright, and the real API
+(test PostgreSQL, NATS, uvicorn) in front of a fake OpenAI upstream. Screenshots go to test-artifacts/console/.
+
+The console must be built first (`make test` builds ui/dist when it is missing or stale).
+"""
+# ruff: noqa: F811  (pytest fixtures imported from the harnesses are parameters here)
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.app import CONSOLE_DIR
+from tests.fakes.harness import PRICE, upstreams  # noqa: F401 - fixtures
+from tests.fakes.upstream import Upstreams
+from tests.integration.test_graphql_harness import Api, start_api
+
+CHROMIUM = os.environ.get("NEXUS_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
+                    "(`apt-get install -y chromium`; .ci/run installs it)", pytrace=False)
+    if not (CONSOLE_DIR / "index.html").is_file():
+        pytest.fail(f"the console is not built ({CONSOLE_DIR}): run `make test`, which builds it", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def console(database: Any, tmp_path: Path, nats_url: str, stream_names: Any, upstreams: Upstreams) -> Iterator[Api]:
+    """The API on the test database with tenant `acme`, an admin key, and model `gpt-test` on the fake upstream."""
+    running, server = start_api(database, tmp_path / "data", nats_url, stream_names)
+    with ThreadPoolExecutor(1) as pool:  # asyncio.run beside Playwright's own loop
+        pool.submit(running.ensure_stream).result()
+    running.container.deployments.configure(
+        "acme", name="primary", provider="openai", model="gpt-upstream", model_name="gpt-test",
+        base_url=upstreams.base("console-e2e"), price=PRICE, api_key="sk-upstream-secret")
+    try:
+        yield running
+    finally:
+        server.stop()
+        running.container.close()
+
+
+@pytest.fixture
+def console_errors() -> list[str]:
+    """Console errors and uncaught exceptions of the pages a test watches with `watch(page, errors)`."""
+    return []
+
+
+def watch(page: Any, errors: list[str]) -> None:
+    """Collect the page's console errors and uncaught exceptions into `errors`."""
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a full-page screenshot to test-artifacts/console/{name}.png."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in_with_key(page: Any, key: str) -> None:
+    """Use the sign-in form's API-key option (the page must show the sign-in form)."""
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+
