@@ -1,4 +1,4 @@
-"""The in-process workers of `nexus up`: relay and projection consumers on one asyncio loop in a thread."""
+"""The in-process workers of `nexus up`: relay, projection consumers and the sweeper, on one asyncio loop in a thread."""
 
 from __future__ import annotations
 
@@ -72,8 +72,15 @@ def in_process_workers(container, nats_url: str) -> dict[str, Worker]:  # type: 
     from projections.registry import DEPLOYED
     from projections.store import ProjectionStore
 
+    from application.inference_sweeper import InferenceSweeper
+
+    sweeper = InferenceSweeper(container.ledger)
+
+    async def sweep(stop: asyncio.Event) -> None:  # closes inferences and runs a dead process left open
+        await sweeper.run(stop)
+
     store = ProjectionStore(container.database.app_url)
-    workers: dict[str, Worker] = {"relay": relay}
+    workers: dict[str, Worker] = {"relay": relay, "sweeper": sweep}
 
     def consumer_for(projection):  # type: ignore[no-untyped-def]
         async def consume(stop: asyncio.Event) -> None:

@@ -1,11 +1,14 @@
 """The gateway's use case: pick deployments, call upstreams with retries and fallbacks, record the outcome.
 
-Recording. Every request that reaches an upstream ends in ONE ledger append of two events on the
-stream `inference-<request id>`: InferenceRequested with InferenceCompleted, or InferenceRequested with
-InferenceFailed. One append is one group-commit slot instead of two, and it is atomic: a crash
-mid-request leaves nothing, never a request without its outcome. (The price: a process killed
-mid-request leaves no trace of that request; the client saw the connection break and got no receipt.)
-Requests refused before any upstream call (bad JSON, unknown model, auth) record nothing.
+Recording. Every request that reaches an upstream ends with two events on the stream
+`inference-<request id>`: InferenceRequested, then InferenceCompleted or InferenceFailed. The
+InferenceRequested (with a `deadline_at`: the request's timeout plus a grace) is appended on its own
+as soon as the upstream call has lasted `record_requested_after_s`, while the call goes on, so a
+process killed mid-request leaves it behind, and the sweeper (application/inference_sweeper.py)
+later closes it with InferenceFailed(gateway_interrupted). A call that ends sooner is recorded in one
+atomic append of both events (one group-commit slot). Either way nothing is half-recorded for a
+request that was answered, and requests refused before any upstream call (bad JSON, unknown model,
+auth) record nothing.
 
 Streams. The response starts once an upstream has produced its first chunk, so retries and fallbacks
 cover everything before that. The InferenceCompleted event id is fixed up front and announced in the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import itertools
 import logging
 import time
@@ -37,8 +41,14 @@ from application.deployments import DeploymentService, Route
 from application.ports import Ledger
 from application.providers import Answer, Chunk, Provider, UpstreamCall, UpstreamFailure, UpstreamStream
 from domain.deployments import BROKEN_RESPONSE, TIMEOUT, Deployment, attempt_order, backoff_s
-from domain.inference import InferenceCompleted, InferenceFailed, InferenceRequested, inference_stream
-from domain.ledger import LedgerUnavailable, NewEvent, Receipt
+from domain.inference import (
+    InferenceCompleted,
+    InferenceFailed,
+    InferenceRequested,
+    deadline_after,
+    inference_stream,
+)
+from domain.ledger import ConcurrencyError, EventIdConflict, LedgerError, LedgerUnavailable, NewEvent, Receipt
 from domain.pricing import cost_micros
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,12 @@ class GatewayConfig:
     backoff_base_s: float = 0.05
     backoff_cap_s: float = 2.0
     max_content_bytes: int = 96 * 1024  # sealed content above this is left out (the event limit is 256 KiB)
+    # InferenceRequested is appended on its own once the upstream call has lasted this long (so a process
+    # killed mid-request leaves a record the sweeper closes); a call that ends sooner is recorded in one
+    # append with its outcome. 0: always at once. Docs: docs/gateway.md, "Events and receipts".
+    record_requested_after_s: float = 0.005
+    # Added to a request's timeout for its deadline_at: past it, the sweeper closes a request left open.
+    sweep_grace_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +199,7 @@ class Gateway:
 
     async def _route(
         self, request: InferenceRequest, routes: list[Route],
-        action: Callable[[Provider, UpstreamCall], Awaitable[T]],
+        action: Callable[[Provider, UpstreamCall], Awaitable[T]], flight: _Flight,
     ) -> tuple[T, Route, list[dict[str, Any]]]:
         """Try deployments in order (domain.deployments.attempt_order) until one answers or time runs out.
 
@@ -195,6 +211,7 @@ class Gateway:
         by_name = {r.deployment.name: r for r in routes}
         busy = {r.deployment.name: self._busy[(request.tenant_id, r.deployment.name)] for r in routes}
         order = attempt_order([r.deployment for r in routes], busy, next(turn))
+        flight.start(by_name[order[0].name])
         attempts: list[dict[str, Any]] = []
         last: tuple[UpstreamFailure, Route] | None = None
         for deployment in order:
@@ -246,14 +263,15 @@ class Gateway:
         """A chat completion or embeddings, recorded before it is returned."""
         routes = await self.routes(request.tenant_id, request.model, request.kind)
         started = time.perf_counter_ns()
+        flight = _Flight(self, request)
 
         async def call(provider: Provider, upstream: UpstreamCall) -> Answer:
             return await (provider.embed(upstream) if request.kind == "embeddings" else provider.complete(upstream))
 
         try:
-            answer, route, attempts = await self._route(request, routes, call)
+            answer, route, attempts = await self._route(request, routes, call, flight)
         except _Exhausted as exhausted:
-            raise await self._record_failure(request, exhausted, started) from None
+            raise await self._record_failure(request, exhausted, started, flight) from None
         latency_us = (time.perf_counter_ns() - started) // 1000
         usage = answer.obj.get("usage")
         if isinstance(usage, dict):
@@ -263,8 +281,8 @@ class Gateway:
             tokens, source = (self._counted(prompt_text(request)), out, 0, 0), "counted"
         completion = None if request.kind == "embeddings" else _answer_messages(answer.obj)
         try:
-            receipt = await self._record_completion(request, route, attempts, tokens, source, latency_us, None,
-                                                    "complete", completion, uuid.uuid4())
+            receipt = await self._record_completion(request, flight, route, attempts, tokens, source, latency_us,
+                                                    None, "complete", completion, uuid.uuid4())
         except LedgerUnavailable:  # an answer without its record is not given out
             raise GatewayError(503, "the ledger could not record this inference, so its answer is withheld;"
                                " retry later", "api_error", "ledger_unavailable") from None
@@ -276,6 +294,7 @@ class Gateway:
         """An upstream stream that has produced its first chunk; failures before that are recorded and raised."""
         routes = await self.routes(request.tenant_id, request.model, request.kind)
         started = time.perf_counter_ns()
+        flight = _Flight(self, request)
 
         async def call(provider: Provider, upstream: UpstreamCall) -> tuple[UpstreamStream, Chunk]:
             stream = await provider.open_stream(upstream)
@@ -290,10 +309,10 @@ class Gateway:
             return stream, first
 
         try:
-            (stream, first), route, attempts = await self._route(request, routes, call)
+            (stream, first), route, attempts = await self._route(request, routes, call, flight)
         except _Exhausted as exhausted:
-            raise await self._record_failure(request, exhausted, started) from None
-        return InferenceStream(self, request, route, attempts, stream, first, started)
+            raise await self._record_failure(request, exhausted, started, flight) from None
+        return InferenceStream(self, request, flight, route, attempts, stream, first, started)
 
     # --- recording --------------------------------------------------------------------------------
 
@@ -304,7 +323,7 @@ class Gateway:
         return self._count(text)
 
     async def _record_completion(
-        self, request: InferenceRequest, route: Route, attempts: list[dict[str, Any]],
+        self, request: InferenceRequest, flight: _Flight, route: Route, attempts: list[dict[str, Any]],
         tokens: tuple[int, int, int, int], usage_source: str, latency_us: int, ttft_us: int | None, finish: str,
         completion: Any, completed_id: uuid.UUID,
     ) -> Receipt:
@@ -321,11 +340,10 @@ class Gateway:
         completed.update(attempts=attempts, usage_source=usage_source, finish=finish, kind=request.kind)
         if content is not None:
             completed["content"] = content
-        requested = self._requested(request, route)
-        [_, receipt] = await self._append(request, requested, "InferenceCompleted", completed, completed_id)
-        return receipt
+        return await flight.close("InferenceCompleted", completed, completed_id)
 
-    async def _record_failure(self, request: InferenceRequest, exhausted: _Exhausted, started: int) -> GatewayError:
+    async def _record_failure(self, request: InferenceRequest, exhausted: _Exhausted, started: int,
+                              flight: _Flight) -> GatewayError:
         d = exhausted.route.deployment
         reason = exhausted.reason
         failed = InferenceFailed(
@@ -337,9 +355,9 @@ class Gateway:
         content = await self._seal(request, None, with_completion=False)
         if content is not None:
             failed["content"] = content
-        requested = self._requested(request, exhausted.route)
+        flight.start(exhausted.route)  # a no-op unless no attempt could start
         try:
-            [_, receipt] = await self._append(request, requested, "InferenceFailed", failed, uuid.uuid4())
+            receipt = await flight.close("InferenceFailed", failed, uuid.uuid4())
         except LedgerUnavailable:
             receipt = None
         tried = len(exhausted.attempts)
@@ -351,35 +369,6 @@ class Gateway:
                                 "invalid_request_error", "upstream_bad_request", receipt)
         return GatewayError(502, f"every deployment of {request.model!r} failed ({tried} attempts; last: {reason})",
                             "api_error", "upstream_error", receipt)
-
-    def _requested(self, request: InferenceRequest, route: Route) -> dict[str, Any]:
-        d = route.deployment
-        payload = InferenceRequested(
-            request_id=request.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
-            api_key_id=request.key_id, stream=request.stream,
-        ).payload()
-        payload.update(kind=request.kind, requested_model=request.model, subject_id=request.subject_id)
-        return payload
-
-    async def _append(self, request: InferenceRequest, requested: dict[str, Any], outcome_type: str,
-                      outcome: dict[str, Any], outcome_id: uuid.UUID) -> list[Receipt]:
-        stream = inference_stream(request.request_id)
-        requested_id = uuid.uuid4()
-        events = [
-            NewEvent(stream, "InferenceRequested", requested, tenant_id=request.tenant_id, event_id=requested_id,
-                     metadata={"correlation_id": request.correlation_id, "causation_id": request.causation_id}),
-            NewEvent(stream, outcome_type, outcome, tenant_id=request.tenant_id, event_id=outcome_id,
-                     metadata={"correlation_id": request.correlation_id, "causation_id": str(requested_id)}),
-        ]
-        for attempt in range(3):  # the same event ids each time: a retry never records twice
-            try:
-                return await self._ledger.append_async(events, {stream: 0})
-            except LedgerUnavailable:
-                if attempt == 2:
-                    log.error("inference %s could not be recorded", request.request_id)
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
 
     async def _seal(self, request: InferenceRequest, completion: Any, *, with_completion: bool) -> Any:
         """One envelope holding the prompt (and the completion), sealed in a worker thread; None without privacy.
@@ -409,12 +398,106 @@ class Gateway:
         return await asyncio.to_thread(protect)
 
 
+class _Flight:
+    """One request's InferenceRequested: recorded on its own while the upstream call is in flight, or
+    together with the outcome.
+
+    `start(route)` (the first attempt's deployment) builds the event, with its `deadline_at`, and arms
+    a timer of `record_requested_after_s`. When the timer fires, the event is appended alone (expected
+    version 0) as a task of its own: the upstream call goes on meanwhile, so that commit overlaps the
+    call instead of preceding it. `close()` appends the outcome: together with the InferenceRequested
+    (expected version 0, one atomic append, as for calls faster than the timer) if the timer had not
+    fired, else alone at expected version 1, submitted at once behind the pending InferenceRequested:
+    the committer keeps their order, and if that append had not committed (or failed), the outcome's
+    version check fails and `close()` waits for it and tries again the right way. A version beyond 1
+    means the sweeper closed the request already: LedgerUnavailable, as for any record we cannot make.
+    """
+
+    def __init__(self, gateway: Gateway, request: InferenceRequest) -> None:
+        self._ledger = gateway._ledger
+        self._config = gateway.config
+        self._request = request
+        self._stream = inference_stream(request.request_id)
+        self.event: NewEvent | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending: asyncio.Task[bool] | None = None
+
+    def start(self, route: Route) -> None:
+        if self.event is not None:
+            return
+        r, d, config = self._request, route.deployment, self._config
+        payload = InferenceRequested(
+            request_id=r.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
+            api_key_id=r.key_id, stream=r.stream,
+            deadline_at=deadline_after(dt.datetime.now(dt.UTC), r.timeout_s + config.sweep_grace_s),
+        ).payload()
+        payload.update(kind=r.kind, requested_model=r.model, subject_id=r.subject_id)
+        self.event = NewEvent(self._stream, "InferenceRequested", payload, tenant_id=r.tenant_id,
+                              event_id=uuid.uuid4(),
+                              metadata={"correlation_id": r.correlation_id, "causation_id": r.causation_id})
+        if config.record_requested_after_s <= 0:
+            self._fire()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(config.record_requested_after_s, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._pending = asyncio.ensure_future(self._append_requested())
+
+    async def _append_requested(self) -> bool:
+        """True once recorded; False if the ledger would not take it (close() then writes it with the outcome)."""
+        assert self.event is not None
+        for attempt in range(3):  # the same event id each time: a retry never records twice
+            try:
+                await self._ledger.append_async([self.event], {self._stream: 0})
+                return True
+            except LedgerUnavailable:
+                await asyncio.sleep(0.05 * (attempt + 1))
+            except LedgerError as exc:  # nothing else is expected: the stream is this request's own
+                log.error("InferenceRequested of %s was refused: %s", self._request.request_id, exc)
+                return False
+        return False
+
+    async def close(self, outcome_type: str, payload: dict[str, Any], outcome_id: uuid.UUID) -> Receipt:
+        """Record the outcome (and the InferenceRequested if it is not recorded yet); the outcome's receipt."""
+        assert self.event is not None
+        r = self._request
+        outcome = NewEvent(self._stream, outcome_type, payload, tenant_id=r.tenant_id, event_id=outcome_id,
+                           metadata={"correlation_id": r.correlation_id, "causation_id": str(self.event.event_id)})
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending = self._pending
+        together = pending is None
+        failures = 0
+        while True:  # the same event ids each time: a retry never records twice
+            try:
+                if together:
+                    return (await self._ledger.append_async([self.event, outcome], {self._stream: 0}))[1]
+                return (await self._ledger.append_async([outcome], {self._stream: 1}))[0]
+            except ConcurrencyError as exc:
+                if together or exc.actual != 0 or pending is None:
+                    log.error("inference %s was closed before its outcome could be recorded", r.request_id)
+                    raise LedgerUnavailable(f"inference {r.request_id} is closed already") from None
+                together = not await pending  # its InferenceRequested was still on its way, or failed
+                pending = None
+            except EventIdConflict:  # the InferenceRequested is recorded after all (its append's fate was unknown)
+                together = False
+            except LedgerUnavailable:
+                failures += 1
+                if failures == 3:
+                    log.error("inference %s could not be recorded", r.request_id)
+                    raise
+                await asyncio.sleep(0.05 * failures)
+
+
 class InferenceStream:
     """A streamed completion in flight: relays chunks, observes usage and content, records once at the end."""
 
-    def __init__(self, gateway: Gateway, request: InferenceRequest, route: Route, attempts: list[dict[str, Any]],
-                 upstream: UpstreamStream, first: Chunk, started_ns: int) -> None:
+    def __init__(self, gateway: Gateway, request: InferenceRequest, flight: _Flight, route: Route,
+                 attempts: list[dict[str, Any]], upstream: UpstreamStream, first: Chunk, started_ns: int) -> None:
         self.request = request
+        self._flight = flight
         self.route = route
         self.completed_id = uuid.uuid4()  # announced as the pending receipt before the stream starts
         self.broken: UpstreamFailure | None = None
@@ -517,7 +600,7 @@ class InferenceStream:
         finish = "client_cancelled" if client_gone else ("upstream_cut" if self.broken else "complete")
         try:
             return await gateway._record_completion(
-                self.request, self.route, self._attempts, tokens, source, (self._last_ns - self._started) // 1000,
+                self.request, self._flight, self.route, self._attempts, tokens, source, (self._last_ns - self._started) // 1000,
                 (self._first_ns - self._started) // 1000, finish, self._completion(), self.completed_id,
             )
         except LedgerUnavailable:

@@ -13,6 +13,7 @@ domain/consensus.py; this module loads, calls, decides through them, and appends
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,8 +27,8 @@ from application.gateway import Gateway, GatewayError, InferenceRequest, model_n
 from application.ports import Ledger
 from application.routing_table import RoutingTableService
 from domain import consensus
-from domain.inference import INFERENCE_STREAM_PREFIX
-from domain.ledger import LedgerUnavailable, NewEvent, Receipt
+from domain.inference import INFERENCE_STREAM_PREFIX, deadline_after
+from domain.ledger import ConcurrencyError, LedgerUnavailable, NewEvent, Receipt
 from domain.orchestration import (
     MAX_K,
     MAX_SUBTASKS,
@@ -38,6 +39,7 @@ from domain.orchestration import (
     choose_voters,
     escalation_model,
     fallback_plan,
+    run_budget_s,
     run_graph,
     run_stream,
     validate_plan,
@@ -202,6 +204,8 @@ class _RunLog:
                 try:
                     [receipt] = await self._ledger.append_async([event], {self._stream: self._version})
                     break
+                except ConcurrencyError:  # only the sweeper writes here besides us: the run was closed
+                    raise LedgerUnavailable(f"run {self._run.run_id} was closed by the sweeper") from None
                 except LedgerUnavailable:
                     if attempt == 2:
                         raise
@@ -242,9 +246,13 @@ class Orchestrator:
         log = _RunLog(self._ledger, req)
         steps: list[Step] = []
         emit = emit or _silent
+        # Past deadline_at a run with no terminal event was orphaned by a dead process: the sweeper
+        # (application/inference_sweeper.py) closes it with OrchestrationFailed(gateway_interrupted).
+        budget = run_budget_s(req.timeout_s, self._gateway.config.sweep_grace_s)
         requested = await log.append("OrchestrationRequested", {
             "planner_model": ctx.planner, "synthesis_model": ctx.synthesiser, "threshold": req.threshold,
             "routing_table": ctx.table, "api_key_id": req.key_id, "subject_id": req.subject_id,
+            "deadline_at": deadline_after(dt.datetime.now(dt.UTC), budget),
             **await self._content(req, {"task": req.task})}, causation_id=req.run_id)
         cause = str(requested.event_id)
         try:

@@ -160,6 +160,24 @@ ORCHESTRATION_EVENTS = (
 )
 
 
+RUN_TERMINAL = frozenset({"OrchestrationCompleted", "OrchestrationFailed"})
+RUN_INTERRUPTED = "gateway_interrupted"
+# The longest chain of inferences one after another in a run: two planner attempts, each of MAX_SUBTASKS
+# subtasks (a dependency chain) with its vote and one escalation, and the synthesis.
+MAX_SEQUENTIAL_INFERENCES = 2 + 2 * MAX_SUBTASKS + 1
+
+
+def run_budget_s(inference_timeout_s: float, grace_s: float) -> float:
+    """How long a live run can take at most: its deadline (OrchestrationRequested.deadline_at) is this after its start."""
+    return MAX_SEQUENTIAL_INFERENCES * (inference_timeout_s + grace_s) + grace_s
+
+
+def run_interrupted(deadline: str, now_text: str, inferences: int) -> dict[str, Any]:
+    """The OrchestrationFailed payload that closes a run orphaned by a dead process (past its deadline)."""
+    return {"status": 503, "code": RUN_INTERRUPTED, "inferences": inferences, "swept_at": now_text,
+            "reason": f"the run did not finish by its deadline {deadline}: the process running it stopped"}
+
+
 def run_graph(run_id: str, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The run's graph from its recorded events (run stream + its inferences), as nodes and causal edges.
 

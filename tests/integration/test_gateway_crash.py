@@ -1,0 +1,169 @@
+"""A gateway process killed mid-request leaves a record that a sweeper closes, exactly once.
+
+The API runs as a real uvicorn process; it is killed with SIGKILL while a slow stream (or a NEXUS run)
+is in flight. Its InferenceRequested was recorded while the upstream call was in flight; a sweeper
+(any process, any number of them) closes it with InferenceFailed(gateway_interrupted) once its
+deadline has passed, and two sweepers racing record that failure once.
+"""
+# ruff: noqa: F811  (pytest fixtures imported from tests/fakes/harness.py are parameters here)
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from adapters.embedded import free_port, wait_for_port
+from api.bootstrap import bootstrap
+from api.settings import Settings
+from application.inference_sweeper import InferenceSweeper
+from domain.inference import parse_instant
+from tests.fakes.harness import PRICE, Gateway, unique, upstreams  # noqa: F401 - fixtures
+from tests.fakes.upstream import drip, slow
+
+ROOT = Path(__file__).resolve().parents[2]
+HELLO = [{"role": "user", "content": "Say hello to the gateway"}]
+
+
+@pytest.fixture
+def process_gw(database: Any, tmp_path: Path, upstreams) -> Iterator[tuple[Gateway, subprocess.Popen[bytes]]]:
+    """Tenant acme and its key made here; the API serving them in a process of its own."""
+    data_dir = tmp_path / "data"
+    container = bootstrap(Settings(database_url=database.admin_url, data_dir=data_dir))
+    container.identity.create_tenant("acme")
+    key, _ = container.identity.issue_key("acme", ["inference", "read"], "tests")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.fakes.api_process", database.admin_url, str(data_dir),
+                                str(port)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        yield Gateway(f"http://127.0.0.1:{port}", key.token, container, upstreams), process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        container.close()
+
+
+def kill_9(process: subprocess.Popen[bytes]) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def deadline_of(gw: Gateway, event_type: str) -> dt.datetime:
+    [requested] = gw.payloads(event_type)
+    return parse_instant(requested["deadline_at"])
+
+
+def at(moment: dt.datetime):  # type: ignore[no-untyped-def]
+    return lambda: moment
+
+
+def test_a_stream_in_flight_when_the_process_dies_is_closed_once_as_interrupted(process_gw):
+    gw, process = process_gw
+    upstream = gw.deploy("primary")
+    gw.script(upstream).then(drip(0.3))  # a slow stream: a word every 0.3 s
+    received = []
+    with httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {gw.token}"}, timeout=10) as http:
+        with pytest.raises(httpx.HTTPError):  # the connection dies with the process
+            with http.stream("POST", "/v1/chat/completions", headers={"nexus-timeout": "20"},
+                             json={"model": "gpt-test", "messages": HELLO, "stream": True}) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        received.append(line)
+                        if len(received) == 2:
+                            assert gw.wait_for("InferenceRequested")  # recorded while the stream is in flight
+                            kill_9(process)
+    assert len(received) == 2
+    [requested] = gw.events("InferenceRequested")
+    assert not gw.events("InferenceCompleted", "InferenceFailed")
+    deadline = deadline_of(gw, "InferenceRequested")
+    assert deadline - parse_instant(requested.recorded_at) >= dt.timedelta(seconds=20)  # timeout + grace
+
+    # Before the deadline the request may still be live somewhere: nothing is closed.
+    early = InferenceSweeper(gw.container.ledger, clock=at(deadline - dt.timedelta(seconds=1)))
+    assert early.sweep_once().closed_inferences == [] and early.open_count == 1
+
+    # Two sweepers that both saw it open close it at once: one append wins, the other loses the race.
+    late = deadline + dt.timedelta(seconds=1)
+    sweepers = [InferenceSweeper(gw.container.ledger, clock=at(deadline - dt.timedelta(seconds=1))) for _ in range(2)]
+    for sweeper in sweepers:
+        sweeper.sweep_once()  # each has read the open request
+        sweeper._clock = at(late)
+    barrier = threading.Barrier(2)
+    reports = []
+
+    def race(sweeper: InferenceSweeper) -> None:
+        barrier.wait()
+        reports.append(sweeper.sweep_once())
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in sweepers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(len(r.closed_inferences) for r in reports) == [0, 1]
+    assert sorted(r.lost_races for r in reports) == [0, 1]
+
+    [failed] = gw.events("InferenceFailed")
+    p = orjson.loads(failed.payload)
+    assert (p["reason"], p["request_id"], failed.stream_version) == ("gateway_interrupted",
+                                                                     orjson.loads(requested.payload)["request_id"], 2)
+    assert orjson.loads(failed.metadata)["causation_id"] == str(requested.event_id)
+    # A sweeper started later (a restarted process) finds nothing left to close.
+    assert InferenceSweeper(gw.container.ledger, clock=at(late)).sweep_once().closed_inferences == []
+    assert len(gw.events("InferenceFailed")) == 1
+
+
+def test_a_nexus_run_in_flight_when_the_process_dies_is_closed_with_its_inference(process_gw):
+    gw, process = process_gw
+    upstream = gw.deploy("lead", model_name="lead")
+    gw.script(upstream).then(slow(30))  # the planner never answers before the kill
+    done = threading.Event()
+
+    def start_run() -> None:
+        try:
+            with gw.http() as http:
+                http.post("/v1/nexus/runs", json={"task": "Plan something", "timeout": 20})
+        except httpx.HTTPError:
+            pass  # the process died under it
+        done.set()
+
+    client = threading.Thread(target=start_run, daemon=True)
+    client.start()
+    assert gw.wait_for("InferenceRequested", timeout_s=30)  # the planner's call is in flight
+    assert gw.wait_for("OrchestrationRequested")
+    kill_9(process)
+    assert done.wait(10)
+
+    late = deadline_of(gw, "OrchestrationRequested") + dt.timedelta(seconds=1)
+    report = InferenceSweeper(gw.container.ledger, clock=at(late)).sweep_once()
+    assert len(report.closed_inferences) == 1 and len(report.closed_runs) == 1
+    [failed_run] = gw.payloads("OrchestrationFailed")
+    assert failed_run["code"] == "gateway_interrupted" and failed_run["inferences"] == 1
+    [failed] = gw.payloads("InferenceFailed")
+    assert failed["reason"] == "gateway_interrupted"
+    assert InferenceSweeper(gw.container.ledger, clock=at(late)).sweep_once().closed_runs == []
+
+
+def test_bad_input_still_records_nothing_and_answered_requests_leave_nothing_open(process_gw):
+    gw, _ = process_gw
+    gw.deploy("primary")
+    with gw.http() as http:
+        assert http.post("/v1/chat/completions", content=b"{not json").status_code == 400
+        assert http.post("/v1/chat/completions", json={"model": "nope", "messages": HELLO}).status_code == 404
+        assert http.post("/v1/chat/completions", json={"model": "gpt-test", "messages": HELLO}).status_code == 200
+    assert [e.type for e in gw.events()  if e.stream_id.startswith("inference-")] == [
+        "InferenceRequested", "InferenceCompleted"]
+    sweeper = InferenceSweeper(gw.container.ledger, clock=at(dt.datetime.now(dt.UTC) + dt.timedelta(days=1)))
+    assert sweeper.sweep_once().closed_inferences == [] and sweeper.open_count == 0
