@@ -7,9 +7,10 @@ from typing import Any
 from projections.audit_index import AuditIndex
 from projections.base import Projection
 from projections.costs import Costs
+from projections.inference_log import InferenceLog
 from projections.usage import Usage
 
-DEPLOYED: list[Projection[Any]] = [Usage(), Costs(), AuditIndex()]
+DEPLOYED: list[Projection[Any]] = [Usage(), Costs(), AuditIndex(), InferenceLog()]
 
 
 def by_name(name: str) -> Projection[Any]:
