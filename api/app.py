@@ -8,6 +8,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.convertors import StringConvertor, register_url_convertor
 
+from api.audit_routes import router as audit_router
 from api.auth import mount as mount_auth
 from api.bootstrap import Container
 from api.errors import install_error_handlers
@@ -22,6 +23,7 @@ def create_app(container: Container) -> FastAPI:
     mount_gateway(app)
     mount_graphql(app)
     mount_auth(app)
+    app.include_router(audit_router)  # GET /v1/audit/bundle (api/audit_routes.py)
 
     @app.get("/healthz")
     def health() -> dict[str, object]:

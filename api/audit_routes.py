@@ -1,0 +1,74 @@
+"""`GET /v1/audit/bundle`: the caller's tenant's audit bundle, as `nexus audit export --tenant` writes it.
+
+The tenant is always the caller's own (never a parameter), so a bundle holds no other tenant's entry;
+application/audit_export.py filters rows by tenant again and verifies the bundle before it is answered.
+Callers: an API key (`Bearer nx_...`) or a signed-in user (access JWT as `Bearer` or the console's
+HTTP-only cookie, docs/auth.md), with the `ledger.read` permission (domain/rbac.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from api.auth.settings import AuthSettings
+from api.errors import ApiError, unauthorized
+from application.audit_export import ExportError, ExportRequest, InvalidSelection, NothingToExport, export_bundle
+from domain.audit import dump_bundle
+from domain.ledger import LedgerError
+from domain.rbac import Actor, PermissionDenied, permissions_for
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+PERMISSION = "ledger.read"
+
+
+def current_actor(request: Request) -> Actor:
+    """The caller as an Actor: an API key's scopes or a user's current roles, mapped by domain/rbac.py."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else request.cookies.get(AuthSettings().access_cookie, "")
+    container = request.app.state.container
+    if token.startswith("nx_"):
+        principal = container.identity.authenticate(token)
+        if principal is not None:
+            return Actor(principal.tenant_id, f"key:{principal.key_id}", permissions_for(
+                principal.tenant_id, scopes=principal.scopes, platform_tenant=request.app.state.graphql.settings.platform_tenant))
+    elif token.count(".") == 2 and container.sessions is not None:
+        actor = container.sessions.authenticate(token)
+        if actor is not None:
+            return actor
+    raise unauthorized("missing, expired or revoked credentials: send 'Authorization: Bearer nx_...' or a session token")
+
+
+def _bundle(request: Request, selection: ExportRequest) -> tuple[str, bytes]:
+    actor = current_actor(request)
+    try:
+        actor.require(PERMISSION)
+    except PermissionDenied as err:
+        raise ApiError(403, str(err), "permission_error", "insufficient_permission") from None
+    container = request.app.state.container
+    tenant_only = ExportRequest(selection.from_position, selection.to_position, selection.stream_id, actor.tenant_id)
+    try:
+        bundle = export_bundle(container.ledger, container.checkpoints, container.signer, tenant_only)
+        return actor.tenant_id, dump_bundle(bundle)
+    except NothingToExport as err:
+        raise ApiError(404, str(err), "invalid_request_error", "nothing_to_export") from None
+    except InvalidSelection as err:
+        raise ApiError(400, str(err), "invalid_request_error", "invalid_selection") from None
+    except (ExportError, LedgerError) as err:  # the bundle would not verify: never hand it out
+        raise ApiError(500, str(err), "server_error", "export_failed") from None
+
+
+@router.get("/bundle")
+async def audit_bundle(
+    request: Request,
+    from_position: Annotated[int | None, Query(alias="from", ge=1, description="First position (default 1)")] = None,
+    to_position: Annotated[int | None, Query(alias="to", ge=1, description="Last position (default: the head)")] = None,
+    stream: Annotated[str | None, Query(max_length=200, description="Only this stream's entries")] = None,
+) -> Response:
+    """One bundle file (docs/audit-bundle.md) of the caller's tenant; verify it with `nexus audit verify`."""
+    tenant, data = await asyncio.to_thread(_bundle, request, ExportRequest(from_position, to_position, stream))
+    return Response(data, media_type="application/octet-stream", headers={
+        "content-disposition": f'attachment; filename="{tenant}-audit.nexus"', "cache-control": "no-store"})
