@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import current_principal
-from api.errors import ApiError, error_body, forbidden
+from api.errors import ApiError, error_body, forbidden, unauthorized
 from application.gateway import GatewayError, InferenceRequest
 from domain.identity import Principal
 from domain.ledger import Receipt
@@ -24,12 +24,26 @@ def _scoped(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """api.deps.require_scope in one worker-thread hop: its two sync dependencies cost FastAPI two."""
 
     async def principal(request: Request) -> Principal:
-        found = await asyncio.to_thread(current_principal, request)
+        found = await asyncio.to_thread(_caller, request)
         if not found.has(scope):
             raise forbidden(scope)
         return found
 
     return principal
+
+
+def _caller(request: Request) -> Principal:
+    """An API key, or a console user's access JWT (docs/auth.md) standing as `user:<id>` with scopes from its
+    current roles: `inference` for inference.run, `read` for ledger.read. Bearer only: no cookie, no CSRF."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    sessions = request.app.state.container.sessions
+    if scheme.lower() == "bearer" and token.count(".") == 2 and sessions is not None:
+        actor = sessions.authenticate(token.strip())
+        if actor is None:
+            raise unauthorized("expired or revoked session: sign in again")
+        granted = (("inference", "inference.run"), ("read", "ledger.read"))
+        return Principal(actor.tenant_id, actor.subject, frozenset(s for s, p in granted if actor.can(p)))
+    return current_principal(request)
 
 
 InferencePrincipal = Annotated[Principal, Depends(_scoped("inference"))]
