@@ -11,9 +11,11 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from api.audit_routes import router as audit_router
 from api.auth import mount as mount_auth
 from api.bootstrap import Container
+from api.cors import install_cors
 from api.errors import install_error_handlers
 from api.gateway import mount as mount_gateway
 from api.graphql import mount as mount_graphql
+from api.ratelimit import install_rate_limits
 
 
 def create_app(container: Container) -> FastAPI:
@@ -24,6 +26,8 @@ def create_app(container: Container) -> FastAPI:
     mount_graphql(app)
     mount_auth(app)
     app.include_router(audit_router)  # GET /v1/audit/bundle (api/audit_routes.py)
+    install_rate_limits(app, container)  # NEXUS_RATE_LIMIT_*: per API key and per user
+    install_cors(app, container.settings.cors_origins)  # added last: the outermost layer, so even a 429 carries CORS
 
     @app.get("/healthz")
     def health() -> dict[str, object]:

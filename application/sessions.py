@@ -18,8 +18,6 @@ import datetime as dt
 import hashlib
 import os
 import secrets
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from application.token_bucket import TokenBucket
 from application.users import UserService
 from domain import users
 from domain.rbac import Actor, permissions_for
@@ -122,29 +121,6 @@ class FederatedIdentityProvider(abc.ABC):
     @abc.abstractmethod
     def finish(self, params: dict[str, str], kept: dict[str, str], redirect_uri: str) -> str:
         """The verified email the provider asserts, after checking state, nonce and signature."""
-
-
-class TokenBucket:
-    """In-process rate limit per key (email + client address): `capacity` tries, refilled at `per_s`."""
-
-    def __init__(self, capacity: float = 5, per_s: float = 1 / 12, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
-        self.capacity, self.per_s, self._clock = capacity, per_s, clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str) -> float:
-        """0 if allowed (and one token spent), else the seconds until the next try is allowed."""
-        with self._lock:
-            now = self._clock()
-            tokens, at = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - at) * self.per_s)
-            if tokens < 1:
-                self._buckets[key] = (tokens, now)
-                return (1 - tokens) / self.per_s
-            self._buckets[key] = (tokens - 1, now)
-            if len(self._buckets) > 100_000:  # bounded memory under a spray of keys: forget the full ones
-                self._buckets = {k: v for k, v in self._buckets.items() if v[0] < self.capacity - 1}
-            return 0.0
 
 
 def load_jwt_key(key_dir: Path) -> bytes:
@@ -256,6 +232,11 @@ class SessionService:
             return None
         return Actor(state.tenant_id, f"user:{state.user_id}",
                      permissions_for(state.tenant_id, roles=state.roles, platform_tenant=self._platform))
+
+    def subject_of(self, access_token: str) -> str | None:
+        """The user a correctly signed, unexpired access token names; no database read (for rate limits)."""
+        claims = self._claims(access_token)
+        return claims["sub"] if claims else None
 
     def _claims(self, token: str) -> dict | None:
         try:

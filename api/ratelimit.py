@@ -1,0 +1,112 @@
+"""Request rate limits per API key and per signed-in user: token buckets in front of /v1 and /graphql.
+
+Who is limited is read from the credential alone, before any database read: an API key by the SHA-256
+of the whole presented token (so nobody who lacks the secret can drain a real key's bucket by sending
+its key id), a user by the `sub` of a correctly signed access token (so every session of that user
+shares one bucket). A request without credentials is not limited here: it is refused with 401 anyway.
+/v1/auth has its own limiter per email and address (application/sessions.py).
+
+Buckets live in this process (application/token_bucket.py): no round trip on the gateway's hot path.
+With N API processes a caller gets up to N times the limit; docs/auth.md says why that is accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import error_body
+from application.token_bucket import TokenBucket
+
+
+def _bucket(per_minute: float, burst: int) -> TokenBucket | None:
+    return TokenBucket(capacity=burst, per_s=per_minute / 60) if per_minute > 0 else None
+
+
+class RateLimits:
+    """Which bucket a request draws from, and whether it may go on."""
+
+    def __init__(self, *, key_per_minute: float, key_burst: int, user_per_minute: float, user_burst: int,
+                 sessions: Any = None, access_cookie: str = "nexus_access") -> None:
+        self.keys = _bucket(key_per_minute, key_burst)
+        self.users = _bucket(user_per_minute, user_burst)
+        self._sessions = sessions  # application.sessions.SessionService: checks an access token's signature
+        self.access_cookie = access_cookie
+
+    def wait(self, headers: Headers) -> tuple[str, float]:
+        """(what was limited, seconds to wait); 0 seconds when the request may go on."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            token = token.strip()
+        else:  # the console's HTTP-only access cookie (GraphQL reads it too)
+            token = _cookie(headers.get("cookie", ""), self.access_cookie) or ""
+        if token.startswith("nx_") and self.keys is not None:
+            return "API key", self.keys.take(hashlib.sha256(token.encode()).hexdigest())
+        if token.count(".") == 2 and self.users is not None and self._sessions is not None:
+            subject = self._sessions.subject_of(token)
+            if subject is not None:
+                return "user", self.users.take(subject)
+        return "", 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.keys is not None or self.users is not None
+
+
+def limited_path(path: str) -> bool:
+    return path == "/graphql" or (path.startswith("/v1/") and not path.startswith("/v1/auth/"))
+
+
+def refusal(path: str, who: str, wait_s: float) -> Response:
+    """429 with Retry-After: the OpenAI error format on /v1, a typed GraphQL error on /graphql."""
+    retry_after = max(1, math.ceil(wait_s))
+    message = f"rate limit exceeded for this {who}; retry in {retry_after} s"
+    if path == "/graphql":
+        body: dict[str, Any] = {"data": None, "errors": [
+            {"message": message, "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after}}]}
+    else:
+        body = error_body(message, "rate_limit_error", "rate_limit_exceeded")
+    return Response(orjson.dumps(body), status_code=429, media_type="application/json",
+                    headers={"retry-after": str(retry_after)})
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp, limits: RateLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # websockets (GraphQL subscriptions) are long-lived: one connection is not a request rate
+        if scope["type"] == "http" and limited_path(scope["path"]):
+            who, wait_s = self.limits.wait(Headers(scope=scope))
+            if wait_s > 0:
+                await refusal(scope["path"], who, wait_s)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def install_rate_limits(app: Any, container: Any) -> None:
+    """Wire the NEXUS_RATE_LIMIT_* settings onto the app (api/app.py calls this once)."""
+    from api.auth.settings import AuthSettings
+
+    s = container.settings
+    limits = RateLimits(key_per_minute=s.rate_limit_key_per_minute, key_burst=s.rate_limit_key_burst,
+                        user_per_minute=s.rate_limit_user_per_minute, user_burst=s.rate_limit_user_burst,
+                        sessions=container.sessions, access_cookie=AuthSettings().access_cookie)
+    app.state.rate_limits = limits
+    if limits.enabled:
+        app.add_middleware(RateLimitMiddleware, limits=limits)
