@@ -4,36 +4,46 @@ Resolvers never see a connection, a ledger or a service; they get a `TenantReade
 built for the caller. Each method checks its permission first and filters by `actor.tenant_id` itself,
 so a resolver cannot forget either (tests/property/test_graphql_isolation.py holds it to that).
 
-Reads come from the read models (projections/usage, costs, audit_index) and from indexed lookups by
-stream or event id; nothing here scans the ledger.
+Reads come from the read models (projections/usage, costs, audit_index, inference_log) and from indexed
+lookups by stream or event id; nothing here scans the ledger. The batch methods (`*_by_*`) serve the
+API's DataLoaders: one call, a constant number of queries, for a whole page of nested fields.
 """
 
 from __future__ import annotations
 
 import abc
+import base64
+import binascii
+import collections
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import select
 
+from application import live_metrics
 from application.deployments import DeploymentService
 from application.identity import IdentityService
 from application.ports import CheckpointStore, Ledger
 from domain import identity
 from domain.checkpoint import Checkpoint
 from domain.identity import NewApiKey
+from domain.inference import OUTCOMES
 from domain.ledger import Receipt, RecordedEvent
+from domain.orchestration import run_graph, run_stream
 from domain.pricing import Price
 from domain.rbac import SCOPE_PERMISSIONS, Actor, PermissionDenied
-from projections import audit_index, costs, usage
+from projections import audit_index, costs, inference_log, usage
+from projections.inference_log import InferenceRecord, LogFilter
 from projections.registry import DEPLOYED
 from projections.store import ProjectionStatus, ProjectionStore
 
 MAX_PAGE = 500  # pagination cap: no single request pulls more rows than this
+MAX_RUN_INFERENCES = 2000  # a run graph shows at most this many inferences
+INFERENCE_LOG_PERMISSION = "costs.read"  # each row carries the inference's cost
 
 
 class NotFound(LookupError):
@@ -103,6 +113,27 @@ class ConsistencyProof:
     root1: str
     root2: str
     path: list[str]
+
+
+@dataclass(frozen=True)
+class InferencePage:
+    rows: list[InferenceRecord]
+    has_next: bool
+
+
+def cursor_of(position: int) -> str:
+    """An opaque page cursor (clients must not build or read them)."""
+    return base64.urlsafe_b64encode(f"inference:{position}".encode()).decode()
+
+
+def _position_of(cursor: str) -> int:
+    try:
+        kind, _, position = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if kind == "inference" and position.isdigit():
+            return int(position)
+    except (binascii.Error, UnicodeError, ValueError):
+        pass
+    raise InvalidArgument("after", "not a cursor this API returned (use pageInfo.endCursor)")
 
 
 def _page(limit: int) -> int:
@@ -222,6 +253,84 @@ class TenantReader:
             from_position = self._s.ledger.head().size + 1
         return self._s.feed.tail(self.tenant, category, event_type, from_position)
 
+    # --- the inference log and its runs ------------------------------------------------------------
+
+    def inferences(self, first: int = 50, after: str | None = None, f: LogFilter = inference_log.ALL) -> InferencePage:
+        """The tenant's inferences newest first, `first` at a time; `after` is the previous page's end cursor."""
+        self.actor.require(INFERENCE_LOG_PERMISSION)
+        if first < 1:
+            raise InvalidArgument("first", f"must be at least 1, got {first}")
+        first = min(first, MAX_PAGE)  # the cap: asking for more is answered with a full page and a cursor
+        before = _position_of(after) if after is not None else None
+        if f.since is not None and f.until is not None and f.until <= f.since:
+            raise InvalidArgument("filter.until", "must be after since")
+        with self._s.projections.reading("inference_log") as conn:
+            rows, more = inference_log.page(conn, self.tenant, first, before, f)
+        return InferencePage(rows, more)
+
+    def inferences_by_id(self, inference_ids: Sequence[str]) -> list[InferenceRecord | None]:
+        """The tenant's inferences with these ids, in the same order (None where there is none of the tenant's)."""
+        self.actor.require(INFERENCE_LOG_PERMISSION)
+        with self._s.projections.reading("inference_log") as conn:
+            found = inference_log.by_inference_ids(conn, self.tenant, list(dict.fromkeys(inference_ids)))
+        return [found.get(i) for i in inference_ids]
+
+    def entries_by_id(self, event_ids: Sequence[uuid.UUID]) -> list[LedgerEntry | None]:
+        """The tenant's ledger entries with these ids, in the same order: one indexed query."""
+        self.actor.require("ledger.read")
+        found = {e.event_id: e for e in self._bodies(list(dict.fromkeys(event_ids)))}
+        return [found.get(i) for i in event_ids]
+
+    def deployments_by_name(self, names: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The tenant's deployments with these names as they are configured now (None: removed or unknown)."""
+        self.actor.require("deployments.read")
+        current = {d["name"]: d for d in (self._s.deployments.list(self.tenant) if self._s.deployments else [])}
+        return [current.get(n) for n in names]
+
+    def run_graphs(self, run_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Run graphs (domain.orchestration.run_graph) from causation links, in three queries for any number of runs.
+
+        A run is its `run-<id>` stream (NEXUS runs; found through the audit index) plus the inferences
+        that carry its id as correlation id (the inference log): their events come from the ledger by id.
+        """
+        self.actor.require(INFERENCE_LOG_PERMISSION)
+        wanted = list(dict.fromkeys(run_ids))
+        log, entries = inference_log.log, audit_index.entries
+        with self._s.projections.reading("inference_log") as conn:
+            rows = conn.execute(select(log.c.event_id, log.c.requested_event_id)
+                                .where(log.c.tenant_id == self.tenant, log.c.run_id.in_(wanted))
+                                .limit(MAX_RUN_INFERENCES)).all()
+        ids = [event_id for event_id, _ in rows] + [_uuid(requested) for _, requested in rows]
+        with self._s.projections.reading("audit_index") as conn:
+            ids += conn.execute(select(entries.c.event_id).where(
+                entries.c.tenant_id == self.tenant, entries.c.stream_id.in_([run_stream(r) for r in wanted]))
+                .limit(MAX_RUN_INFERENCES)).scalars().all()
+        events: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for e in self._s.ledger.find([i for i in dict.fromkeys(ids) if i is not None]) if ids else []:
+            meta = orjson.loads(e.metadata)
+            if e.tenant_id == self.tenant and meta.get("correlation_id") in wanted:
+                events[meta["correlation_id"]].append({
+                    "event_id": str(e.event_id), "type": e.type, "stream_id": e.stream_id, "position": e.position,
+                    "metadata": meta, "payload": orjson.loads(e.payload)})
+        return [run_graph(r, events[r]) if events.get(r) else None for r in run_ids]
+
+    def live_inferences(self, f: LogFilter = inference_log.ALL) -> AsyncIterator[InferenceRecord]:
+        """The tenant's inferences as their outcomes are recorded (from the event feed, not the database)."""
+        self.actor.require(INFERENCE_LOG_PERMISSION)
+        return _live_records(self._tail_inferences(), f)
+
+    def live_metrics(self, bucket_seconds: int = 10) -> AsyncIterator[live_metrics.MetricsBucket]:
+        """The tenant's live bucket (requests, errors, percentiles, cost, tokens), at most once a second."""
+        self.actor.require("usage.read")
+        if not 1 <= bucket_seconds <= 3600:
+            raise InvalidArgument("bucketSeconds", f"must be between 1 and 3600, got {bucket_seconds}")
+        return live_metrics.buckets(_live_records(self._tail_inferences(), inference_log.ALL), bucket_seconds)
+
+    def _tail_inferences(self) -> AsyncIterator[RecordedEvent]:
+        if self._s.feed is None:
+            raise NotFound("live events are not available in this process (no NATS configured)")
+        return self._s.feed.tail(self.tenant, "inference", None, self._s.ledger.head().size + 1)
+
     def projection_status(self) -> list[ProjectionStatus]:
         self.actor.require("projections.read")
         return self._s.projections.status(DEPLOYED)
@@ -263,6 +372,31 @@ class TenantReader:
         if self._s.deployments is None:
             return []
         return self._s.deployments.list(self.tenant)
+
+
+def _uuid(text: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text) if text else None
+    except ValueError:
+        return None
+
+
+LIVE_CAUSES = 10_000  # InferenceRequested causes remembered while their outcome is awaited
+
+
+async def _live_records(events: AsyncIterator[RecordedEvent], f: LogFilter) -> AsyncIterator[InferenceRecord]:
+    """Outcome events as log records, with their cause taken from the InferenceRequested seen before them."""
+    causes: collections.OrderedDict[str, str | None] = collections.OrderedDict()
+    async for e in events:
+        if e.type == "InferenceRequested":
+            causes[orjson.loads(e.payload)["request_id"]] = inference_log.requested_cause(e)
+            if len(causes) > LIVE_CAUSES:  # outcomes that never come must not grow this forever
+                causes.popitem(last=False)
+        elif e.type in OUTCOMES:
+            p = orjson.loads(e.payload)
+            found = inference_log.record(e, p, causes.pop(p["request_id"], None))
+            if f.matches(found):
+                yield found
 
 
 def _check_range(start: dt.datetime, end: dt.datetime) -> None:

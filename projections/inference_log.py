@@ -235,6 +235,9 @@ class LogFilter:
                 and (self.until is None or r.recorded_at < self.until))
 
 
+ALL = LogFilter()
+
+
 def _conditions(tenant: str, f: LogFilter) -> list[Any]:
     found = [log.c.tenant_id == tenant]
     for name in ("model", "provider", "status", "run_id"):
@@ -249,7 +252,7 @@ def _conditions(tenant: str, f: LogFilter) -> list[Any]:
 
 
 def page(conn: Connection, tenant: str, first: int, before_position: int | None = None,
-         f: LogFilter = LogFilter()) -> tuple[list[InferenceRecord], bool]:
+         f: LogFilter = ALL) -> tuple[list[InferenceRecord], bool]:
     """Up to `first` of the tenant's inferences, newest first, older than `before_position`; and whether more follow."""
     conditions = _conditions(tenant, f)
     if before_position is not None:

@@ -21,6 +21,8 @@ REQUIRES: dict[str, str | None] = {
     "apiKeys": "apikeys.read",
     "deployments": "deployments.read",
     "me": None,
+    "inferences": "costs.read",  # each row carries its cost (application/graph_queries.INFERENCE_LOG_PERMISSION)
+    "inference": "costs.read",
     "users": "users.read",
     "roles": None,
     # mutations
@@ -36,4 +38,6 @@ REQUIRES: dict[str, str | None] = {
     "deactivateUser": "users.write",
     # subscriptions
     "events": "ledger.read",
+    "inferenceLog": "costs.read",
+    "metrics": "usage.read",
 }

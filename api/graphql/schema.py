@@ -96,6 +96,18 @@ class Query:
         actor = (await reader(info)).actor
         return t.Me(tenant_id=actor.tenant_id, subject=actor.subject, permissions=sorted(actor.permissions))
 
+    @strawberry.field(description="The inference log, newest first: a Relay connection (first is capped at 500)")
+    async def inferences(self, info: Info, first: int = 50, after: str | None = None,
+                         filter: t.InferenceFilter | None = None) -> t.InferenceConnection:
+        f = filter.as_filter() if filter else None
+        page = await call((await reader(info)).inferences, first, after, *([f] if f else []))
+        return t.InferenceConnection.of(page)
+
+    @strawberry.field(description="One inference by its id (null if there is none in the caller's tenant)")
+    async def inference(self, info: Info, id: strawberry.ID) -> t.Inference | None:
+        [found] = await call((await reader(info)).inferences_by_id, [str(id)])
+        return t.Inference.of(found) if found else None
+
     users: list[u.User] = strawberry.field(resolver=u.users, description="The tenant's users and their roles")
     roles: list[u.Role] = strawberry.field(resolver=u.roles, description="Every role and its permissions")
 
@@ -164,6 +176,32 @@ class Subscription:
             yield t.LedgerEvent(position=e.position, event_id=e.event_id, tenant_id=e.tenant_id, stream_id=e.stream_id,
                                 category=codec.category_of(e.stream_id), type=e.type, recorded_at=e.recorded_at,
                                 payload=_json(e.payload), entry_hash=e.entry_hash.hex())
+
+
+    @strawberry.subscription(description="The tenant's inferences as their outcomes are recorded, from NATS")
+    async def inference_log(self, info: Info,
+                            filter: t.InferenceFilter | None = None) -> AsyncGenerator[t.Inference, None]:
+        r = await reader(info)
+        f = filter.as_filter() if filter else None
+        async for record in _live(r.live_inferences, *([f] if f else [])):
+            yield t.Inference.of(record)
+
+    @strawberry.subscription(description="The tenant's live metrics bucket, at most once a second while "
+                                         "inferences are recorded")
+    async def metrics(self, info: Info, bucket_seconds: int = 10) -> AsyncGenerator[t.MetricsBucket, None]:
+        r = await reader(info)
+        async for bucket in _live(r.live_metrics, bucket_seconds):
+            yield t.MetricsBucket.of(bucket)
+
+
+async def _live(start: Any, *args: Any) -> AsyncIterator[Any]:
+    """A data-layer feed (opened off the event loop: it reads the ledger head), domain errors translated."""
+    try:
+        feed = await asyncio.to_thread(start, *args)
+        async for item in feed:
+            yield item
+    except Exception as exc:
+        raise translate(exc) or exc from None
 
 
 async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -9,11 +9,15 @@ from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types import Info
 
+from api.graphql.loaders import loaders
 from application import graph_queries as q
+from application.live_metrics import MetricsBucket as LiveBucket
 from domain.checkpoint import Checkpoint
 from domain.ledger import Receipt as LedgerReceipt
 from projections.costs import CostLine as CostLineRow
+from projections.inference_log import InferenceRecord, LogFilter
 from projections.store import ProjectionStatus as StatusRow
 from projections.usage import UsageBucket as BucketRow
 
@@ -271,6 +275,135 @@ class ConfigureDeploymentInput:
     timeout_ms: int | None = None
     max_retries: int = 2
     api_key: str | None = strawberry.field(default=None, description="Sealed before it is recorded; never returned")
+
+
+@strawberry.enum
+class InferenceStatus(enum.Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@strawberry.input
+class InferenceFilter:
+    model: str | None = None
+    provider: str | None = None
+    status: InferenceStatus | None = None
+    since: dt.datetime | None = strawberry.field(default=None, description="Recorded at or after (inclusive)")
+    until: dt.datetime | None = strawberry.field(default=None, description="Recorded before (exclusive)")
+    run_id: str | None = strawberry.field(default=None, description="A NEXUS run id, or a request's correlation id")
+
+    def as_filter(self) -> LogFilter:
+        return LogFilter(self.model, self.provider, self.status.value if self.status else None, self.since,
+                         self.until, self.run_id)
+
+
+@strawberry.type(description="A run's graph: its events as nodes, causation links (and a consensus's inputs) as edges")
+class RunGraph:
+    run_id: str
+    status: str
+    nodes: JSON
+    edges: JSON
+    cost_micros: JSON = strawberry.field(description="Per currency")
+    inferences: int
+
+
+@strawberry.type(description="One inference (request) as the inference log holds it")
+class Inference:
+    id: strawberry.ID = strawberry.field(description="The inference (request) id: its stream is inference-<id>")
+    event_id: uuid.UUID = strawberry.field(description="The outcome event (InferenceCompleted or InferenceFailed)")
+    position: int
+    status: InferenceStatus
+    provider: str
+    model: str
+    deployment: str
+    region: str
+    kind: str | None
+    tokens_in: int
+    tokens_out: int
+    tokens_cached: int
+    tokens_reasoning: int
+    cost_micros: int
+    currency: str | None
+    price_version: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    run_id: str | None = strawberry.field(description="The correlation id: a NEXUS run's id, else the request's")
+    causation_id: str | None = strawberry.field(description="What asked for this inference (its request's cause)")
+    requested_event_id: str | None
+    error_reason: str | None
+    error_detail: str | None
+    recorded_at: dt.datetime
+
+    @strawberry.field(description="The outcome's ledger entry: the receipt (needs ledger.read)")
+    async def entry(self, info: Info) -> LedgerEntry | None:
+        found = await (await loaders(info)).entries.load(self.event_id)
+        return LedgerEntry.of(found) if found else None
+
+    @strawberry.field(description="The deployment as it is configured now (None once removed)")
+    async def deployment_info(self, info: Info) -> Deployment | None:
+        found = await (await loaders(info)).deployments.load(self.deployment)
+        return Deployment(**found) if found else None
+
+    @strawberry.field(description="The run this inference belongs to, from causation links")
+    async def run_graph(self, info: Info) -> RunGraph | None:
+        if self.run_id is None:
+            return None
+        found = await (await loaders(info)).run_graphs.load(self.run_id)
+        return RunGraph(**found) if found else None
+
+    @classmethod
+    def of(cls, r: InferenceRecord) -> Inference:
+        return cls(
+            id=strawberry.ID(r.inference_id), event_id=r.event_id, position=r.position,
+            status=InferenceStatus(r.status), provider=r.provider, model=r.model, deployment=r.deployment,
+            region=r.region, kind=r.kind, tokens_in=r.tokens_in, tokens_out=r.tokens_out,
+            tokens_cached=r.tokens_cached, tokens_reasoning=r.tokens_reasoning, cost_micros=r.cost_micros,
+            currency=r.currency, price_version=r.price_version, latency_ms=r.latency_us / 1000,
+            ttft_ms=None if r.ttft_us is None else r.ttft_us / 1000, run_id=r.run_id, causation_id=r.causation_id,
+            requested_event_id=r.requested_event_id, error_reason=r.error_reason, error_detail=r.error_detail,
+            recorded_at=r.recorded_at,
+        )
+
+
+@strawberry.type
+class InferenceEdge:
+    cursor: str
+    node: Inference
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type(description="A page of the inference log, newest first (Relay cursor connection)")
+class InferenceConnection:
+    edges: list[InferenceEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: q.InferencePage) -> InferenceConnection:
+        edges = [InferenceEdge(cursor=q.cursor_of(r.position), node=Inference.of(r)) for r in page.rows]
+        return cls(edges=edges, page_info=PageInfo(has_next_page=page.has_next,
+                                                    end_cursor=edges[-1].cursor if edges else None))
+
+
+@strawberry.type(description="Live metrics of one time bucket so far")
+class MetricsBucket:
+    bucket_start: dt.datetime
+    inferences: int
+    errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    cost_micros: int
+    tokens_in: int
+    tokens_out: int
+
+    @classmethod
+    def of(cls, b: LiveBucket) -> MetricsBucket:
+        return cls(**{name: getattr(b, name) for name in b.__dataclass_fields__})
 
 
 def api_key(row: dict[str, Any]) -> ApiKey:

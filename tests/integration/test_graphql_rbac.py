@@ -91,6 +91,10 @@ SAMPLES: dict[str, tuple[str, Callable[[Api], dict[str, Any]]]] = {
     "deactivateUser": ("mutation($u: String!) { deactivateUser(userId: $u) { position } }",
                        lambda a: {"u": _invited(a)[0]}),
     "events": ("subscription { events(filter: {fromPosition: 1}) { position } }", lambda a: {}),
+    "inferences": ("{ inferences(first: 5) { edges { cursor node { id costMicros } } } }", lambda a: {}),
+    "inference": ('{ inference(id: "none") { id } }', lambda a: {}),
+    "inferenceLog": ("subscription { inferenceLog { id } }", lambda a: {}),
+    "metrics": ("subscription { metrics(bucketSeconds: 5) { inferences } }", lambda a: {}),
 }
 
 SCHEMA = build_schema(GraphQLSettings())
