@@ -1,45 +1,80 @@
 import { useEffect, useRef, useState, type FormEvent } from "react";
+import { useQuery } from "urql";
 import { api, authHeaders } from "../auth";
+import { readJson, sse, storageKey, writeJson } from "../live";
+import { MeshGraph, useRunGraph } from "../MeshGraph";
+import { applyRunEvent, emptyProgress, type Receipt, type RunProgress } from "../nexus";
 import { navigate } from "../router";
 import { Empty, ErrorBox, Loading, money, short } from "../ui";
 
+type Mode = "model" | "nexus";
 type Msg = {
   role: "user" | "assistant"; content: string; streaming?: boolean; error?: string;
-  receipt?: { event_id: string; position: number; entry_hash: string }; cost?: string; tokens?: string;
+  receipt?: Receipt; cost?: string; tokens?: string; model?: string; nexus?: RunProgress;
 };
+type Conversation = { id: string; title: string; updatedAt: string; mode: Mode; messages: Msg[] };
 
-/** Parse an SSE body: yields [event name, data] per message. */
-async function* sse(body: ReadableStream<Uint8Array>): AsyncGenerator<[string, string]> {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += decoder.decode(value, { stream: true });
-    let cut: number;
-    while ((cut = buf.search(/\r?\n\r?\n/)) >= 0) {
-      const block = buf.slice(0, cut);
-      buf = buf.slice(cut).replace(/^\r?\n\r?\n/, "");
-      let event = "message";
-      const data: string[] = [];
-      for (const line of block.split(/\r?\n/)) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-      }
-      if (data.length) yield [event, data.join("\n")];
-    }
-  }
+const ME = `query Me { me { tenantId subject } }`;
+const KEEP = 50; // conversations kept per user in this browser
+
+const newConversation = (mode: Mode): Conversation =>
+  ({ id: crypto.randomUUID(), title: "New conversation", updatedAt: new Date().toISOString(), mode, messages: [] });
+
+/** Conversations of the signed-in user, kept in this browser's localStorage under tenant + subject. */
+function useConversations() {
+  const [{ data }] = useQuery({ query: ME });
+  const key = data?.me ? storageKey("conversations", data.me.tenantId, data.me.subject) : null;
+  const [list, setList] = useState<Conversation[]>(() => [newConversation("model")]);
+  const [currentId, setCurrentId] = useState(list[0].id);
+  useEffect(() => {
+    if (!key) return;
+    // A message cut off by a closed tab is shown as such, not as still streaming.
+    const stored = readJson<Conversation[]>(key, []).map((c) => ({
+      ...c, messages: c.messages.map((m) => (m.streaming ? { ...m, streaming: false, error: m.error ?? "interrupted" } : m)),
+    }));
+    setList((now) => {
+      const fresh = now.filter((c) => c.messages.length > 0 && !stored.some((s) => s.id === c.id));
+      const merged = [...fresh, ...stored];
+      return merged.length ? merged : now;
+    });
+    setCurrentId((id) => (stored.length && !stored.some((s) => s.id === id) ? stored[0].id : id));
+  }, [key]);
+  useEffect(() => {
+    if (key) writeJson(key, list.filter((c) => c.messages.length > 0).slice(0, KEEP));
+  }, [key, list]);
+  const current = list.find((c) => c.id === currentId) ?? list[0];
+  const update = (id: string, f: (c: Conversation) => Conversation) =>
+    setList((cs) => cs.map((c) => (c.id === id ? { ...f(c), updatedAt: new Date().toISOString() } : c)));
+  const start = (mode: Mode) => {
+    const empty = list.find((c) => c.messages.length === 0);
+    if (empty) { setCurrentId(empty.id); return; }
+    const c = newConversation(mode);
+    setList((cs) => [c, ...cs]);
+    setCurrentId(c.id);
+  };
+  const remove = (id: string) => {
+    const rest = list.filter((c) => c.id !== id);
+    const next = rest.length ? rest : [newConversation(current.mode)];
+    setList(next);
+    if (id === currentId) setCurrentId(next[0].id);
+  };
+  return { list, current, stored: !!key, update, start, remove, select: setCurrentId };
 }
+
+const costText = (costs: Record<string, number>) => Object.entries(costs).map(([c, v]) => money(v, c)).join(" + ");
 
 export default function Chat() {
   const [models, setModels] = useState<string[] | null>(null);
   const [modelsError, setModelsError] = useState("");
   const [model, setModel] = useState("");
+  const [planner, setPlanner] = useState("");
   const [input, setInput] = useState("");
-  const [messages, setMessages] = useState<Msg[]>([]);
   const [busy, setBusy] = useState(false);
   const endRef = useRef<HTMLDivElement>(null);
+  const convs = useConversations();
+  const conv = convs.current;
+  const mode = conv.mode;
+  const messages = conv.messages;
 
   const loadModels = () => {
     setModelsError("");
@@ -50,45 +85,24 @@ export default function Chat() {
   useEffect(loadModels, []);
   useEffect(() => { endRef.current?.scrollIntoView?.({ block: "end" }); }, [messages]); // it may return a Promise
 
-  const patchLast = (f: (m: Msg) => Msg) => setMessages((ms) => [...ms.slice(0, -1), f(ms[ms.length - 1])]);
+  const setMode = (m: Mode) => convs.update(conv.id, (c) => ({ ...c, mode: m }));
+  const patchLast = (f: (m: Msg) => Msg) =>
+    convs.update(conv.id, (c) => ({ ...c, messages: [...c.messages.slice(0, -1), f(c.messages[c.messages.length - 1])] }));
 
   async function send(e: FormEvent) {
     e.preventDefault();
-    if (!input.trim() || !model) return;
+    if (!input.trim() || (mode === "model" && !model)) return;
     const history: Msg[] = [...messages.filter((m) => !m.error), { role: "user", content: input }];
-    setMessages([...history, { role: "assistant", content: "", streaming: true }]);
+    const title = conv.messages.length ? conv.title : input.trim().slice(0, 60);
+    const pending: Msg = mode === "nexus"
+      ? { role: "assistant", content: "", streaming: true, model: "NEXUS", nexus: emptyProgress() }
+      : { role: "assistant", content: "", streaming: true, model };
+    convs.update(conv.id, (c) => ({ ...c, title, messages: [...c.messages, { role: "user", content: input }, pending] }));
     setInput("");
     setBusy(true);
     try {
-      const res = await fetch("/v1/chat/completions", {
-        method: "POST",
-        headers: { ...authHeaders(), "content-type": "application/json", accept: "text/event-stream" },
-        body: JSON.stringify({
-          model, stream: true, stream_options: { include_usage: true },
-          messages: history.map(({ role, content }) => ({ role, content })),
-        }),
-      });
-      if (!res.ok || !res.body) {
-        const body = await res.json().catch(() => null);
-        throw new Error(body?.error?.message ?? `HTTP ${res.status}`);
-      }
-      let receipt: Msg["receipt"];
-      for await (const [event, data] of sse(res.body)) {
-        if (data === "[DONE]") continue;
-        const chunk = JSON.parse(data);
-        if (event === "nexus.receipt") { receipt ??= chunk; continue; }
-        if (chunk.error) throw new Error(chunk.error.message ?? "the upstream broke the stream");
-        const delta = chunk.choices?.[0]?.delta?.content ?? "";
-        if (chunk.nexus_receipt) receipt = chunk.nexus_receipt;
-        const usage = chunk.usage ? `${chunk.usage.prompt_tokens} in / ${chunk.usage.completion_tokens} out tokens` : undefined;
-        if (delta || usage) patchLast((m) => ({ ...m, content: m.content + delta, tokens: usage ?? m.tokens }));
-      }
-      patchLast((m) => ({ ...m, streaming: false, receipt }));
-      if (receipt) {
-        const r = await api<any>(`/v1/receipts/${receipt.event_id}`);
-        const p = r.entry.payload;
-        patchLast((m) => ({ ...m, cost: money(p.cost_micros, p.currency) }));
-      }
+      if (mode === "nexus") await runNexus(input, planner, patchLast);
+      else await chatOnce(history, model, patchLast);
     } catch (err) {
       patchLast((m) => ({ ...m, streaming: false, error: (err as Error).message }));
     } finally {
@@ -101,22 +115,67 @@ export default function Chat() {
       <div className="page-head">
         <h1>Chat</h1>
         <div className="toolbar">
-          <label htmlFor="model">Model</label>
-          <select id="model" value={model} onChange={(e) => setModel(e.target.value)} disabled={!models?.length}>
-            {(models ?? []).map((m) => <option key={m}>{m}</option>)}
-          </select>
-          {messages.length > 0 && <button className="secondary" onClick={() => setMessages([])} disabled={busy}>New chat</button>}
+          <div role="radiogroup" aria-label="Mode" className="toolbar">
+            <button role="radio" aria-checked={mode === "model"} className={mode === "model" ? "" : "secondary"}
+              onClick={() => setMode("model")} disabled={busy}>Single model</button>
+            <button role="radio" aria-checked={mode === "nexus"} className={mode === "nexus" ? "" : "secondary"}
+              onClick={() => setMode("nexus")} disabled={busy}>NEXUS run</button>
+          </div>
+          {mode === "model" ? (
+            <>
+              <label htmlFor="model">Model</label>
+              <select id="model" value={model} onChange={(e) => setModel(e.target.value)} disabled={!models?.length}>
+                {(models ?? []).map((m) => <option key={m}>{m}</option>)}
+              </select>
+            </>
+          ) : (
+            <>
+              <label htmlFor="planner">Planner</label>
+              <select id="planner" value={planner} onChange={(e) => setPlanner(e.target.value)} disabled={!models?.length}>
+                <option value="">routing table</option>
+                {(models ?? []).map((m) => <option key={m}>{m}</option>)}
+              </select>
+            </>
+          )}
         </div>
       </div>
+      <details className="card" style={{ padding: ".5rem .75rem" }}>
+        <summary>
+          Conversations ({convs.list.filter((c) => c.messages.length).length})
+          {!convs.stored && <span className="muted small"> · not saved yet</span>}
+        </summary>
+        <div className="toolbar" style={{ marginTop: ".5rem" }}>
+          <button className="secondary" onClick={() => convs.start(mode)} disabled={busy}>New conversation</button>
+          <span className="muted small">Kept in this browser for your user and tenant.</span>
+        </div>
+        <ul aria-label="Conversations" style={{ listStyle: "none", padding: 0, margin: ".5rem 0 0", display: "grid", gap: ".25rem" }}>
+          {convs.list.map((c) => (
+            <li key={c.id} className="toolbar" style={{ flexWrap: "nowrap" }}>
+              <button className={c.id === conv.id ? "" : "secondary"} aria-current={c.id === conv.id ? "true" : undefined}
+                style={{ flex: 1, minWidth: 0, textAlign: "left", overflow: "hidden", textOverflow: "ellipsis", whiteSpace: "nowrap" }}
+                onClick={() => convs.select(c.id)} disabled={busy} data-testid="conversation">
+                {c.mode === "nexus" ? "⬡ " : ""}{c.title}
+                <span className="small" style={{ opacity: .7 }}> · {new Date(c.updatedAt).toLocaleString()}</span>
+              </button>
+              <button className="danger" aria-label={`Delete ${c.title}`} onClick={() => convs.remove(c.id)} disabled={busy}>✕</button>
+            </li>
+          ))}
+        </ul>
+      </details>
       {modelsError && <ErrorBox message={modelsError} onRetry={loadModels} />}
       {!models && !modelsError && <Loading what="models" />}
       {models && !models.length && <Empty>No deployments configured: add one with <code>nexus deployments add</code>.</Empty>}
       <div className="messages" aria-live="polite" aria-label="Conversation">
-        {!messages.length && models?.length ? <Empty>Ask something; tokens stream as they arrive.</Empty> : null}
+        {!messages.length && models?.length ? (
+          <Empty>{mode === "nexus"
+            ? "Describe a task: NEXUS plans it, routes each subtask to a model, checks answers by consensus and synthesises one answer."
+            : "Ask something; tokens stream as they arrive."}</Empty>
+        ) : null}
         {messages.map((m, i) => (
           <div key={i} className={`msg ${m.role}`} data-testid={`msg-${m.role}`}>
-            <div className="msg-role">{m.role === "user" ? "You" : model}</div>
-            <div className="msg-text">{m.content}{m.streaming && <span className="cursor" aria-hidden>▍</span>}</div>
+            <div className="msg-role">{m.role === "user" ? "You" : m.model ?? model}</div>
+            {m.nexus && <NexusProgress run={m.nexus} streaming={!!m.streaming} />}
+            <div className="msg-text">{m.content}{m.streaming && !m.nexus && <span className="cursor" aria-hidden>▍</span>}</div>
             {m.error && <p className="error" role="alert">{m.error}</p>}
             {m.role === "assistant" && !m.streaming && !m.error && (
               <div className="msg-meta">
@@ -136,10 +195,138 @@ export default function Chat() {
       </div>
       <form className="composer" onSubmit={send}>
         <label htmlFor="prompt" className="sr-only">Message</label>
-        <textarea id="prompt" rows={2} value={input} placeholder="Message…" onChange={(e) => setInput(e.target.value)}
+        <textarea id="prompt" rows={2} value={input} placeholder={mode === "nexus" ? "Task for NEXUS…" : "Message…"}
+          onChange={(e) => setInput(e.target.value)}
           onKeyDown={(e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); e.currentTarget.form?.requestSubmit(); } }} />
-        <button type="submit" disabled={busy || !input.trim() || !model}>{busy ? "Streaming…" : "Send"}</button>
+        <button type="submit" disabled={busy || !input.trim() || (mode === "model" && !model)}>
+          {busy ? (mode === "nexus" ? "Running…" : "Streaming…") : mode === "nexus" ? "Run" : "Send"}
+        </button>
       </form>
     </div>
   );
+}
+
+/** One model, streamed: tokens as they arrive, then the receipt from the final chunk and the cost from it. */
+async function chatOnce(history: Msg[], model: string, patchLast: (f: (m: Msg) => Msg) => void) {
+  const res = await fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: { ...authHeaders(), "content-type": "application/json", accept: "text/event-stream" },
+    body: JSON.stringify({
+      model, stream: true, stream_options: { include_usage: true },
+      messages: history.map(({ role, content }) => ({ role, content })),
+    }),
+  });
+  if (!res.ok || !res.body) {
+    const body = await res.json().catch(() => null);
+    throw new Error(body?.error?.message ?? `HTTP ${res.status}`);
+  }
+  let receipt: Msg["receipt"];
+  for await (const [event, data] of sse(res.body)) {
+    if (data === "[DONE]") continue;
+    const chunk = JSON.parse(data);
+    if (event === "nexus.receipt") { receipt ??= chunk; continue; }
+    if (chunk.error) throw new Error(chunk.error.message ?? "the upstream broke the stream");
+    const delta = chunk.choices?.[0]?.delta?.content ?? "";
+    if (chunk.nexus_receipt) receipt = chunk.nexus_receipt;
+    const usage = chunk.usage ? `${chunk.usage.prompt_tokens} in / ${chunk.usage.completion_tokens} out tokens` : undefined;
+    if (delta || usage) patchLast((m) => ({ ...m, content: m.content + delta, tokens: usage ?? m.tokens }));
+  }
+  patchLast((m) => ({ ...m, streaming: false, receipt }));
+  if (receipt) {
+    const r = await api<any>(`/v1/receipts/${receipt.event_id}`);
+    const p = r.entry.payload;
+    patchLast((m) => ({ ...m, cost: money(p.cost_micros, p.currency) }));
+  }
+}
+
+/** A NEXUS run, streamed as SSE progress (plan, subtasks, consensus, synthesis deltas, done): folded as it comes. */
+async function runNexus(task: string, planner: string, patchLast: (f: (m: Msg) => Msg) => void) {
+  const res = await fetch("/v1/nexus/runs", {
+    method: "POST",
+    headers: { ...authHeaders(), "content-type": "application/json", accept: "text/event-stream" },
+    body: JSON.stringify({ task, stream: true, ...(planner ? { planner_model: planner } : {}) }),
+  });
+  if (!res.ok || !res.body) {
+    const body = await res.json().catch(() => null);
+    throw new Error(body?.error?.message ?? `HTTP ${res.status}`);
+  }
+  const runId = res.headers.get("x-nexus-run-id") ?? undefined;
+  patchLast((m) => ({ ...m, nexus: emptyProgress(runId) }));
+  for await (const [event, data] of sse(res.body)) {
+    const payload = JSON.parse(data);
+    patchLast((m) => {
+      const nexus = applyRunEvent(m.nexus ?? emptyProgress(runId), event, payload);
+      return { ...m, nexus, content: nexus.done?.answer ?? nexus.synthesis };
+    });
+  }
+  patchLast((m) => {
+    const run = m.nexus!;
+    if (run.error) return { ...m, streaming: false, error: run.error };
+    if (!run.done) return { ...m, streaming: false, error: "the run's stream ended before it finished" };
+    return { ...m, streaming: false, receipt: run.done.receipt, cost: costText(run.done.cost_micros),
+      tokens: `${run.done.steps.length} inferences` };
+  });
+}
+
+const STATUS_ICON = { waiting: "○", running: "◔", done: "●" } as const;
+
+function NexusProgress({ run, streaming }: { run: RunProgress; streaming: boolean }) {
+  const [showMesh, setShowMesh] = useState(streaming);
+  return (
+    <section className="nexus-run" aria-label="NEXUS run" data-testid="nexus-run"
+      style={{ borderLeft: "3px solid #c7d2fe", padding: ".25rem .6rem", margin: ".3rem 0 .5rem", fontSize: ".85rem", display: "grid", gap: ".35rem" }}>
+      <div className="toolbar" style={{ justifyContent: "space-between" }}>
+        <strong data-testid="nexus-plan">
+          {!run.planned ? (streaming ? "Planning…" : "No plan")
+            : run.fallback ? "Plan: the planner failed twice, one model answers the task"
+            : `Plan: ${run.subtasks.length} subtask${run.subtasks.length > 1 ? "s" : ""}`}
+        </strong>
+        {run.runId && (
+          <a href={`/mesh?run=${run.runId}`} onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${run.runId}`); }}>
+            Open in AI Mesh
+          </a>
+        )}
+      </div>
+      {run.subtasks.length > 0 && (
+        <ol aria-label="Subtasks" style={{ margin: 0, paddingLeft: "1.1rem", display: "grid", gap: ".25rem" }}>
+          {run.subtasks.map((s) => (
+            <li key={s.id} data-testid="nexus-subtask" data-status={s.status}>
+              <span aria-label={s.status} title={s.status}>{STATUS_ICON[s.status]}</span>{" "}
+              <strong>{s.id}</strong> <span className="muted">({s.kind}{s.depends_on.length ? `, after ${s.depends_on.join(", ")}` : ""})</span>
+              {s.model && <> → <code data-testid="nexus-model">{s.model}</code></>}
+              {s.voters && s.voters.length > 1 && <span className="muted"> · voters {s.voters.join(", ")}</span>}
+              {s.consensus && (
+                <span className={`pill ${s.consensus.decided ? "ok" : "warn"}`} style={{ marginLeft: ".35rem" }} data-testid="nexus-consensus">
+                  consensus {Math.round(s.consensus.score * 100)}% ({s.consensus.cluster_sizes.join("/")}, {s.consensus.mode})
+                  {s.consensus.escalated ? " · escalated" : ""}{s.consensus.decided ? "" : " · unverified"}
+                </span>
+              )}
+              <div className="muted">{s.prompt}</div>
+              {s.answer && <div data-testid="nexus-answer">⇒ {s.answer.length > 240 ? `${s.answer.slice(0, 240)}…` : s.answer}</div>}
+            </li>
+          ))}
+        </ol>
+      )}
+      {(run.synthesis || run.synthesised) && (
+        <div data-testid="nexus-synthesis" className="muted">
+          Synthesis{run.synthesisModel ? ` by ${run.synthesisModel}` : ""}{run.synthesised ? " ✔" : "…"}
+        </div>
+      )}
+      {run.done?.flagged.length ? <div className="pill warn">flagged: {run.done.flagged.join(", ")}</div> : null}
+      {run.runId && (
+        <details open={streaming || undefined} onToggle={(e) => setShowMesh(e.currentTarget.open)}>
+          <summary>Mesh</summary>
+          {(streaming || showMesh) && <InlineMesh runId={run.runId} />}
+        </details>
+      )}
+    </section>
+  );
+}
+
+/** The run's graph, live while it runs (models as nodes, calls as edges). */
+function InlineMesh({ runId }: { runId: string }) {
+  const { graph, error, retry } = useRunGraph(runId);
+  if (error) return <ErrorBox message={error} onRetry={retry} />;
+  if (!graph) return <Loading what="mesh" />;
+  return <div style={{ maxWidth: 520 }} data-testid="chat-mesh"><MeshGraph graph={graph} view="models" /></div>;
 }

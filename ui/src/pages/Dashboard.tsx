@@ -1,18 +1,17 @@
-import { useMemo, useState } from "react";
-import { useQuery } from "urql";
+import { useEffect, useMemo, useRef, useState, type ReactElement, type ReactNode } from "react";
+import { useQuery, useSubscription } from "urql";
 import {
-  Bar, BarChart, CartesianGrid, Legend, Line, LineChart, ResponsiveContainer, Tooltip, XAxis, YAxis,
+  Bar, BarChart, CartesianGrid, Legend, Line, LineChart, ReferenceArea, ResponsiveContainer, Tooltip, XAxis, YAxis,
+  type MouseHandlerDataParam,
 } from "recharts";
+import { chartSvg, downloadBlob, svgToPng } from "../chartExport";
 import { errorText } from "../gql";
 import { Card, Empty, ErrorBox, Loading, money, ms } from "../ui";
 
-const RANGES = {
-  "1h": { hours: 1, granularity: "MINUTE" },
-  "24h": { hours: 24, granularity: "HOUR" },
-  "7d": { hours: 24 * 7, granularity: "HOUR" },
-  "30d": { hours: 24 * 30, granularity: "DAY" },
-} as const;
-type Range = keyof typeof RANGES;
+const RANGES = { "1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30 } as const;
+type Range = keyof typeof RANGES | "custom";
+type Granularity = "MINUTE" | "HOUR" | "DAY";
+const STEP_MS: Record<Granularity, number> = { MINUTE: 60_000, HOUR: 3_600_000, DAY: 86_400_000 };
 
 const QUERY = `
 query Dashboard($g: Granularity!, $start: DateTime!, $end: DateTime!, $first: Date!, $last: Date!) {
@@ -25,17 +24,55 @@ query Dashboard($g: Granularity!, $start: DateTime!, $end: DateTime!, $first: Da
     totals { currency costMicros }
   }
 }`;
+// The live bucket, at most once a second while inferences are recorded (api/graphql: `metrics`).
+const METRICS = `subscription Metrics($s: Int!) {
+  metrics(bucketSeconds: $s) { bucketStart inferences errors p50Ms p95Ms p99Ms costMicros tokensIn tokensOut }
+}`;
+const LIVE_SECONDS = 10;
+const LIVE_KEEP = 30; // live buckets shown: the last five minutes
 
 type Bucket = {
   start: string; requests: number; errors: number; tokensIn: number; tokensOut: number; costMicros: number;
   p50Us: number | null; p95Us: number | null; p99Us: number | null;
 };
+type LiveBucket = {
+  bucketStart: string; inferences: number; errors: number; p50Ms: number | null; p95Ms: number | null; p99Ms: number | null;
+  costMicros: number; tokensIn: number; tokensOut: number;
+};
+type Window = { start: number; end: number };
 
-function window(range: Range, now: number) {
-  const end = new Date(Math.ceil(now / 60000) * 60000 + 60000);
-  const start = new Date(end.getTime() - RANGES[range].hours * 3600_000);
-  return { g: RANGES[range].granularity, start: start.toISOString(), end: end.toISOString(),
+/** Finer buckets for shorter spans, so zooming in shows more detail (and never more than ~400 buckets). */
+function granularityFor(spanMs: number): Granularity {
+  return spanMs <= 6 * 3_600_000 ? "MINUTE" : spanMs <= 14 * 86_400_000 ? "HOUR" : "DAY";
+}
+
+function presetWindow(range: keyof typeof RANGES, now: number): Window {
+  const end = Math.ceil(now / 60000) * 60000 + 60000;
+  return { start: end - RANGES[range] * 3_600_000, end };
+}
+
+function variablesOf(w: Window) {
+  const start = new Date(w.start), end = new Date(w.end);
+  return { g: granularityFor(w.end - w.start), start: start.toISOString(), end: end.toISOString(),
     first: start.toISOString().slice(0, 10), last: end.toISOString().slice(0, 10) };
+}
+
+type Point = { start: string; requests: number | null; errors: number | null; cost: number | null;
+  p50: number | null; p95: number | null; p99: number | null };
+
+/** Every bucket of the window (empty ones without bars): bars line up with time and any two bound a zoom. */
+function dense(rows: Bucket[], w: Window, g: Granularity): Point[] {
+  const step = STEP_MS[g];
+  const by = new Map(rows.map((r) => [Math.floor(Date.parse(r.start) / step) * step, r]));
+  const out: Point[] = [];
+  const perMs = (us: number | null) => (us == null ? null : us / 1000);
+  for (let t = Math.floor(w.start / step) * step; t < w.end && out.length < 800; t += step) {
+    const b = by.get(t);
+    out.push(b ? { start: b.start, requests: b.requests, errors: b.errors, cost: b.costMicros / 1e6,
+      p50: perMs(b.p50Us), p95: perMs(b.p95Us), p99: perMs(b.p99Us) }
+      : { start: new Date(t).toISOString(), requests: null, errors: null, cost: null, p50: null, p95: null, p99: null });
+  }
+  return out;
 }
 
 function toCsv(rows: Bucket[]): string {
@@ -43,26 +80,37 @@ function toCsv(rows: Bucket[]): string {
   return [cols.join(","), ...rows.map((r) => cols.map((c) => r[c] ?? "").join(","))].join("\n") + "\n";
 }
 
-function download(name: string, text: string) {
-  const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
-  const a = Object.assign(document.createElement("a"), { href: url, download: name });
-  a.click();
-  URL.revokeObjectURL(url);
-}
+const localInput = (t: number) => new Date(t - new Date(t).getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 
 export default function Dashboard() {
   const [range, setRange] = useState<Range>("24h");
   const [now, setNow] = useState(Date.now());
-  const variables = useMemo(() => window(range, now), [range, now]);
+  const [custom, setCustom] = useState<Window | null>(null);
+  const win = useMemo(() => (range === "custom" && custom ? custom : presetWindow(range === "custom" ? "24h" : range, now)),
+    [range, custom, now]);
+  const variables = useMemo(() => variablesOf(win), [win]);
+  const g = variables.g as Granularity;
   const [{ data, fetching, error }] = useQuery({ query: QUERY, variables, requestPolicy: "network-only" });
 
-  const series = useMemo(() => ((data?.usageTimeseries ?? []) as Bucket[]).map((b) => ({
-    ...b,
-    label: new Date(b.start).toLocaleString(undefined, range === "30d"
-      ? { month: "short", day: "numeric" } : { hour: "2-digit", minute: "2-digit", day: range === "1h" ? undefined : "numeric" }),
-    p50: b.p50Us == null ? null : b.p50Us / 1000, p95: b.p95Us == null ? null : b.p95Us / 1000,
-    p99: b.p99Us == null ? null : b.p99Us / 1000, cost: b.costMicros / 1e6,
-  })), [data, range]);
+  // Live: the metrics subscription; if it is refused (no event feed in this process) the page refreshes on demand.
+  const [live] = useSubscription({ query: METRICS, variables: { s: LIVE_SECONDS } });
+  const hasMetrics = !live.error;
+  const [liveBuckets, setLiveBuckets] = useState<LiveBucket[]>([]);
+  const lastRefetch = useRef(0);
+  useEffect(() => {
+    const b = live.data?.metrics as LiveBucket | undefined;
+    if (!b) return;
+    setLiveBuckets((bs) => [...bs.filter((x) => x.bucketStart !== b.bucketStart), b]
+      .sort((x, y) => x.bucketStart.localeCompare(y.bucketStart)).slice(-LIVE_KEEP));
+    // The history follows, a few seconds apart at most, when it ends now (a zoom into the past stays put).
+    if (range !== "custom" && Date.now() - lastRefetch.current > 3000) {
+      lastRefetch.current = Date.now();
+      setNow(Date.now());
+    }
+  }, [live.data]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  const series = useMemo(() => dense((data?.usageTimeseries ?? []) as Bucket[], win, g), [data, win, g]);
+  const any = series.some((b) => b.requests != null);
 
   const perModel = useMemo(() => {
     const by = new Map<string, { model: string; requests: number; cost: number }>();
@@ -76,20 +124,51 @@ export default function Dashboard() {
     return [...by.values()];
   }, [data]);
 
+  const zoomTo = (a: string, b: string) => {
+    const [x, y] = [Date.parse(a), Date.parse(b)].sort((p, q) => p - q);
+    setCustom({ start: x, end: y + STEP_MS[g] });
+    setRange("custom");
+  };
+  const tick = (iso: string) => new Date(iso).toLocaleString(undefined, g === "DAY" ? { month: "short", day: "numeric" }
+    : g === "HOUR" ? { day: "numeric", hour: "2-digit", minute: "2-digit" } : { hour: "2-digit", minute: "2-digit" });
+
   const s = data?.usageSummary;
   const total = data?.costReport?.totals?.[0];
+  const liveNow = liveBuckets[liveBuckets.length - 1];
   return (
     <div className="page">
       <div className="page-head">
         <h1>Dashboard</h1>
         <div className="toolbar">
+          <span className={hasMetrics ? "pill ok" : "pill warn"} data-testid="live-state"
+            title={live.error ? errorText(live.error) : "metrics subscription"}>
+            {hasMetrics ? "live" : "live updates unavailable"}
+          </span>
           <label htmlFor="range">Time range</label>
-          <select id="range" value={range} onChange={(e) => setRange(e.target.value as Range)}>
+          <select id="range" value={range} onChange={(e) => {
+            const r = e.target.value as Range;
+            if (r === "custom" && !custom) setCustom(win);
+            setRange(r);
+          }}>
             {Object.keys(RANGES).map((r) => <option key={r} value={r}>Last {r}</option>)}
+            <option value="custom">Custom</option>
           </select>
+          {range === "custom" && custom && (
+            <>
+              <label htmlFor="from" className="sr-only">From</label>
+              <input id="from" type="datetime-local" value={localInput(custom.start)}
+                onChange={(e) => { const t = Date.parse(e.target.value); if (t < custom.end) setCustom({ ...custom, start: t }); }} />
+              <label htmlFor="to" className="sr-only">To</label>
+              <input id="to" type="datetime-local" value={localInput(custom.end)}
+                onChange={(e) => { const t = Date.parse(e.target.value); if (t > custom.start) setCustom({ ...custom, end: t }); }} />
+              <button className="secondary" onClick={() => { setRange("24h"); setCustom(null); }}>Reset zoom</button>
+            </>
+          )}
           <button className="secondary" onClick={() => setNow(Date.now())}>Refresh</button>
-          <button className="secondary" disabled={!series.length}
-            onClick={() => download(`nexus-usage-${range}.csv`, toCsv(data.usageTimeseries))}>Export CSV</button>
+          <button className="secondary" disabled={!any}
+            onClick={() => downloadBlob(`nexus-usage-${range}.csv`, new Blob([toCsv(data.usageTimeseries)], { type: "text/csv" }))}>
+            Export CSV
+          </button>
         </div>
       </div>
       {error && <ErrorBox message={errorText(error)} onRetry={() => setNow(Date.now())} />}
@@ -105,40 +184,56 @@ export default function Dashboard() {
           <Stat label="Tokens in / out" value={`${s.tokensIn} / ${s.tokensOut}`} />
         </div>
       )}
-      {data && !series.length && <Empty>No inferences in this time range yet. Send one from Chat.</Empty>}
-      {series.length > 0 && (
-        <div className="grid2">
-          <Card title="Inferences and errors">
-            <Chart><BarChart data={series}>
-              <CartesianGrid strokeDasharray="3 3" /><XAxis dataKey="label" /><YAxis allowDecimals={false} />
-              <Tooltip /><Legend />
+      {hasMetrics && (
+        <Card title="Live" actions={<span className="muted small">{LIVE_SECONDS}-second buckets, last {LIVE_KEEP * LIVE_SECONDS / 60} minutes</span>}>
+          {!liveBuckets.length ? (
+            <Empty>Waiting for inferences: buckets appear here as they are recorded.</Empty>
+          ) : (
+            <>
+              <div className="stats" aria-label="Live totals">
+                <Stat label="Inferences/s now" value={(liveNow.inferences / LIVE_SECONDS).toFixed(2)} />
+                <Stat label="Live inferences" value={String(liveBuckets.reduce((n, b) => n + b.inferences, 0))} />
+                <Stat label="Live errors" value={String(liveBuckets.reduce((n, b) => n + b.errors, 0))} />
+                <Stat label="p95 now" value={liveNow.p95Ms == null ? "–" : `${liveNow.p95Ms.toFixed(1)} ms`} />
+              </div>
+              <ChartBox title="Live inferences per second">
+                <BarChart data={liveBuckets.map((b) => ({ ...b, rate: b.inferences / LIVE_SECONDS }))}>
+                  <CartesianGrid strokeDasharray="3 3" />
+                  <XAxis dataKey="bucketStart" tickFormatter={(v) => new Date(v).toLocaleTimeString()} />
+                  <YAxis /><Tooltip labelFormatter={(v) => new Date(String(v)).toLocaleTimeString()} />
+                  <Bar dataKey="rate" name="inferences/s" fill="#4f46e5" isAnimationActive={false} />
+                </BarChart>
+              </ChartBox>
+            </>
+          )}
+        </Card>
+      )}
+      {data && !any && <Empty>No inferences in this time range yet. Send one from Chat.</Empty>}
+      {any && (
+        <>
+          <p className="muted small" style={{ margin: 0 }}>Drag across a chart to zoom into that time range.</p>
+          <div className="grid2">
+            <ZoomChart title="Inferences and errors" kind="bar" series={series} tick={tick} onZoom={zoomTo} legend counts>
               <Bar dataKey="requests" name="inferences" fill="#4f46e5" /><Bar dataKey="errors" fill="#dc2626" />
-            </BarChart></Chart>
-          </Card>
-          <Card title="Latency (ms)">
-            <Chart><LineChart data={series}>
-              <CartesianGrid strokeDasharray="3 3" /><XAxis dataKey="label" /><YAxis /><Tooltip /><Legend />
-              <Line dataKey="p50" stroke="#16a34a" dot /><Line dataKey="p95" stroke="#ca8a04" dot />
-              <Line dataKey="p99" stroke="#dc2626" dot />
-            </LineChart></Chart>
-          </Card>
-          <Card title="Cost">
-            <Chart><BarChart data={series}>
-              <CartesianGrid strokeDasharray="3 3" /><XAxis dataKey="label" /><YAxis />
-              <Tooltip formatter={(v) => Number(v).toFixed(6)} />
+            </ZoomChart>
+            <ZoomChart title="Latency (ms)" kind="line" series={series} tick={tick} onZoom={zoomTo} legend>
+              <Line dataKey="p50" stroke="#16a34a" dot={series.length < 80} /><Line dataKey="p95" stroke="#ca8a04" dot={series.length < 80} />
+              <Line dataKey="p99" stroke="#dc2626" dot={series.length < 80} />
+            </ZoomChart>
+            <ZoomChart title="Cost" kind="bar" series={series} tick={tick} onZoom={zoomTo} format={(v) => Number(v).toFixed(6)}>
               <Bar dataKey="cost" name={`cost (${total?.currency ?? "USD"})`} fill="#0891b2" />
-            </BarChart></Chart>
-          </Card>
-          <Card title="Usage per model">
+            </ZoomChart>
             {perModel.length ? (
-              <Chart><BarChart data={perModel} layout="vertical">
-                <CartesianGrid strokeDasharray="3 3" /><XAxis type="number" allowDecimals={false} />
-                <YAxis type="category" dataKey="model" width={150} /><Tooltip />
-                <Bar dataKey="requests" name="inferences" fill="#7c3aed" />
-              </BarChart></Chart>
-            ) : <Empty>No cost lines in this range.</Empty>}
-          </Card>
-        </div>
+              <ChartBox title="Usage per model" card>
+                <BarChart data={perModel} layout="vertical">
+                  <CartesianGrid strokeDasharray="3 3" /><XAxis type="number" allowDecimals={false} />
+                  <YAxis type="category" dataKey="model" width={150} /><Tooltip />
+                  <Bar dataKey="requests" name="inferences" fill="#7c3aed" />
+                </BarChart>
+              </ChartBox>
+            ) : <Card title="Usage per model"><Empty>No cost lines in this range.</Empty></Card>}
+          </div>
+        </>
       )}
     </div>
   );
@@ -148,6 +243,59 @@ function Stat({ label, value }: { label: string; value: string }) {
   return <div className="stat"><div className="stat-label">{label}</div><div className="stat-value">{value}</div></div>;
 }
 
-function Chart({ children }: { children: React.ReactElement }) {
-  return <div className="chart"><ResponsiveContainer width="100%" height={220}>{children}</ResponsiveContainer></div>;
+/** A chart in a card (or bare) with its "Export PNG" button. */
+function ChartBox({ title, children, card }: { title: string; children: ReactElement; card?: boolean }) {
+  const box = useRef<HTMLDivElement>(null);
+  const [failed, setFailed] = useState("");
+  const exportPng = async () => {
+    setFailed("");
+    const svg = chartSvg(box.current);
+    if (!svg) return;
+    try {
+      downloadBlob(`nexus-${title.toLowerCase().replace(/[^a-z0-9]+/g, "-")}.png`, await svgToPng(svg, title));
+    } catch (e) {
+      setFailed((e as Error).message);
+    }
+  };
+  const button = <button className="secondary" onClick={exportPng} aria-label={`Export ${title} as PNG`}>PNG</button>;
+  const body = (
+    <>
+      {!card && <div className="toolbar" style={{ justifyContent: "flex-end" }}>{button}</div>}
+      <div className="chart" ref={box}><ResponsiveContainer width="100%" height={220}>{children}</ResponsiveContainer></div>
+      {failed && <p className="error" role="alert">{failed}</p>}
+    </>
+  );
+  return card ? <Card title={title} actions={button}>{body}</Card> : body;
+}
+
+/** A time chart that zooms: press, drag across buckets, release; the area being chosen is shaded meanwhile. */
+function ZoomChart({ title, kind, series, tick, onZoom, legend, counts, format, children }: {
+  title: string; kind: "bar" | "line"; series: Point[]; tick: (iso: string) => string; onZoom: (a: string, b: string) => void;
+  legend?: boolean; counts?: boolean; format?: (v: unknown) => string; children: ReactNode;
+}) {
+  const [from, setFrom] = useState<string | null>(null);
+  const [to, setTo] = useState<string | null>(null);
+  const label = (s: MouseHandlerDataParam) => {
+    const i = Number(s?.activeTooltipIndex);
+    return Number.isInteger(i) && series[i] ? series[i].start : null;
+  };
+  const finish = () => {
+    if (from && to && from !== to) onZoom(from, to);
+    setFrom(null);
+    setTo(null);
+  };
+  const Chart = kind === "bar" ? BarChart : LineChart;
+  return (
+    <ChartBox title={title} card>
+      <Chart data={series} style={{ cursor: "crosshair", userSelect: "none" }}
+        onMouseDown={(s) => { const l = label(s); setFrom(l); setTo(l); }}
+        onMouseMove={(s) => { if (from) setTo(label(s) ?? to); }}
+        onMouseUp={finish} onMouseLeave={() => { setFrom(null); setTo(null); }}>
+        <CartesianGrid strokeDasharray="3 3" /><XAxis dataKey="start" tickFormatter={tick} /><YAxis allowDecimals={!counts} />
+        <Tooltip labelFormatter={(v) => tick(String(v))} formatter={format} />{legend && <Legend />}
+        {children}
+        {from && to && <ReferenceArea x1={from} x2={to} strokeOpacity={0.3} fill="#6366f1" fillOpacity={0.15} />}
+      </Chart>
+    </ChartBox>
+  );
 }

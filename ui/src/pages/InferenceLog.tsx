@@ -1,103 +1,217 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { useClient, useSubscription } from "urql";
+import { useClient, useQuery, useSubscription } from "urql";
 import { errorText } from "../gql";
 import { navigate } from "../router";
-import { Empty, ErrorBox, Loading, money, ms, short } from "../ui";
+import { Empty, ErrorBox, Loading, money, short } from "../ui";
 
-const ENTRIES = `query Log($from: Int!) {
-  ledgerEntries(fromPosition: $from, limit: 500) { position eventId streamId type recordedAt payload }
+// The inference log read model (projections/inference_log.py): server-side filters, cursor pagination into
+// history, live rows from the `inferenceLog` subscription, and a detail drawer with the ledger entry.
+
+const FIELDS = `id eventId position status provider model deployment region tokensIn tokensOut tokensCached tokensReasoning
+  costMicros currency priceVersion latencyMs ttftMs runId causationId errorReason recordedAt`;
+const PAGE = 50;
+const INFERENCES = `query Inferences($first: Int!, $after: String, $filter: InferenceFilter) {
+  inferences(first: $first, after: $after, filter: $filter) { edges { cursor node { ${FIELDS} } } pageInfo { hasNextPage endCursor } }
 }`;
-const LIVE = `subscription Live { events(filter: {category: "inference"}) { position eventId streamId type recordedAt payload } }`;
+const LIVE = `subscription InferenceLog($filter: InferenceFilter) { inferenceLog(filter: $filter) { ${FIELDS} } }`;
+const DETAIL = `query Inference($id: ID!) { inference(id: $id) { ${FIELDS} errorDetail kind
+  entry { position eventId streamId type recordedAt payload metadata entryHash chainHash } } }`;
 
-type Row = { position: number; eventId: string; streamId: string; type: string; recordedAt: string; payload: any };
-const SHOWN = new Set(["InferenceCompleted", "InferenceFailed"]);
+type Inference = {
+  id: string; eventId: string; position: number; status: "COMPLETED" | "FAILED"; provider: string; model: string;
+  deployment: string; region: string; tokensIn: number; tokensOut: number; tokensCached: number; tokensReasoning: number;
+  costMicros: number; currency: string | null; priceVersion: string | null; latencyMs: number; ttftMs: number | null;
+  runId: string | null; causationId: string | null; errorReason: string | null; recordedAt: string;
+};
+type Filters = { model: string; provider: string; status: "" | "COMPLETED" | "FAILED"; since: string; until: string };
+const NO_FILTERS: Filters = { model: "", provider: "", status: "", since: "", until: "" };
+
+function toFilter(f: Filters): Record<string, string> | null {
+  const out: Record<string, string> = {};
+  if (f.model.trim()) out.model = f.model.trim();
+  if (f.provider.trim()) out.provider = f.provider.trim();
+  if (f.status) out.status = f.status;
+  if (f.since) out.since = new Date(f.since).toISOString();
+  if (f.until) out.until = new Date(f.until).toISOString();
+  return Object.keys(out).length ? out : null;
+}
+
+/** A NEXUS run's inferences name the run; a plain request's correlation id is its own id. */
+const nexusRun = (r: Inference) => (r.runId && r.runId !== r.id ? r.runId : null);
 
 export default function InferenceLog() {
   const client = useClient();
-  const [rows, setRows] = useState<Row[] | null>(null);
+  const [draft, setDraft] = useState<Filters>(NO_FILTERS);
+  const [filters, setFilters] = useState<Filters>(NO_FILTERS);
+  const [rows, setRows] = useState<Inference[] | null>(null);
+  const [page, setPage] = useState<{ hasNextPage: boolean; endCursor: string | null }>({ hasNextPage: false, endCursor: null });
   const [error, setError] = useState("");
-  const [filter, setFilter] = useState("");
-  const [selected, setSelected] = useState<Row | null>(null);
+  const [loadingMore, setLoadingMore] = useState(false);
+  const [selected, setSelected] = useState<string | null>(null);
+
+  // Typing waits a moment before the server is asked again.
+  useEffect(() => {
+    const t = setTimeout(() => setFilters(draft), 350);
+    return () => clearTimeout(t);
+  }, [draft]);
+  const filter = useMemo(() => toFilter(filters), [filters]);
+
+  const fetchPage = useCallback(async (after: string | null) => {
+    const r = await client.query(INFERENCES, { first: PAGE, after, filter }, { requestPolicy: "network-only" }).toPromise();
+    if (r.error) throw new Error(errorText(r.error));
+    return r.data.inferences as { edges: { node: Inference }[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } };
+  }, [client, filter]);
 
   const load = useCallback(async () => {
     setError("");
-    const found: Row[] = [];
-    let from = 1;
-    for (let page = 0; page < 20; page++) { // history: up to 10,000 ledger entries of this tenant
-      const r = await client.query(ENTRIES, { from }, { requestPolicy: "network-only" }).toPromise();
-      if (r.error) { setError(errorText(r.error)); return; }
-      const batch: Row[] = r.data.ledgerEntries;
-      found.push(...batch.filter((e) => SHOWN.has(e.type)));
-      if (batch.length < 500) break;
-      from = batch[batch.length - 1].position + 1;
+    setRows(null);
+    try {
+      const found = await fetchPage(null);
+      setRows(found.edges.map((e) => e.node));
+      setPage(found.pageInfo);
+    } catch (e) {
+      setError((e as Error).message);
     }
-    setRows(found.reverse());
-  }, [client]);
+  }, [fetchPage]);
   useEffect(() => { load(); }, [load]);
 
-  // Live: new inference events from the `events` subscription (de-duplicated by position).
-  const [live] = useSubscription({ query: LIVE });
-  useEffect(() => {
-    const e = live.data?.events as Row | undefined;
-    if (!e || !SHOWN.has(e.type)) return;
-    setRows((rs) => (rs && !rs.some((r) => r.position === e.position) ? [e, ...rs] : rs));
-  }, [live.data]);
+  const more = async () => {
+    setLoadingMore(true);
+    try {
+      const found = await fetchPage(page.endCursor);
+      setRows((rs) => {
+        const have = new Set((rs ?? []).map((r) => r.id));
+        return [...(rs ?? []), ...found.edges.map((e) => e.node).filter((n) => !have.has(n.id))];
+      });
+      setPage(found.pageInfo);
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setLoadingMore(false);
+    }
+  };
 
-  const shown = useMemo(() => (rows ?? []).filter((r) => {
-    const q = filter.toLowerCase();
-    return !q || [r.type, r.payload?.model, r.payload?.provider, r.payload?.deployment, r.eventId]
-      .some((v) => String(v ?? "").toLowerCase().includes(q));
-  }), [rows, filter]);
+  // Live rows, with the same filter (a window that ends in the past gets none).
+  const ended = !!filters.until && new Date(filters.until).getTime() < Date.now();
+  const [feed] = useSubscription({ query: LIVE, variables: { filter }, pause: ended });
+  useEffect(() => {
+    const n = feed.data?.inferenceLog as Inference | undefined;
+    if (!n) return;
+    setRows((rs) => (rs && !rs.some((r) => r.id === n.id) ? [n, ...rs] : rs));
+  }, [feed.data]);
+
+  const models = useMemo(() => [...new Set((rows ?? []).map((r) => r.model))], [rows]);
+  const providers = useMemo(() => [...new Set((rows ?? []).map((r) => r.provider))], [rows]);
+  const set = (k: keyof Filters) => (e: { target: { value: string } }) => setDraft((d) => ({ ...d, [k]: e.target.value }));
+  const filtered = !!filter;
 
   return (
     <div className="page">
       <div className="page-head">
         <h1>Inference log</h1>
         <div className="toolbar">
-          <span className={live.error ? "pill warn" : "pill ok"} title={live.error ? errorText(live.error) : "live"}>
-            {live.error ? "live feed unavailable" : "live"}
+          <span className={feed.error ? "pill warn" : "pill ok"} data-testid="live-state"
+            title={feed.error ? errorText(feed.error) : "live"}>
+            {feed.error ? "live feed unavailable" : ended ? "past window" : "live"}
           </span>
-          <label htmlFor="filter" className="sr-only">Filter</label>
-          <input id="filter" placeholder="Filter by model, provider, status…" value={filter} onChange={(e) => setFilter(e.target.value)} />
           <button className="secondary" onClick={load}>Refresh</button>
         </div>
       </div>
+      <form className="toolbar" aria-label="Filters" onSubmit={(e) => { e.preventDefault(); setFilters(draft); }}>
+        <label htmlFor="f-model" className="sr-only">Model</label>
+        <input id="f-model" placeholder="Model" list="log-models" value={draft.model} onChange={set("model")} size={14} />
+        <datalist id="log-models">{models.map((m) => <option key={m} value={m} />)}</datalist>
+        <label htmlFor="f-provider" className="sr-only">Provider</label>
+        <input id="f-provider" placeholder="Provider" list="log-providers" value={draft.provider} onChange={set("provider")} size={10} />
+        <datalist id="log-providers">{providers.map((m) => <option key={m} value={m} />)}</datalist>
+        <label htmlFor="f-status" className="sr-only">Status</label>
+        <select id="f-status" value={draft.status} onChange={set("status")}>
+          <option value="">any status</option><option value="COMPLETED">completed</option><option value="FAILED">failed</option>
+        </select>
+        <label htmlFor="f-since" className="small muted">From</label>
+        <input id="f-since" type="datetime-local" value={draft.since} onChange={set("since")} />
+        <label htmlFor="f-until" className="small muted">to</label>
+        <input id="f-until" type="datetime-local" value={draft.until} onChange={set("until")} />
+        {filtered && <button type="button" className="secondary" onClick={() => { setDraft(NO_FILTERS); setFilters(NO_FILTERS); }}>Clear filters</button>}
+      </form>
       {error && <ErrorBox message={error} onRetry={load} />}
       {!rows && !error && <Loading what="inferences" />}
-      {rows && !shown.length && <Empty>{rows.length ? "No inference matches the filter." : "No inferences recorded yet."}</Empty>}
-      {shown.length > 0 && (
+      {rows && !rows.length && <Empty>{filtered ? "No inference matches these filters." : "No inferences recorded yet."}</Empty>}
+      {rows && rows.length > 0 && (
         <div className="table-wrap">
           <table aria-label="Inferences">
             <thead><tr><th>#</th><th>Time</th><th>Status</th><th>Model</th><th>Tokens</th><th>Latency</th><th>Cost</th><th /></tr></thead>
             <tbody>
-              {shown.map((r) => (
-                <tr key={r.position} data-testid="log-row">
+              {rows.map((r) => (
+                <tr key={r.id} data-testid="log-row">
                   <td>{r.position}</td>
                   <td>{new Date(r.recordedAt).toLocaleString()}</td>
-                  <td><span className={r.type === "InferenceCompleted" ? "pill ok" : "pill bad"}>
-                    {r.type === "InferenceCompleted" ? "ok" : r.payload?.reason ?? "failed"}</span></td>
-                  <td>{r.payload?.provider}/{r.payload?.model}</td>
-                  <td>{r.payload?.tokens_in ?? "–"} / {r.payload?.tokens_out ?? "–"}</td>
-                  <td>{ms(r.payload?.latency_us)}</td>
-                  <td>{r.payload?.cost_micros != null ? money(r.payload.cost_micros, r.payload.currency) : "–"}</td>
-                  <td><button className="link" onClick={() => setSelected(r)}>Details</button></td>
+                  <td><span className={r.status === "COMPLETED" ? "pill ok" : "pill bad"}>
+                    {r.status === "COMPLETED" ? "ok" : r.errorReason ?? "failed"}</span>
+                    {nexusRun(r) && <span className="pill warn" title="part of a NEXUS run" style={{ marginLeft: ".3rem" }}>NEXUS</span>}</td>
+                  <td>{r.provider}/{r.model}</td>
+                  <td>{r.tokensIn} / {r.tokensOut}</td>
+                  <td>{r.latencyMs.toFixed(1)} ms</td>
+                  <td>{r.currency ? money(r.costMicros, r.currency) : "–"}</td>
+                  <td><button className="link" onClick={() => setSelected(r.id)} aria-label={`Details of entry ${r.position}`}>Details</button></td>
                 </tr>
               ))}
             </tbody>
           </table>
         </div>
       )}
-      {selected && (
-        <aside className="drawer" role="dialog" aria-label="Inference details">
-          <header className="card-head">
-            <h2>Entry #{selected.position}</h2>
-            <button className="secondary" onClick={() => setSelected(null)}>Close</button>
-          </header>
-          <p>Event <code>{short(selected.eventId, 36)}</code> on stream <code>{selected.streamId}</code></p>
-          <button onClick={() => navigate(`/trust?event=${selected.eventId}`)}>Verify receipt</button>
-          <pre>{JSON.stringify(selected.payload, null, 2)}</pre>
-        </aside>
+      {rows && rows.length > 0 && (
+        <div className="toolbar">
+          <span className="muted small" data-testid="log-count">{rows.length} shown{page.hasNextPage ? ", more in history" : ", all of them"}</span>
+          {page.hasNextPage && <button className="secondary" onClick={more} disabled={loadingMore}>{loadingMore ? "Loading…" : "Load more"}</button>}
+        </div>
       )}
+      {selected && <Detail id={selected} onClose={() => setSelected(null)} />}
     </div>
+  );
+}
+
+function Detail({ id, onClose }: { id: string; onClose: () => void }) {
+  const [{ data, fetching, error }, retry] = useQuery({ query: DETAIL, variables: { id }, requestPolicy: "network-only" });
+  const r = data?.inference as (Inference & { errorDetail: string | null; kind: string | null; entry: any }) | null | undefined;
+  useEffect(() => {
+    const close = (e: KeyboardEvent) => { if (e.key === "Escape") onClose(); };
+    window.addEventListener("keydown", close);
+    return () => window.removeEventListener("keydown", close);
+  }, [onClose]);
+  const sealed = r?.entry?.payload?.content;
+  return (
+    <aside className="drawer" role="dialog" aria-label="Inference details">
+      <header className="card-head">
+        <h2>{r ? `Entry #${r.position}` : "Inference"}</h2>
+        <button className="secondary" onClick={onClose}>Close</button>
+      </header>
+      {error && <ErrorBox message={errorText(error)} onRetry={() => retry({ requestPolicy: "network-only" })} />}
+      {fetching && !data && <Loading what="inference" />}
+      {data && !r && <Empty>This inference is not in your tenant's log.</Empty>}
+      {r && (
+        <div style={{ display: "grid", gap: ".75rem" }}>
+          <dl className="details" style={{ display: "grid", gridTemplateColumns: "max-content 1fr", gap: ".3rem .8rem", margin: 0 }}>
+            <dt className="muted">Status</dt><dd>{r.status === "COMPLETED" ? "completed" : `failed: ${r.errorReason ?? ""}`}{r.errorDetail ? ` (${r.errorDetail})` : ""}</dd>
+            <dt className="muted">Model</dt><dd>{r.provider}/{r.model} via <code>{r.deployment}</code> ({r.region})</dd>
+            <dt className="muted">Tokens</dt><dd>{r.tokensIn} in · {r.tokensOut} out · {r.tokensCached} cached · {r.tokensReasoning} reasoning</dd>
+            <dt className="muted">Cost</dt><dd>{r.currency ? money(r.costMicros, r.currency) : "–"}{r.priceVersion ? ` (price table ${r.priceVersion})` : ""}</dd>
+            <dt className="muted">Latency</dt><dd>{r.latencyMs.toFixed(1)} ms{r.ttftMs != null ? ` · first token ${r.ttftMs.toFixed(1)} ms` : ""}</dd>
+            <dt className="muted">Request</dt><dd><code className="wrap">{r.id}</code></dd>
+            {nexusRun(r) && <><dt className="muted">NEXUS run</dt><dd>
+              <a href={`/mesh?run=${nexusRun(r)}`} onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${nexusRun(r)}`); }}>
+                {short(nexusRun(r)!, 8)} in AI Mesh</a></dd></>}
+            <dt className="muted">Request / response</dt>
+            <dd>{sealed ? "sealed with the data subject's key (stored, not readable here)" : "not stored"}</dd>
+          </dl>
+          <button onClick={() => navigate(`/trust?event=${r.eventId}`)}>Verify receipt</button>
+          <section aria-label="Ledger entry">
+            <h3 style={{ fontSize: ".9rem", margin: "0 0 .3rem" }}>Ledger entry</h3>
+            {r.entry ? <pre data-testid="ledger-entry">{JSON.stringify(r.entry, null, 2)}</pre>
+              : <p className="muted">Reading the ledger entry needs the ledger.read permission.</p>}
+          </section>
+        </div>
+      )}
+    </aside>
   );
 }

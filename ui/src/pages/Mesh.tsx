@@ -1,0 +1,158 @@
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { useClient, useSubscription } from "urql";
+import { errorText } from "../gql";
+import { useSearch } from "../live";
+import { MeshGraph, useRunGraph, type MeshView } from "../MeshGraph";
+import { layoutCalls, modelColour, type RunGraph } from "../nexus";
+import { navigate } from "../router";
+import { Card, Empty, ErrorBox, Loading, money, short } from "../ui";
+
+type RunSummary = { id: string; at: string; status?: string; models: string[] };
+
+const RUNS = `query Runs { inferences(first: 300) { edges { node { id runId model recordedAt } } } }`;
+const LIVE_RUNS = `subscription LiveRuns { events(filter: {category: "run"}) { position type recordedAt payload } }`;
+const TERMINAL: Record<string, string> = { OrchestrationCompleted: "completed", OrchestrationFailed: "failed" };
+
+/** Recent NEXUS runs: the runs named by the newest inferences of the inference log. */
+function useRecentRuns() {
+  const client = useClient();
+  const [runs, setRuns] = useState<RunSummary[] | null>(null);
+  const [error, setError] = useState("");
+  const load = useCallback(async () => {
+    setError("");
+    const r = await client.query(RUNS, {}, { requestPolicy: "network-only" }).toPromise();
+    if (r.error) { setError(errorText(r.error)); return; }
+    const found = new Map<string, RunSummary>();
+    for (const { node } of r.data.inferences.edges) {
+      if (!node.runId || node.runId === node.id) continue; // a plain request's correlation id is its own id
+      const run: RunSummary = found.get(node.runId) ?? { id: node.runId, at: node.recordedAt, models: [] };
+      if (!run.models.includes(node.model)) run.models.push(node.model);
+      if (node.recordedAt < run.at) run.at = node.recordedAt;
+      found.set(node.runId, run);
+    }
+    setRuns([...found.values()].sort((a, b) => b.at.localeCompare(a.at)));
+  }, [client]);
+  useEffect(() => { load(); }, [load]);
+  return { runs, setRuns, error, load };
+}
+
+export default function Mesh() {
+  const runId = useSearch().get("run");
+  const { runs, setRuns, error: runsError, load: loadRuns } = useRecentRuns();
+  const { graph, error, refetch: fetchGraph, retry, running } = useRunGraph(runId);
+  const [view, setView] = useState<MeshView>("models");
+
+  // Live: besides reading the graph again while the run is in progress, a run event recorded now reads it at once.
+  const [live] = useSubscription({ query: LIVE_RUNS });
+  useEffect(() => {
+    const e = live.data?.events;
+    if (!e) return;
+    const id = e.payload?.run_id as string | undefined;
+    if (!id) return;
+    if (id === runId && running) fetchGraph();
+    setRuns((rs) => {
+      if (!rs) return rs;
+      const status = TERMINAL[e.type] ?? "running";
+      return rs.some((r) => r.id === id) ? rs.map((r) => (r.id === id ? { ...r, status } : r))
+        : [{ id, at: e.recordedAt, status, models: [] }, ...rs];
+    });
+  }, [live.data]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  return (
+    <div className="page">
+      <div className="page-head">
+        <h1>AI Mesh</h1>
+        <div className="toolbar">
+          <span className={live.error ? "pill warn" : "pill ok"} title={live.error ? errorText(live.error) : "live run events"}>
+            {live.error ? "live feed unavailable" : "live"}
+          </span>
+          <div role="radiogroup" aria-label="Graph view" className="toolbar">
+            {(["models", "calls"] as const).map((v) => (
+              <button key={v} role="radio" aria-checked={view === v} className={view === v ? "" : "secondary"}
+                onClick={() => setView(v)}>{v === "models" ? "Models" : "Calls"}</button>
+            ))}
+          </div>
+        </div>
+      </div>
+      <div className="mesh-layout" style={{ display: "flex", flexWrap: "wrap", gap: "1rem", alignItems: "flex-start" }}>
+        <div style={{ flex: "1 1 260px", minWidth: 0 }}>
+        <Card title="Recent runs" actions={<button className="secondary" onClick={loadRuns}>Refresh</button>}>
+          {runsError && <ErrorBox message={runsError} onRetry={loadRuns} />}
+          {!runs && !runsError && <Loading what="runs" />}
+          {runs && !runs.length && <Empty>No NEXUS runs yet. Start one from Chat in NEXUS mode.</Empty>}
+          {runs && runs.length > 0 && (
+            <ul aria-label="Runs" style={{ listStyle: "none", margin: 0, padding: 0, display: "grid", gap: ".25rem", maxHeight: 420, overflowY: "auto" }}>
+              {runs.map((r) => (
+                <li key={r.id}>
+                  <a href={`/mesh?run=${r.id}`} aria-current={r.id === runId ? "true" : undefined} data-testid="run-link"
+                    onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${r.id}`); }}
+                    style={{ display: "block", padding: ".4rem .5rem", borderRadius: 6, textDecoration: "none", color: "inherit",
+                      background: r.id === runId ? "#eef2ff" : undefined }}>
+                    <code>{short(r.id, 8)}</code> <span className="muted small">{new Date(r.at).toLocaleString()}</span>
+                    {r.status && <span className={`pill ${r.status === "completed" ? "ok" : r.status === "failed" ? "bad" : "warn"}`}
+                      style={{ marginLeft: ".4rem" }}>{r.status}</span>}
+                    {r.models.length > 0 && <div className="muted small">{r.models.join(", ")}</div>}
+                  </a>
+                </li>
+              ))}
+            </ul>
+          )}
+        </Card>
+        </div>
+        <div style={{ flex: "3 1 480px", minWidth: 0 }} className="mesh-main">
+          <Card title={runId ? `Run ${short(runId, 8)}` : "Run graph"}
+            actions={graph && <span className={`pill ${graph.status === "completed" ? "ok" : graph.status === "failed" ? "bad" : "warn"}`}
+              data-testid="run-status">{graph.status}</span>}>
+            {!runId && <Empty>Pick a run from the list, or open one from a NEXUS answer in Chat.</Empty>}
+            {runId && error && <ErrorBox message={error} onRetry={retry} />}
+            {runId && !graph && !error && <Loading what="run graph" />}
+            {graph && <RunDetails graph={graph} view={view} />}
+          </Card>
+        </div>
+      </div>
+    </div>
+  );
+}
+
+function RunDetails({ graph, view }: { graph: RunGraph; view: MeshView }) {
+  const calls = useMemo(() => layoutCalls(graph), [graph]);
+  const perModel = useMemo(() => calls.models.map((m) => {
+    const mine = calls.nodes.filter((n) => n.kind === "call" && n.model === m);
+    return { model: m, calls: mine.length, cost: mine.reduce((s, n) => s + (n.cost ?? 0), 0), currency: mine.find((n) => n.currency)?.currency };
+  }), [calls]);
+  const costs = Object.entries(graph.cost_micros);
+  return (
+    <div style={{ display: "grid", gap: ".75rem" }}>
+      <MeshGraph graph={graph} view={view} />
+      <div className="toolbar small" aria-label="Legend">
+        {perModel.map((m) => (
+          <span key={m.model} style={{ display: "inline-flex", alignItems: "center", gap: ".3rem" }}>
+            <span aria-hidden style={{ width: 10, height: 10, borderRadius: 99, background: modelColour(calls.models, m.model) }} />
+            {m.model}: {m.calls} call{m.calls > 1 ? "s" : ""}{m.currency ? `, ${money(m.cost, m.currency)}` : ""}
+          </span>
+        ))}
+        <span className="muted">
+          {graph.inferences} inferences · {costs.length ? costs.map(([c, v]) => money(v, c)).join(" + ") : "no cost yet"}
+        </span>
+      </div>
+      <details>
+        <summary>Calls and decisions as a table</summary>
+        <div className="table-wrap">
+          <table aria-label="Run steps">
+            <thead><tr><th>#</th><th>Step</th><th>Model / decision</th><th>Detail</th><th>State</th></tr></thead>
+            <tbody>
+              {calls.nodes.map((n) => (
+                <tr key={n.id}>
+                  <td>{n.position}</td><td>{n.kind === "call" ? n.detail : n.label}</td>
+                  <td>{n.kind === "call" ? n.model : n.model ?? "–"}</td>
+                  <td>{n.kind === "call" ? [n.tokens, n.cost != null ? money(n.cost, n.currency) : ""].filter(Boolean).join(" · ") : n.detail}</td>
+                  <td>{n.state}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      </details>
+    </div>
+  );
+}
