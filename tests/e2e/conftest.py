@@ -67,7 +67,7 @@ def console_errors() -> list[str]:
 
 def watch(page: Any, errors: list[str]) -> None:
     """Collect the page's console errors and uncaught exceptions into `errors`."""
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("console", lambda m: errors.append(f"{m.text} ({m.location.get('url')})") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
 
 
@@ -79,6 +79,7 @@ def shot(page: Any, name: str) -> None:
 
 def sign_in_with_key(page: Any, key: str) -> None:
     """Use the sign-in form's API-key option (the page must show the sign-in form)."""
+    page.get_by_role("tab", name="API key").click()
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
 

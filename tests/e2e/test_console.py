@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.e2e.conftest import DESKTOP, PHONE, shot, watch
+from tests.e2e.conftest import DESKTOP, PHONE, shot, sign_in_with_key, watch
 from tests.fakes.upstream import REPLY, drip
 
 
@@ -21,13 +21,11 @@ def test_sign_in_chat_log_dashboard_trust_center_and_api_keys(browser, console, 
 
     # Sign in: a wrong key is refused, the admin key is accepted.
     page.goto(console.url + "/")
-    page.get_by_label("API key").fill("nx_000000000000_" + "x" * 43)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_with_key(page, "nx_000000000000_" + "x" * 43)
     page.get_by_role("alert").filter(has_text="Sign-in failed").wait_for()
     shot(page, "01-sign-in-refused")
     errors.clear()  # the refused key's 401 is logged by the browser, as it should be
-    page.get_by_label("API key").fill(console.keys["acme"])
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_with_key(page, console.keys["acme"])
     page.get_by_role("heading", name="Dashboard").wait_for()
     page.get_by_text("No inferences in this time range yet").wait_for()
     shot(page, "02-dashboard-empty")
@@ -123,8 +121,7 @@ def test_phone_width_navigation_and_spa_routes(browser, console):
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.goto(console.url + "/keys")  # a deep link is served index.html, then asks for sign-in
-    page.get_by_label("API key").fill(console.keys["acme"])
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_with_key(page, console.keys["acme"])
     page.get_by_role("heading", name="API keys").wait_for()
     assert not page.get_by_role("navigation").is_visible()
     page.get_by_role("button", name="Toggle navigation").click()

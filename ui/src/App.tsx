@@ -1,59 +1,148 @@
-import { lazy, Suspense, useMemo, useState } from "react";
+import { lazy, Suspense, useEffect, useMemo, useState } from "react";
 import { Provider } from "urql";
-import { clearToken, getToken, setToken } from "./auth";
+import {
+  getSession, knownTenants, refreshSession, sessionFromCookie, setSession, signOut, takeSsoPending, type Session,
+} from "./auth";
 import { makeClient } from "./gql";
 import { navigate, usePath } from "./router";
 import { Loading } from "./ui";
 import { SignIn } from "./pages/SignIn";
 
-// Recharts and the verifier load with their pages, not with the first paint.
+// Every page is its own chunk: Recharts, the verifier and Monaco load with the pages that use them.
 const Dashboard = lazy(() => import("./pages/Dashboard"));
 const Chat = lazy(() => import("./pages/Chat"));
+const Mesh = lazy(() => import("./pages/Mesh"));
 const InferenceLog = lazy(() => import("./pages/InferenceLog"));
+const Costs = lazy(() => import("./pages/Costs"));
 const TrustCenter = lazy(() => import("./pages/TrustCenter"));
 const ApiKeys = lazy(() => import("./pages/ApiKeys"));
 
+// The navigation of the whole product: only pages that exist are listed.
 const PAGES = [
   { path: "/", label: "Dashboard", Page: Dashboard },
   { path: "/chat", label: "Chat", Page: Chat },
+  { path: "/mesh", label: "AI Mesh", Page: Mesh },
   { path: "/logs", label: "Inference log", Page: InferenceLog },
+  { path: "/costs", label: "Cost & usage", Page: Costs },
   { path: "/trust", label: "Trust Center", Page: TrustCenter },
   { path: "/keys", label: "API keys", Page: ApiKeys },
 ];
+const RENEW_BEFORE_MS = 60_000; // access tokens live 10 minutes (docs/auth.md)
+// Read once per page load: back from an SSO provider with no session in this tab yet.
+const RETURNING_FROM_SSO = !getSession() && takeSsoPending() !== null;
 
 export function App() {
-  const [token, setTok] = useState(getToken());
+  const [session, setSess] = useState<Session | null>(getSession());
+  const [switchTo, setSwitchTo] = useState<string | null>(null); // tenant switcher: sign in beside the open session
+  const [notice, setNotice] = useState("");
+  const [resuming, setResuming] = useState(RETURNING_FROM_SSO);
   const path = usePath();
-  const client = useMemo(() => (token ? makeClient(token) : null), [token]);
-  const [menuOpen, setMenuOpen] = useState(false);
+  // One client per signed-in identity; a refreshed token is picked up per request (gql.ts reads it each time).
+  const identity = session ? `${session.tenant}|${session.subject}` : "";
+  const client = useMemo(() => (identity ? makeClient() : null), [identity]);
 
-  if (!token || !client) {
-    return <SignIn onSignedIn={(t) => { setToken(t); setTok(t); navigate(path === "/signin" ? "/" : path); }} />;
+  // Back from an SSO provider: the API set the session cookies; trade them for a session of this tab.
+  useEffect(() => {
+    if (!resuming) return;
+    sessionFromCookie().then(adopt).catch(() => setNotice("Single sign-on did not finish: sign in again."))
+      .finally(() => setResuming(false));
+  }, [resuming]);
+
+  // Renew the access token a minute before it expires; if that fails the session has ended.
+  useEffect(() => {
+    if (!session?.expiresAt) return;
+    const timer = setTimeout(() => {
+      refreshSession(session).then(adopt).catch(() => {
+        void signOut(null);
+        setSess(null);
+        setNotice("Your session ended. Sign in again.");
+      });
+    }, Math.max(0, session.expiresAt - Date.now() - RENEW_BEFORE_MS));
+    return () => clearTimeout(timer);
+  }, [session]);
+
+  function adopt(next: Session) {
+    setSession(next);
+    setSess(next);
+    setNotice("");
   }
-  const current = PAGES.find((p) => p.path === path) ?? PAGES[0];
-  const signOut = () => { clearToken(); setTok(null); };
+  async function signedIn(next: Session) {
+    if (session && (session.tenant !== next.tenant || session.subject !== next.subject)) {
+      await signOut(session).catch(() => undefined); // switching tenants ends the previous session
+    }
+    adopt(next);
+    setSwitchTo(null);
+    if (path === "/signin") navigate("/");
+  }
+  async function leave() {
+    await signOut(session).catch(() => undefined);
+    setSess(null);
+  }
+
+  if (resuming) return <Loading what="your session" />;
+  if (!session || !client || switchTo !== null) {
+    return <SignIn key={switchTo ?? "signin"} onSignedIn={signedIn} tenant={switchTo ?? undefined} notice={notice}
+      onCancel={session && switchTo !== null ? () => setSwitchTo(null) : undefined} />;
+  }
   return (
     <Provider value={client}>
-      <div className="shell">
-        <header className="topbar">
-          <button className="menu-btn" aria-label="Toggle navigation" aria-expanded={menuOpen}
-            onClick={() => setMenuOpen(!menuOpen)}>☰</button>
-          <span className="brand">NexusAI</span>
-          <span className="spacer" />
-          <button className="secondary" onClick={signOut}>Sign out</button>
-        </header>
-        <nav className={menuOpen ? "nav open" : "nav"} aria-label="Main">
-          {PAGES.map((p) => (
-            <a key={p.path} href={p.path} aria-current={p === current ? "page" : undefined}
-              onClick={(e) => { e.preventDefault(); setMenuOpen(false); navigate(p.path); }}>{p.label}</a>
-          ))}
-        </nav>
-        <main className="content">
-          <Suspense fallback={<Loading what="page" />}>
-            <current.Page />
-          </Suspense>
-        </main>
-      </div>
+      <Shell session={session} path={path} onSignOut={leave} onSwitch={setSwitchTo} />
     </Provider>
+  );
+}
+
+function Shell({ session, path, onSignOut, onSwitch }: {
+  session: Session; path: string; onSignOut: () => void; onSwitch: (tenant: string) => void;
+}) {
+  const [menuOpen, setMenuOpen] = useState(false);
+  const current = PAGES.find((p) => p.path === path) ?? PAGES[0];
+  const go = (to: string) => { setMenuOpen(false); navigate(to); };
+  return (
+    <div className="grid min-h-screen grid-cols-1 grid-rows-[52px_1fr] bg-surface text-ink md:grid-cols-[13rem_1fr]">
+      <header className="col-span-full flex items-center gap-3 bg-ink px-3 text-white md:px-4">
+        <button className="bg-transparent px-2 text-xl text-white md:hidden" aria-label="Toggle navigation"
+          aria-expanded={menuOpen} onClick={() => setMenuOpen(!menuOpen)}>☰</button>
+        <span className="font-bold">NexusAI</span>
+        <span className="flex-1" />
+        <TenantSwitcher session={session} onSwitch={onSwitch} />
+        <span className="hidden max-w-48 truncate text-sm text-gray-300 lg:inline" title={session.subject}>
+          {session.email ?? session.subject}
+        </span>
+        <button className="rounded-md border border-gray-600 bg-transparent px-3 py-1 text-sm text-white hover:bg-gray-800"
+          onClick={onSignOut}>Sign out</button>
+      </header>
+      <nav aria-label="Main" className={`${menuOpen ? "flex" : "hidden"} absolute inset-x-0 top-[52px] z-20 flex-col gap-0.5 `
+        + "border-b border-line bg-white p-2 shadow-md md:static md:flex md:border-r md:border-b-0 md:shadow-none"}>
+        {PAGES.map((p) => (
+          <a key={p.path} href={p.path} aria-current={p === current ? "page" : undefined}
+            onClick={(e) => { e.preventDefault(); go(p.path); }}
+            className={`rounded-md px-3 py-2 no-underline ${p === current ? "bg-accent-soft font-semibold text-accent" : "text-ink hover:bg-gray-50"}`}>
+            {p.label}
+          </a>
+        ))}
+      </nav>
+      <main className="min-w-0 p-3 md:p-5">
+        <Suspense fallback={<Loading what="page" />}>
+          <current.Page />
+        </Suspense>
+      </main>
+    </div>
+  );
+}
+
+/** The current tenant, and the other tenants this browser signed into: choosing one signs in there. */
+function TenantSwitcher({ session, onSwitch }: { session: Session; onSwitch: (tenant: string) => void }) {
+  const others = knownTenants().filter((t) => t.tenant !== session.tenant);
+  return (
+    <label className="flex items-center gap-2 text-sm">
+      <span className="hidden text-gray-300 sm:inline">Tenant</span>
+      <select aria-label="Tenant" value={session.tenant} data-testid="tenant"
+        className="max-w-36 rounded-md border border-gray-600 bg-gray-800 px-2 py-1 text-white"
+        onChange={(e) => onSwitch(e.target.value === "\u0000other" ? "" : e.target.value)}>
+        <option value={session.tenant}>{session.tenant}</option>
+        {others.map((t) => <option key={t.tenant} value={t.tenant}>{t.tenant}</option>)}
+        <option value={"\u0000other"}>Another tenant…</option>
+      </select>
+    </label>
   );
 }

@@ -2,19 +2,20 @@ import { Client, cacheExchange, fetchExchange, subscriptionExchange } from "urql
 import { createClient as createWs } from "graphql-ws";
 import { getToken } from "./auth";
 
-/** One urql client per token: queries over HTTP, subscriptions over graphql-ws (same bearer token). */
-export function makeClient(token: string): Client {
+/** One urql client per signed-in identity: queries over HTTP, subscriptions over graphql-ws. The token is read
+ * at every request and connection, so a renewed access token (auth.ts) is used without a new client. */
+export function makeClient(): Client {
   let ws: ReturnType<typeof createWs> | null = null;
   const wsClient = () =>
     (ws ??= createWs({
       url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql`,
-      connectionParams: () => ({ Authorization: `Bearer ${getToken() ?? token}` }),
+      connectionParams: () => ({ Authorization: `Bearer ${getToken() ?? ""}` }),
       lazy: true,
     }));
   return new Client({
     url: "/graphql",
     requestPolicy: "cache-and-network",
-    fetchOptions: () => ({ headers: { authorization: `Bearer ${getToken() ?? token}` } }),
+    fetchOptions: () => ({ headers: { authorization: `Bearer ${getToken() ?? ""}` } }),
     exchanges: [
       cacheExchange,
       fetchExchange,

@@ -1,7 +1,7 @@
 import { useMemo, useState, type FormEvent } from "react";
 import { useMutation, useQuery } from "urql";
 import { errorText } from "../gql";
-import { Card, Empty, ErrorBox, Loading } from "../ui";
+import { Card, cls, Empty, ErrorBox, Loading } from "../ui";
 
 const LIST = `{ apiKeys { keyId name scopes revoked issuedAt } }`;
 const CREATE = `mutation Create($input: CreateApiKeyInput!) {
@@ -48,28 +48,28 @@ export default function ApiKeys() {
   }
 
   return (
-    <div className="page">
-      <div className="page-head"><h1>API keys</h1></div>
+    <div className={cls.page}>
+      <h1 className={cls.h1}>API keys</h1>
       <Card title="Create a key">
-        <form className="row wrap" onSubmit={submit}>
-          <label htmlFor="keyname">Name</label>
-          <input id="keyname" value={name} onChange={(e) => setName(e.target.value)} required placeholder="e.g. backend" />
-          <fieldset className="scopes"><legend>Scopes</legend>
+        <form className="flex flex-wrap items-center gap-3" onSubmit={submit}>
+          <label htmlFor="keyname" className={cls.label}>Name</label>
+          <input id="keyname" className={`${cls.input} min-w-48 flex-1`} value={name} onChange={(e) => setName(e.target.value)} required placeholder="e.g. backend" />
+          <fieldset className="flex flex-wrap items-center gap-3"><legend className="float-left mr-2 text-sm text-muted">Scopes</legend>
             {SCOPES.map((s) => (
-              <label key={s}><input type="checkbox" checked={scopes.includes(s)}
+              <label key={s} className="flex items-center gap-1 text-sm"><input type="checkbox" checked={scopes.includes(s)}
                 onChange={(e) => setScopes(e.target.checked ? [...scopes, s] : scopes.filter((x) => x !== s))} /> {s}</label>
             ))}
           </fieldset>
-          <button type="submit" disabled={created.fetching || !name.trim() || !scopes.length}>Create key</button>
+          <button type="submit" className={cls.btn} disabled={created.fetching || !name.trim() || !scopes.length}>Create key</button>
         </form>
         {created.error && <ErrorBox message={errorText(created.error)} />}
         {secret && (
-          <div className="secret" role="status">
+          <div className="mt-3 grid gap-2 rounded-lg border border-amber-200 bg-amber-50 p-3" role="status">
             <p><strong>Copy this key now: it is shown once and never again.</strong></p>
-            <code data-testid="secret" className="wrap">{secret}</code>
-            <div className="row">
-              <button className="secondary" onClick={() => navigator.clipboard?.writeText(secret)}>Copy</button>
-              <button className="secondary" onClick={() => setSecret(null)}>I have stored it</button>
+            <code data-testid="secret" className="break-all">{secret}</code>
+            <div className="flex flex-wrap gap-2">
+              <button className={cls.btnSecondary} onClick={() => navigator.clipboard?.writeText(secret)}>Copy</button>
+              <button className={cls.btnSecondary} onClick={() => setSecret(null)}>I have stored it</button>
             </div>
           </div>
         )}
@@ -80,14 +80,14 @@ export default function ApiKeys() {
         {fetching && !data && <Loading what="keys" />}
         {keys && !keys.length && <Empty>No API keys.</Empty>}
         {keys && keys.length > 0 && (
-          <div className="table-wrap"><table aria-label="API keys">
+          <div className="overflow-x-auto"><table className={cls.table} aria-label="API keys">
             <thead><tr><th>Key id</th><th>Name</th><th>Scopes</th><th>Issued</th><th>Status</th><th /></tr></thead>
             <tbody>{keys.map((k: any) => (
               <tr key={k.keyId} data-testid={`key-${k.name}`}>
                 <td><code>{k.keyId}</code></td><td>{k.name}</td><td>{k.scopes.join(", ")}</td>
                 <td>{k.issuedAt ? new Date(k.issuedAt).toLocaleString() : "–"}</td>
-                <td><span className={k.revoked ? "pill bad" : "pill ok"}>{k.revoked ? "revoked" : "active"}</span></td>
-                <td>{!k.revoked && <button className="danger" aria-label={`Revoke ${k.name}`} onClick={() => doRevoke(k.keyId)}>Revoke</button>}</td>
+                <td><span className={`rounded-full px-2 py-0.5 text-xs ${k.revoked ? "bg-red-100 text-bad" : "bg-green-100 text-ok"}`}>{k.revoked ? "revoked" : "active"}</span></td>
+                <td>{!k.revoked && <button className={cls.btnDanger} aria-label={`Revoke ${k.name}`} onClick={() => doRevoke(k.keyId)}>Revoke</button>}</td>
               </tr>
             ))}</tbody>
           </table></div>

@@ -1,9 +1,10 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { useQuery } from "urql";
-import { api } from "../auth";
+import { api, authHeaders, HttpError } from "../auth";
 import { errorText } from "../gql";
+import { JsonView } from "../JsonView";
 import { verifyReceipt, type Check, type Receipt } from "../verify";
-import { Card, Empty, ErrorBox, Loading, short } from "../ui";
+import { Card, cls, Empty, ErrorBox, Loading, short } from "../ui";
 
 const CHECKPOINTS = `{ checkpoints(limit: 10) { treeSize root signedAt keyId hashAlg signature } }`;
 
@@ -39,32 +40,42 @@ export default function TrustCenter() {
   const allOk = checks?.length && checks.every((c) => c.ok);
 
   return (
-    <div className="page">
-      <div className="page-head"><h1>Trust Center</h1></div>
+    <div className={cls.page}>
+      <h1 className={cls.h1}>Trust Center</h1>
       <Card title="Verify a receipt">
-        <p className="muted">Fetches <code>/v1/receipts/&lt;event id&gt;</code> and checks it here, in your browser:
+        <p className="mb-3 text-sm text-muted">Fetches <code>/v1/receipts/&lt;event id&gt;</code> and checks it here, in your browser:
           the entry hash (RFC 8785 + BLAKE3/SHA-256), the RFC 6962 inclusion proof, and the Ed25519 checkpoint signature.</p>
-        <form className="row" onSubmit={verify}>
+        <form className="flex flex-wrap gap-2" onSubmit={verify}>
           <label htmlFor="event" className="sr-only">Event id</label>
-          <input id="event" placeholder="event id (uuid)" value={eventId} onChange={(e) => setEventId(e.target.value)} />
-          <button type="submit" disabled={verifying || !eventId.trim()}>{verifying ? "Verifying…" : "Verify"}</button>
+          <input id="event" className={`${cls.input} min-w-48 flex-1`} placeholder="event id (uuid)" value={eventId}
+            onChange={(e) => setEventId(e.target.value)} />
+          <button type="submit" className={cls.btn} disabled={verifying || !eventId.trim()}>{verifying ? "Verifying…" : "Verify"}</button>
         </form>
         {verifyError && <ErrorBox message={verifyError} />}
         {checks && (
-          <div className={allOk ? "verdict ok" : "verdict bad"} role="status" data-testid="verdict">
+          <div className={`mt-3 rounded-lg border p-3 ${allOk ? "border-green-200 bg-green-50" : "border-red-200 bg-red-50"}`}
+            role="status" data-testid="verdict">
             <strong>{allOk ? "Verified" : "NOT verified"}</strong>: entry #{receipt?.entry.position} ({receipt?.entry.type})
             is in the ledger of size {receipt?.checkpoint.tree_size}, signed by key {receipt?.checkpoint.key_id}.
-            <ul>{checks.map((c) => <li key={c.name}>{c.ok ? "✔" : "✘"} {c.name} <span className="muted">({c.detail})</span></li>)}</ul>
+            <ul className="mt-2 grid gap-0.5 break-words">{checks.map((c) => (
+              <li key={c.name}>{c.ok ? "✔" : "✘"} {c.name} <span className="text-muted">({c.detail})</span></li>))}</ul>
           </div>
         )}
+        {receipt && (
+          <details className="mt-3" open>
+            <summary className="cursor-pointer text-sm text-muted">The receipt as fetched</summary>
+            <div className="mt-2"><JsonView value={receipt} label="Receipt JSON" height={320} /></div>
+          </details>
+        )}
       </Card>
-      <div className="grid2">
+      <AuditBundle />
+      <div className="grid gap-4 lg:grid-cols-2">
         <Card title="Latest signed checkpoints">
           {error && <ErrorBox message={errorText(error)} />}
           {fetching && !data && <Loading what="checkpoints" />}
           {data && !data.checkpoints.length && <Empty>No checkpoint signed yet.</Empty>}
           {data?.checkpoints?.length > 0 && (
-            <div className="table-wrap"><table aria-label="Checkpoints">
+            <div className="overflow-x-auto"><table className={cls.table} aria-label="Checkpoints">
               <thead><tr><th>Size</th><th>Root</th><th>Signed</th><th>Key</th></tr></thead>
               <tbody>{data.checkpoints.map((c: any) => (
                 <tr key={`${c.treeSize}-${c.signedAt}`}><td>{c.treeSize}</td><td><code title={c.root}>{short(c.root, 16)}</code></td>
@@ -78,12 +89,68 @@ export default function TrustCenter() {
           {!keys && !keysError && <Loading what="keys" />}
           {keys && !Object.keys(keys).length && <Empty>No signing key published.</Empty>}
           {keys && (
-            <ul className="keys">{Object.entries(keys).map(([id, k]) => (
-              <li key={id}><code>{id}</code> ed25519 <code className="wrap">{k}</code></li>
+            <ul className="grid gap-2">{Object.entries(keys).map(([id, k]) => (
+              <li key={id}><code>{id}</code> ed25519 <code className="break-all">{k}</code></li>
             ))}</ul>
           )}
         </Card>
       </div>
     </div>
+  );
+}
+
+/** Download the tenant's audit bundle (GET /v1/audit/bundle): verify it offline with `nexus audit verify`. */
+function AuditBundle() {
+  const [from, setFrom] = useState("");
+  const [to, setTo] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState("");
+  const [done, setDone] = useState("");
+
+  async function download(e: FormEvent) {
+    e.preventDefault();
+    setBusy(true); setError(""); setDone("");
+    try {
+      const query = new URLSearchParams();
+      if (from.trim()) query.set("from", from.trim());
+      if (to.trim()) query.set("to", to.trim());
+      const res = await fetch(`/v1/audit/bundle?${query}`, { headers: authHeaders() });
+      if (!res.ok) {
+        const body = await res.json().catch(() => null);
+        throw new HttpError(res.status, body?.error?.message ?? `${res.status} ${res.statusText}`);
+      }
+      const name = /filename="([^"]+)"/.exec(res.headers.get("content-disposition") ?? "")?.[1] ?? "audit-bundle.nexus";
+      const blob = await res.blob();
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = name;
+      link.click();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+      setDone(`${name} (${(blob.size / 1024).toFixed(1)} KB) downloaded.`);
+    } catch (err) {
+      setError((err as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <Card title="Audit bundle">
+      <p className="mb-3 text-sm text-muted">
+        One file with this tenant's ledger entries, an inclusion proof for each, a signed checkpoint and the public
+        keys. An auditor checks it offline with <code>nexus audit verify FILE --trusted-key KEY</code>; it never holds
+        another tenant's entries. Leave the positions empty for the whole history.
+      </p>
+      <form className="flex flex-wrap items-end gap-2" onSubmit={download}>
+        <label className="grid gap-1 text-sm">From position
+          <input className={`${cls.input} w-32`} type="number" min={1} value={from} onChange={(e) => setFrom(e.target.value)} />
+        </label>
+        <label className="grid gap-1 text-sm">To position
+          <input className={`${cls.input} w-32`} type="number" min={1} value={to} onChange={(e) => setTo(e.target.value)} />
+        </label>
+        <button type="submit" className={cls.btn} disabled={busy}>{busy ? "Preparing…" : "Download audit bundle"}</button>
+      </form>
+      {error && <ErrorBox message={error} />}
+      {done && <p className="mt-2 text-sm text-ok" role="status">{done}</p>}
+    </Card>
   );
 }
