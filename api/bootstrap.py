@@ -9,6 +9,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from adapters.embedded import start_embedded_nats, start_embedded_postgres
 from adapters.keystore import FileKeyStore
+from adapters.oidc import connect as connect_identity_provider
 from adapters.postgres.checkpoint_store import PostgresCheckpointStore
 from adapters.postgres.credentials import PostgresCredentialStore
 from adapters.postgres.keystore import PostgresKeyStore, load_master_key
@@ -25,6 +26,7 @@ from application.identity import IdentityService
 from application.privacy import PrivacyService
 from application.sessions import SessionService, load_jwt_key
 from application.signer import CheckpointSigner
+from application.sso import SsoService
 from application.users import UserService
 from domain.deployments import WIRE_ANTHROPIC, WIRE_GEMINI, WIRE_OPENAI
 
@@ -71,6 +73,7 @@ class Container:
     users: UserService | None = None
     sessions: SessionService | None = None
     credentials: PostgresCredentialStore | None = None
+    sso: SsoService | None = None
 
     def close(self) -> None:
         self.ledger.close()
@@ -104,6 +107,9 @@ def wire_auth(container: Container) -> None:
     container.sessions = SessionService(container.users, container.credentials,
                                         load_jwt_key(container.settings.key_dir),
                                         platform_tenant=GraphQLSettings().platform_tenant)
+    sealer = AesGcmCredentialSealer(load_master_key(container.settings.key_dir))  # client secrets, as deployments'
+    container.sso = SsoService(container.ledger, sealer, container.users, container.sessions, container.credentials,
+                               connect_identity_provider)
 
 
 def wire_gateway(container: Container) -> None:

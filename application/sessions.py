@@ -18,9 +18,11 @@ import datetime as dt
 import hashlib
 import os
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
@@ -30,6 +32,7 @@ from application.token_bucket import TokenBucket
 from application.users import UserService
 from domain import users
 from domain.rbac import Actor, permissions_for
+from domain.users import User
 
 ACCESS_TTL = dt.timedelta(minutes=10)
 REFRESH_TTL = dt.timedelta(days=14)
@@ -104,23 +107,9 @@ class CredentialStore(abc.ABC):
     def family_revoked(self, family_id: uuid.UUID) -> bool:
         """Whether the family has been revoked (sign-out or reuse)."""
 
-
-class FederatedIdentityProvider(abc.ABC):
-    """An external identity provider (OIDC now, SAML later) that vouches for a verified email.
-
-    Sessions trust only `verified_email`; mapping it to an invited user of a tenant is ours
-    (`SessionService.sign_in_federated`), so every provider ends in the same session.
-    """
-
-    name: str
-
     @abc.abstractmethod
-    def start(self, redirect_uri: str) -> tuple[str, dict[str, str]]:
-        """(the URL to send the browser to, the state to keep until the callback)."""
-
-    @abc.abstractmethod
-    def finish(self, params: dict[str, str], kept: dict[str, str], redirect_uri: str) -> str:
-        """The verified email the provider asserts, after checking state, nonce and signature."""
+    def spend_once(self, digest: str, expires_at: dt.datetime) -> bool:
+        """Mark a one-time value (an SSO state) used: True the first time, False ever after."""
 
 
 def load_jwt_key(key_dir: Path) -> bytes:
@@ -178,15 +167,11 @@ class SessionService:
             raise InvalidCredentials()
         return self._issue(state.tenant_id, user_id, uuid.uuid4())
 
-    def sign_in_federated(self, tenant_id: str, verified_email: str) -> TokenPair:
-        """A session for the invited, active user the provider vouched for."""
-        try:
-            state = self._users.state(users.user_id_for(tenant_id, verified_email))
-        except users.InvalidEmail:
-            raise InvalidCredentials() from None
-        if state is None or not state.active or state.tenant_id != tenant_id:
+    def start_session(self, user: User) -> TokenPair:
+        """A session for a user someone else has authenticated (single sign-on, application/sso.py)."""
+        if not user.active:
             raise InvalidCredentials()
-        return self._issue(tenant_id, state.user_id, uuid.uuid4())
+        return self._issue(user.tenant_id, user.user_id, uuid.uuid4())
 
     def refresh(self, refresh_token: str) -> TokenPair:
         now = dt.datetime.now(dt.UTC)
@@ -232,6 +217,21 @@ class SessionService:
             return None
         return Actor(state.tenant_id, f"user:{state.user_id}",
                      permissions_for(state.tenant_id, roles=state.roles, platform_tenant=self._platform))
+
+    def sign_state(self, claims: dict[str, Any], purpose: str, ttl: dt.timedelta) -> str:
+        """A short-lived token that only this service can have made (the SSO login cookie)."""
+        now = int(time.time())
+        return jwt.encode({**claims, "iss": _ISSUER, "typ": purpose, "iat": now, "exp": now + int(ttl.total_seconds())},
+                          self._key, algorithm=JWT_ALG)
+
+    def open_state(self, token: str, purpose: str) -> dict[str, Any] | None:
+        """The claims of a token made by `sign_state` for `purpose`, or None if altered, expired or another kind."""
+        try:
+            claims = jwt.decode(token or "", self._key, algorithms=[JWT_ALG], issuer=_ISSUER,
+                                options={"require": ["exp", "iat", "iss"]})
+        except jwt.PyJWTError:
+            return None
+        return claims if claims.get("typ") == purpose else None
 
     def subject_of(self, access_token: str) -> str | None:
         """The user a correctly signed, unexpired access token names; no database read (for rate limits)."""

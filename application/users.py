@@ -72,6 +72,19 @@ class UserService:
             raise users.UserAlreadyInvited(users.normalize_email(email)) from None
         return invitation, receipt
 
+    def provision(self, tenant_id: str, email: str, role: str, provider_id: str, address: str) -> User:
+        """A user created at its first single sign-on (actor `sso:<provider>`); if a concurrent first
+        sign-in of the same person won the race, that user."""
+        user_id = users.user_id_for(tenant_id, email)
+        decided = users.decide_provision(self.state(user_id), tenant_id, email, role, provider_id)
+        try:
+            self._append(0, tenant_id, user_id, decided, f"sso:{provider_id}", address)
+        except ConcurrencyError:
+            pass
+        state = self.state(user_id)
+        assert state is not None  # appended by us or by the winner of the race
+        return state
+
     def accept_invitation(self, token: str, password: str, address: str, now: dt.datetime | None = None) -> Receipt:
         """Set the first password with an invitation token, which is spent by this."""
         parsed = users.parse_invitation(token)

@@ -29,6 +29,8 @@ PERMISSIONS: dict[str, str] = {
     "users.read": "users and their roles",
     "users.write": "invite users, grant and revoke roles other than owner",
     "owners.write": "grant and revoke the owner role",
+    "sso.read": "single sign-on providers (never their client secrets)",
+    "sso.write": "configure and remove single sign-on providers",
     "inference.run": "call models through the gateway",
     "tenants.create": "create tenants (platform tenant only)",
 }
@@ -44,7 +46,7 @@ MATRIX: dict[str, frozenset[str]] = {
                             "deployments.write", "inference.run"}),
     "analyst": frozenset({"usage.read", "costs.read", "projections.read", "tenant.read", "deployments.read"}),
     "auditor": frozenset({"usage.read", "costs.read", "ledger.read", "proofs.read", "projections.read",
-                          "tenant.read", "apikeys.read", "deployments.read", "users.read"}),
+                          "tenant.read", "apikeys.read", "deployments.read", "users.read", "sso.read"}),
     "viewer": frozenset({"usage.read", "projections.read", "tenant.read"}),
 }
 

@@ -148,6 +148,9 @@ def evolve(state: User | None, event_type: str, payload: dict[str, Any]) -> User
         return User(payload["user_id"], payload["tenant_id"], payload["email"], frozenset({payload["role"]}),
                     invite_sha256=payload["invite_sha256"], invite_expires_at=payload["invite_expires_at"],
                     invited_by=payload["invited_by"], version=1)
+    if event_type == "UserProvisioned":  # just in time, at a first single sign-on: no invitation, no password
+        return User(payload["user_id"], payload["tenant_id"], payload["email"], frozenset({payload["role"]}),
+                    invited_by=payload["provisioned_by"], version=1)
     if state is None:
         return None
     state = replace(state, version=state.version + 1)
@@ -180,6 +183,17 @@ def decide_invite(state: User | None, tenant_id: str, email: str, role: str, inv
     return "UserInvited", {"user_id": invitation.user_id, "tenant_id": tenant_id, "email": email, "role": role,
                            "invited_by": invited_by, "invite_sha256": invitation.secret_hash,
                            "invite_expires_at": (now + INVITE_TTL).isoformat()}
+
+
+def decide_provision(state: User | None, tenant_id: str, email: str, role: str,
+                     provider_id: str) -> tuple[str, dict[str, Any]]:
+    """A user created at its first single sign-on with the provider's default role (domain/sso.py)."""
+    email = normalize_email(email)
+    validate_role(role)
+    if state is not None:
+        raise UserAlreadyInvited(email)
+    return "UserProvisioned", {"user_id": user_id_for(tenant_id, email), "tenant_id": tenant_id, "email": email,
+                               "role": role, "provisioned_by": f"sso:{provider_id}"}
 
 
 def check_invitation(state: User | None, secret: str, now: dt.datetime) -> User:

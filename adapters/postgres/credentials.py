@@ -70,6 +70,13 @@ class PostgresCredentialStore(CredentialStore):
             ).fetchone()
         return bool(row and row[0])
 
+    def spend_once(self, digest: str, expires_at: dt.datetime) -> bool:
+        """One INSERT: of two concurrent callbacks with one state, the primary key lets one win (0006_sso.sql)."""
+        with self._pool.connection() as conn:
+            cur = conn.execute("INSERT INTO auth.spent_states (digest, expires_at) VALUES (%s, %s)"
+                               " ON CONFLICT (digest) DO NOTHING", (digest, expires_at))
+            return cur.rowcount == 1
+
     def close(self) -> None:
         self._pool.close()
 

@@ -17,14 +17,11 @@ from application.sessions import InvalidCredentials, InvalidRefreshToken, Sessio
 from domain import users
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
-_settings: AuthSettings | None = None
 
 
-def _cookie_settings() -> AuthSettings:
-    global _settings
-    if _settings is None:  # read once, at the first request, not at import
-        _settings = AuthSettings()
-    return _settings
+def cookie_settings(request: Request) -> AuthSettings:
+    """Read once at start-up by api.auth.mount (so each app, and each test's app, has its own)."""
+    return request.app.state.auth_settings
 
 
 class SignIn(BaseModel):
@@ -50,8 +47,9 @@ def address_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _answer(pair: TokenPair, response: Response) -> dict[str, object]:
-    s = _cookie_settings()
+def set_session_cookies(pair: TokenPair, request: Request, response: Response) -> None:
+    """The console's session: the same two cookies for password sign-in, refresh and single sign-on."""
+    s = cookie_settings(request)
     now = dt.datetime.now(dt.UTC)
     response.set_cookie(s.access_cookie, pair.access_token, max_age=int((pair.access_expires_at - now).total_seconds()),
                         path="/", httponly=True, samesite="strict", secure=s.cookie_secure)
@@ -59,6 +57,11 @@ def _answer(pair: TokenPair, response: Response) -> dict[str, object]:
                         max_age=int((pair.refresh_expires_at - now).total_seconds()),
                         path="/v1/auth", httponly=True, samesite="strict", secure=s.cookie_secure)
     response.headers["cache-control"] = "no-store"
+
+
+def _answer(pair: TokenPair, request: Request, response: Response) -> dict[str, object]:
+    set_session_cookies(pair, request, response)
+    now = dt.datetime.now(dt.UTC)
     return {"token_type": "Bearer", "access_token": pair.access_token,
             "expires_in": int((pair.access_expires_at - now).total_seconds()),
             "refresh_token": pair.refresh_token, "refresh_expires_at": pair.refresh_expires_at.isoformat(),
@@ -77,22 +80,22 @@ def sign_in(body: SignIn, request: Request, response: Response) -> dict[str, obj
         raise ApiError(429, str(exc), "rate_limit_error", "too_many_attempts") from None
     except InvalidCredentials as exc:
         raise _unauthorized(str(exc)) from None
-    return _answer(pair, response)
+    return _answer(pair, request, response)
 
 
 @router.post("/refresh")
 def refresh(request: Request, response: Response, body: RefreshBody | None = None) -> dict[str, object]:
-    token = (body.refresh_token if body else None) or request.cookies.get(_cookie_settings().refresh_cookie, "")
+    token = (body.refresh_token if body else None) or request.cookies.get(cookie_settings(request).refresh_cookie, "")
     try:
         pair = _sessions(request).refresh(token)
     except InvalidRefreshToken as exc:
         raise ApiError(401, str(exc), "authentication_error", "invalid_refresh_token") from None
-    return _answer(pair, response)
+    return _answer(pair, request, response)
 
 
 @router.post("/sign-out", status_code=204)
 def sign_out(request: Request, response: Response, body: RefreshBody | None = None) -> Response:
-    s = _cookie_settings()
+    s = cookie_settings(request)
     refresh_token = (body.refresh_token if body else None) or request.cookies.get(s.refresh_cookie)
     scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
     access = bearer.strip() if scheme.lower() == "bearer" else request.cookies.get(s.access_cookie)

@@ -27,7 +27,7 @@ def services_for(container: Any, settings: GraphQLSettings) -> GraphServices:
     sources = Sources(container.ledger, container.checkpoints, ProjectionStore(container.database.app_url),
                       container.identity, container.deployments, feed)
     return GraphServices(sources, settings, feed, getattr(container, "users", None),
-                         getattr(container, "sessions", None))
+                         getattr(container, "sessions", None), getattr(container, "sso", None))
 
 
 def mount(app: FastAPI, settings: GraphQLSettings | None = None) -> None:

@@ -29,6 +29,7 @@ class GraphServices:
     live: Any  # api.graphql.live.LiveEvents
     users: Any = None  # application.users.UserService
     sessions: Any = None  # application.sessions.SessionService
+    sso: Any = None  # application.sso.SsoService
 
 
 class GraphContext(BaseContext):

@@ -25,6 +25,7 @@ REQUIRES: dict[str, str | None] = {
     "inference": "costs.read",
     "users": "users.read",
     "roles": None,
+    "ssoProviders": "sso.read",
     # mutations
     "createTenant": "tenants.create",
     "createApiKey": "apikeys.write",
@@ -36,6 +37,8 @@ REQUIRES: dict[str, str | None] = {
     "grantRole": "users.write",  # granting owner also needs owners.write
     "revokeRole": "users.write",
     "deactivateUser": "users.write",
+    "configureSsoProvider": "sso.write",
+    "removeSsoProvider": "sso.write",
     # subscriptions
     "events": "ledger.read",
     "inferenceLog": "costs.read",

@@ -20,6 +20,7 @@ from strawberry.extensions import (
 from strawberry.types import Info
 
 from adapters.nats import codec
+from api.graphql import sso
 from api.graphql import types as t
 from api.graphql import users as u
 from api.graphql.context import commands, reader
@@ -110,6 +111,8 @@ class Query:
 
     users: list[u.User] = strawberry.field(resolver=u.users, description="The tenant's users and their roles")
     roles: list[u.Role] = strawberry.field(resolver=u.roles, description="Every role and its permissions")
+    sso_providers: list[sso.SsoProvider] = strawberry.field(
+        resolver=sso.sso_providers, description="The tenant's single sign-on providers (never a client secret)")
 
 
 @strawberry.type
@@ -153,6 +156,10 @@ class Mutation:
     revoke_role: t.Receipt = strawberry.mutation(resolver=u.revoke_role, description="Revoke a role from a user")
     deactivate_user: t.Receipt = strawberry.mutation(
         resolver=u.deactivate_user, description="Deactivate a user: sign-in and every session stop at once")
+    configure_sso_provider: t.Receipt = strawberry.mutation(
+        resolver=sso.configure_sso_provider, description="Add or replace a single sign-on provider (OpenID Connect)")
+    remove_sso_provider: t.Receipt = strawberry.mutation(
+        resolver=sso.remove_sso_provider, description="Remove a single sign-on provider")
 
 
 @strawberry.type

@@ -58,6 +58,14 @@ def _user_with_viewer(api: Api) -> dict[str, Any]:
     return {"u": user_id}
 
 
+def _sso_provider(api: Api) -> dict[str, Any]:
+    owner = actor_for_role(TENANT, "owner", subject="setup", platform_tenant=TENANT)
+    api.container.sso.configure(owner, provider_id="okta1", name="Okta", kind="okta", client_id="c",
+                                issuer="https://example.okta.com", client_secret="s", allowed_domains=["example.com"],
+                                address="setup")
+    return {}
+
+
 # field -> (document, setup returning variables). Fields of every root type must appear here.
 SAMPLES: dict[str, tuple[str, Callable[[Api], dict[str, Any]]]] = {
     "usageTimeseries": ("query($s: DateTime!, $e: DateTime!) { usageTimeseries(granularity: HOUR, start: $s, end: $e) { requests } }", lambda a: SPAN),
@@ -90,6 +98,11 @@ SAMPLES: dict[str, tuple[str, Callable[[Api], dict[str, Any]]]] = {
     "revokeRole": ('mutation($u: String!) { revokeRole(userId: $u, role: "viewer") { position } }', _user_with_viewer),
     "deactivateUser": ("mutation($u: String!) { deactivateUser(userId: $u) { position } }",
                        lambda a: {"u": _invited(a)[0]}),
+    "ssoProviders": ("{ ssoProviders { providerId hasClientSecret } }", lambda a: {}),
+    "configureSsoProvider": ('mutation { configureSsoProvider(input: {providerId: "g1", name: "Google", kind: "google", '
+                             'clientId: "c", clientSecret: "s", allowedDomains: ["example.com"], defaultRole: "viewer"}) '
+                             '{ position } }', lambda a: {}),
+    "removeSsoProvider": ('mutation { removeSsoProvider(providerId: "okta1") { position } }', _sso_provider),
     "events": ("subscription { events(filter: {fromPosition: 1}) { position } }", lambda a: {}),
     "inferences": ("{ inferences(first: 5) { edges { cursor node { id costMicros } } } }", lambda a: {}),
     "inference": ('{ inference(id: "none") { id } }', lambda a: {}),
@@ -161,4 +174,4 @@ def test_each_role_may_do_exactly_what_the_matrix_grants(api, role):
 def _setup_writes(field: str) -> int:
     """Events the sample's own setup appends (a key to revoke, a deployment to remove, an event to prove)."""
     return {"revokeApiKey": 1, "removeDeployment": 1, "inclusionProof": 1, "setPassword": 1, "grantRole": 1,
-            "revokeRole": 2, "deactivateUser": 1}.get(field, 0)
+            "revokeRole": 2, "deactivateUser": 1, "removeSsoProvider": 1}.get(field, 0)

@@ -1,0 +1,128 @@
+"""The one OpenID Connect client (authlib): authorization code flow with PKCE (S256), state and nonce.
+
+Google Workspace, Entra ID and Okta differ only in their issuer (domain/sso.issuer_for), from which
+everything else is discovered (`<issuer>/.well-known/openid-configuration`). The ID token is checked
+here: JWS signature against the provider's JWKS (asymmetric algorithms only, so a token "signed" with
+the client secret or with `alg: none` never passes), `iss`, `aud`, `exp`/`iat`, `nonce`, `azp`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.httpx_client import OAuth2Client
+from authlib.oidc.core import CodeIDToken
+from joserfc import jwt
+from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+from joserfc.jws import JWSRegistry
+
+from application.sso import FederatedIdentityProvider
+from domain.sso import FederatedIdentity, IdentityProviderUnavailable, IdentityRefused, InvalidAssertion
+
+ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+LEEWAY_S = 60  # clock skew tolerated between us and the provider
+DISCOVERY_TTL_S = 3600.0
+_documents: dict[str, tuple[float, dict[str, Any]]] = {}  # URL -> (fetched at, JSON): discovery and JWKS
+
+
+class OidcIdentityProvider(FederatedIdentityProvider):
+    def __init__(self, issuer: str, client_id: str, client_secret: str, *, scope: str = "openid email profile",
+                 timeout_s: float = 10.0) -> None:
+        self.issuer = issuer.rstrip("/")
+        self._client_id, self._client_secret = client_id, client_secret
+        self._scope = scope
+        self._timeout_s = timeout_s
+
+    def _client(self, redirect_uri: str) -> OAuth2Client:
+        return OAuth2Client(self._client_id, self._client_secret, scope=self._scope, redirect_uri=redirect_uri,
+                            code_challenge_method="S256", timeout=self._timeout_s)
+
+    def _get(self, url: str, *, fresh: bool = False) -> dict[str, Any]:
+        cached = _documents.get(url)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < DISCOVERY_TTL_S:
+            return cached[1]
+        try:
+            with self._client("") as client:
+                answer = client.get(url, withhold_token=True)
+                answer.raise_for_status()
+                document = answer.json()
+        except Exception as exc:  # network, HTTP status, not JSON: the provider is not usable now
+            raise IdentityProviderUnavailable(f"GET {url}: {exc}") from None
+        _documents[url] = (time.monotonic(), document)
+        return document
+
+    def metadata(self) -> dict[str, Any]:
+        document = self._get(f"{self.issuer}/.well-known/openid-configuration")
+        if document.get("issuer", "").rstrip("/") != self.issuer:  # OIDC Discovery 4.3
+            raise IdentityProviderUnavailable(f"discovery names issuer {document.get('issuer')!r}, "
+                                              f"expected {self.issuer!r}")
+        return document
+
+    def start(self, redirect_uri: str) -> tuple[str, dict[str, str]]:
+        endpoint = self.metadata()["authorization_endpoint"]
+        state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
+        with self._client(redirect_uri) as client:
+            url, _ = client.create_authorization_url(endpoint, state=state, code_verifier=verifier, nonce=nonce)
+        return url, {"state": state, "nonce": nonce, "code_verifier": verifier}
+
+    def finish(self, params: Mapping[str, str], kept: Mapping[str, str], redirect_uri: str) -> FederatedIdentity:
+        if params.get("error"):
+            raise IdentityRefused(f"the identity provider answered {params['error']!r}: "
+                                  f"{params.get('error_description') or 'no description'}")
+        if not params.get("code"):
+            raise InvalidAssertion("the callback carries no authorization code")
+        metadata = self.metadata()
+        try:
+            with self._client(redirect_uri) as client:
+                token = client.fetch_token(metadata["token_endpoint"], grant_type="authorization_code",
+                                           code=params["code"], code_verifier=kept["code_verifier"])
+        except OAuthError as exc:  # invalid_grant: a used, expired or stolen code; invalid_client: our secret
+            raise InvalidAssertion(f"the token endpoint refused the code: {exc.error}: {exc.description}") from None
+        except Exception as exc:
+            raise IdentityProviderUnavailable(f"POST {metadata['token_endpoint']}: {exc}") from None
+        if "id_token" not in token:
+            raise InvalidAssertion("the token endpoint answered no id_token (is 'openid' in the scope?)")
+        claims = self._verified_claims(token, metadata, kept["nonce"])
+        return FederatedIdentity(issuer=str(claims["iss"]).rstrip("/"), subject=str(claims["sub"]),
+                                 email=str(claims.get("email") or ""), email_verified=_email_verified(claims))
+
+    def _verified_claims(self, token: Mapping[str, Any], metadata: Mapping[str, Any], nonce: str) -> CodeIDToken:
+        offered = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+        registry = JWSRegistry(algorithms=[a for a in offered if a in ASYMMETRIC] or ["RS256"])
+        try:
+            try:
+                decoded = jwt.decode(token["id_token"], KeySet.import_key_set(self._get(metadata["jwks_uri"])),
+                                     registry=registry)
+            except InvalidKeyIdError:  # the provider rotated its keys since we cached them
+                decoded = jwt.decode(token["id_token"],
+                                     KeySet.import_key_set(self._get(metadata["jwks_uri"], fresh=True)),
+                                     registry=registry)
+        except (BadSignatureError, InvalidKeyIdError):
+            raise InvalidAssertion("the ID token's signature does not verify with the provider's published keys") from None
+        except JoseError as exc:
+            raise InvalidAssertion(f"the ID token is not a valid signed JWT ({exc.error})") from None
+        options = {"iss": {"essential": True, "value": metadata["issuer"]},
+                   "aud": {"essential": True, "value": self._client_id}}
+        claims = CodeIDToken(decoded.claims, decoded.header, options,
+                             {"nonce": nonce, "client_id": self._client_id, "access_token": token.get("access_token")})
+        try:
+            claims.validate(leeway=LEEWAY_S)
+        except ExpiredTokenError:
+            raise InvalidAssertion(f"the ID token expired at {decoded.claims.get('exp')} "
+                                   f"(now {int(time.time())})") from None
+        except ClaimError as exc:
+            expected = {"aud": self._client_id, "iss": metadata["issuer"], "nonce": "the nonce this browser was sent with"}
+            raise InvalidAssertion(f"claim {exc.claim!r} is {decoded.claims.get(exc.claim)!r}, expected "
+                                   f"{expected.get(exc.claim, 'a valid value')!r}") from None
+        return claims
+
+
+def _email_verified(claims: Mapping[str, Any]) -> bool:
+    """`email_verified` (OIDC core); Entra ID instead sends `xms_edov` (the domain owner verified it)."""
+    verified = claims.get("email_verified", claims.get("xms_edov", False))
+    return verified is True or verified == "true"
