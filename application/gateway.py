@@ -53,10 +53,39 @@ from domain.pricing import cost_micros
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_SEAL_INLINE_BYTES = 16 * 1024  # larger content is encrypted in a worker thread, off the event loop
 
 
 class ContentProtector(Protocol):
     def protect(self, tenant_id: str, subject_id: str, value: Any) -> dict[str, Any]: ...
+
+    def sealer(self, tenant_id: str, subject_id: str) -> Callable[[Any], dict[str, Any]]: ...
+
+
+class TokenCounting(Protocol):
+    """Counts tokens when a provider reported no usage (adapters/providers/tokens.py)."""
+
+    def tokenizer(self, provider: str, model: str) -> str: ...
+
+    def count(self, provider: str, model: str, text: str) -> int: ...
+
+    def count_chat(self, provider: str, model: str, contents: list[str]) -> int: ...
+
+
+class RoughCounter:
+    """Four characters make a token: the counter without a tokenizer."""
+
+    def tokenizer(self, provider: str, model: str) -> str:
+        return "chars/4"
+
+    def count(self, provider: str, model: str, text: str) -> int:
+        return (len(text) + 3) // 4
+
+    def count_chat(self, provider: str, model: str, contents: list[str]) -> int:
+        return sum(self.count(provider, model, c) for c in contents)
+
+
+PROVIDER_USAGE: dict[str, Any] = {"usage_source": "provider", "usage_estimated": False}
 
 
 @dataclass(frozen=True)
@@ -161,7 +190,7 @@ class Gateway:
     def __init__(
         self, ledger: Ledger, deployments: DeploymentService, providers: Mapping[str, Provider], *,
         privacy: ContentProtector | None = None, config: GatewayConfig | None = None,
-        token_counter: Callable[[], Callable[[str], int]] | None = None,
+        token_counter: Callable[[], TokenCounting] | None = None,
     ) -> None:
         self._ledger = ledger
         self._deployments = deployments
@@ -169,7 +198,7 @@ class Gateway:
         self._privacy = privacy
         self.config = config or GatewayConfig()
         self._token_counter_factory = token_counter
-        self._count: Callable[[str], int] | None = None
+        self._counter: TokenCounting | None = None
         self._busy: collections.Counter[tuple[str, str]] = collections.Counter()
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
 
@@ -275,10 +304,9 @@ class Gateway:
         latency_us = (time.perf_counter_ns() - started) // 1000
         usage = answer.obj.get("usage")
         if isinstance(usage, dict):
-            tokens, source = _tokens(usage), "provider"
+            tokens, source = _tokens(usage), PROVIDER_USAGE
         else:
-            out = 0 if request.kind == "embeddings" else self._counted(_answer_text(answer.obj))
-            tokens, source = (self._counted(prompt_text(request)), out, 0, 0), "counted"
+            tokens, source = self._estimate(request, route, _answer_text(answer.obj))
         completion = None if request.kind == "embeddings" else _answer_messages(answer.obj)
         try:
             receipt = await self._record_completion(request, flight, route, attempts, tokens, source, latency_us,
@@ -316,20 +344,31 @@ class Gateway:
 
     # --- recording --------------------------------------------------------------------------------
 
-    def _counted(self, text: str) -> int:
-        if self._count is None:
+    def _estimate(self, request: InferenceRequest, route: Route,
+                  completion: str) -> tuple[tuple[int, int, int, int], dict[str, Any]]:
+        """Tokens counted by the gateway when the provider reported no usage, and how (always an estimate)."""
+        if self._counter is None:
             factory = self._token_counter_factory
-            self._count = factory() if factory else (lambda t: (len(t) + 3) // 4)
-        return self._count(text)
+            self._counter = factory() if factory else RoughCounter()
+        counter, d = self._counter, route.deployment
+        if request.kind == "embeddings":
+            tokens_in, tokens_out = counter.count(d.provider, d.model, prompt_text(request)), 0
+        else:
+            contents = [_text_of(m.get("content")) for m in request.body.get("messages") or [] if isinstance(m, dict)]
+            tokens_in = counter.count_chat(d.provider, d.model, contents)
+            tokens_out = counter.count(d.provider, d.model, completion)
+        note = {"usage_source": "counted", "usage_estimated": True,
+                "usage_tokenizer": counter.tokenizer(d.provider, d.model)}
+        return (tokens_in, tokens_out, 0, 0), note
 
     async def _record_completion(
         self, request: InferenceRequest, flight: _Flight, route: Route, attempts: list[dict[str, Any]],
-        tokens: tuple[int, int, int, int], usage_source: str, latency_us: int, ttft_us: int | None, finish: str,
+        tokens: tuple[int, int, int, int], usage: dict[str, Any], latency_us: int, ttft_us: int | None, finish: str,
         completion: Any, completed_id: uuid.UUID,
     ) -> Receipt:
         d = route.deployment
         tokens_in, tokens_out, cached, reasoning = tokens
-        content = await self._seal(request, completion, with_completion=True)
+        content = await self._seal(request, flight, completion, with_completion=True)
         completed = InferenceCompleted(
             request_id=request.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
             tokens_in=tokens_in, tokens_out=tokens_out, tokens_cached=min(cached, tokens_in),
@@ -337,7 +376,7 @@ class Gateway:
             cost_micros=cost_micros(d.price, tokens_in, tokens_out, cached), currency=d.price.currency,
             price_table_version=d.price.version,
         ).payload()
-        completed.update(attempts=attempts, usage_source=usage_source, finish=finish, kind=request.kind)
+        completed.update(attempts=attempts, finish=finish, kind=request.kind, **usage)
         if content is not None:
             completed["content"] = content
         return await flight.close("InferenceCompleted", completed, completed_id)
@@ -352,7 +391,7 @@ class Gateway:
             latency_us=(time.perf_counter_ns() - started) // 1000,
         ).payload()
         failed.update(attempts=exhausted.attempts, kind=request.kind)
-        content = await self._seal(request, None, with_completion=False)
+        content = await self._seal(request, flight, None, with_completion=False)
         if content is not None:
             failed["content"] = content
         flight.start(exhausted.route)  # a no-op unless no attempt could start
@@ -370,32 +409,50 @@ class Gateway:
         return GatewayError(502, f"every deployment of {request.model!r} failed ({tried} attempts; last: {reason})",
                             "api_error", "upstream_error", receipt)
 
-    async def _seal(self, request: InferenceRequest, completion: Any, *, with_completion: bool) -> Any:
-        """One envelope holding the prompt (and the completion), sealed in a worker thread; None without privacy.
-
-        One `protect` call per inference rather than one per field: each call reads the tenant's
-        content-storage switch from the ledger, and this runs on every request's critical path.
-        """
+    def _sealer(self, request: InferenceRequest) -> asyncio.Future[Callable[[Any], Any] | None] | None:
+        """The reads sealing needs (the tenant's content switch, the subject's data key), started now in a
+        worker thread so that they overlap the upstream call; None without privacy."""
         privacy = self._privacy
         if privacy is None:
+            return None
+
+        def prepare() -> Callable[[Any], Any] | None:
+            try:
+                return privacy.sealer(request.tenant_id, request.subject_id)
+            except Exception:  # recorded as sealing_failed: never plaintext
+                log.exception("preparing to seal the content of inference %s failed", request.request_id)
+                return None
+
+        return asyncio.ensure_future(asyncio.to_thread(prepare))
+
+    async def _seal(self, request: InferenceRequest, flight: _Flight, completion: Any, *,
+                    with_completion: bool) -> Any:
+        """One envelope holding the prompt (and the completion); None without privacy.
+
+        One envelope per inference, with the switch and the key read once, while the upstream call was
+        in flight (`_sealer`): only the AES-GCM is left here, on the event loop for small content.
+        """
+        if flight.sealing is None:
             return None
         value: dict[str, Any] = {
             "prompt": request.body.get("input") if request.kind == "embeddings" else request.body.get("messages")}
         if with_completion and completion is not None:
             value["completion"] = completion
-        limit = self.config.max_content_bytes
+        seal = await flight.sealing
+        if seal is None:
+            return {"omitted": "sealing_failed"}
+        size = len(orjson.dumps(value))
+        if size > self.config.max_content_bytes:
+            return {"omitted": "too_large", "bytes": size}
 
         def protect() -> Any:
-            size = len(orjson.dumps(value))
-            if size > limit:
-                return {"omitted": "too_large", "bytes": size}
             try:
-                return privacy.protect(request.tenant_id, request.subject_id, value)
+                return seal(value)
             except Exception:  # never plaintext: record the usage without the content
                 log.exception("sealing content of inference %s failed", request.request_id)
                 return {"omitted": "sealing_failed"}
 
-        return await asyncio.to_thread(protect)
+        return protect() if size <= _SEAL_INLINE_BYTES else await asyncio.to_thread(protect)
 
 
 class _Flight:
@@ -418,6 +475,7 @@ class _Flight:
         self._config = gateway.config
         self._request = request
         self._stream = inference_stream(request.request_id)
+        self.sealing = gateway._sealer(request)
         self.event: NewEvent | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pending: asyncio.Task[bool] | None = None
@@ -591,11 +649,11 @@ class InferenceStream:
     async def _record(self, client_gone: bool) -> Receipt | None:
         gateway = self._gateway
         if self._usage is not None:
-            tokens, source = _tokens(self._usage), "provider"
+            tokens, source = _tokens(self._usage), PROVIDER_USAGE
         else:
             text = "".join("".join(parts) for parts in self._texts.values())
             text += "".join(f["name"] + f["arguments"] for f in self._tools.values())
-            tokens, source = (gateway._counted(prompt_text(self.request)), gateway._counted(text), 0, 0), "counted"
+            tokens, source = gateway._estimate(self.request, self.route, text)
         self.tokens = tokens
         finish = "client_cancelled" if client_gone else ("upstream_cut" if self.broken else "complete")
         try:

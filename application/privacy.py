@@ -132,6 +132,19 @@ class PrivacyService:
             return dict(REDACTED)
         return sealing.seal_with(self._sealing_key(tenant_id, subject_id), value)
 
+    def sealer(self, tenant_id: str, subject_id: str) -> Callable[[Any], dict[str, Any]]:
+        """`protect` in two halves: the reads (switch, data key) now, the AES-GCM later, without I/O.
+
+        The gateway calls this while the upstream call is in flight and seals the content once it has
+        the completion; the switch then holds as of the request's start.
+        """
+        validate_tenant_id(tenant_id)
+        sealing.validate_subject_id(subject_id)
+        if not self.content_storage_enabled(tenant_id):
+            return lambda value: dict(REDACTED)
+        key = self._sealing_key(tenant_id, subject_id)
+        return lambda value: sealing.seal_with(key, value)
+
     @staticmethod
     def is_sealed(value: object) -> bool:
         return sealing.is_sealed(value)

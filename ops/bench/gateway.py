@@ -1,18 +1,24 @@
-"""Gateway overhead at a fixed request rate, with the ledger on and durable. Prints JSON.
+"""Gateway overhead at a fixed request rate, with the ledger on and durable, against the LiteLLM proxy. JSON.
 
     .venv/bin/python ops/bench/gateway.py [--rates 50,200,500] [--duration 30] [--profile profile.txt]
+                                          [--no-litellm] [--output run.json]
+    .venv/bin/python ops/bench/gateway.py --median run1.json run2.json run3.json
 
-Three processes: a minimal fake OpenAI upstream (raw asyncio, a fixed chat completion with usage),
+Four processes: a minimal fake OpenAI upstream (raw asyncio, a fixed chat completion with usage),
 the NexusAI API (uvicorn, one worker, embedded PostgreSQL with synchronous_commit on, content
-sealing on), and this load generator pinned to CPU 1. For each rate the generator first calls the
-upstream directly, then the same upstream through the gateway, open-loop: requests are sent on a
-fixed schedule and latency is measured from the *intended* send time, so a stalled server cannot
-hide its queueing (no coordinated omission). Overhead = gateway percentile - direct percentile.
+sealing on), the LiteLLM proxy (litellm 1.110.2, one worker, no database, the same upstream as its
+only model) and this load generator pinned to CPU 1. For each rate the generator calls the upstream
+directly, then the same upstream through the gateway, then through the proxy, open-loop: requests are
+sent on a fixed schedule and latency is measured from the *intended* send time, so a stalled server
+cannot hide its queueing (no coordinated omission). Overhead = target percentile - direct percentile;
+`vs_litellm` divides the proxy's overhead by ours (how many times lower ours is).
 
 Afterwards every gateway response's receipt is looked up: the check passes only if each 200 carried
 a Nexus-Receipt whose event is an InferenceCompleted in the ledger (zero lost records).
 
-The LiteLLM proxy reference is not run here (it needs its own virtualenv; see RECIPES).
+The proxy needs its own virtualenv (litellm[proxy]==1.110.2 does not resolve: its litellm-proxy
+dependency is not on the index, so the extra's other dependencies are installed by hand). It is
+made on first use in .nexus/bench/litellm-venv (gitignored), about 2 minutes; never litellm 1.107.0.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -32,6 +39,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+LITELLM_VENV = ROOT / ".nexus" / "bench" / "litellm-venv"
+# litellm 1.110.2 and its `proxy` extra's dependencies, as its wheel's metadata lists them, except
+# litellm-proxy==1.110.2 (not on the index; the litellm wheel holds the proxy) and with the newest
+# litellm-proxy-extras / litellm-enterprise the index has (0.4.114.post1 / 0.1.83.post1 are not on it).
+LITELLM_PROXY_REQUIREMENTS = [
+    "litellm==1.110.2",  # never 1.107.0 (a compromised release)
+    "gunicorn>=23.0.0,<24.0", "uvicorn>=0.33.0,<1.0", "granian>=2.7.4,<3.0", "uvloop>=0.22.1,<1.0",
+    "fastapi>=0.136.3,<1.0", "starlette>=1.0.1,<2.0", "backoff>=2.2.1,<3.0", "pyyaml>=6.0.3,<7.0", "rq>=2.7.0,<3.0",
+    "orjson>=3.11.6,<4.0", "hiredis>=3.0.0,<4.0", "apscheduler>=3.11.2,<4.0", "fastapi-sso>=0.19.0,<1.0",
+    "pyjwt>=2.13.0,<3.0", "python-multipart>=0.0.27,<1.0", "cryptography>=49.0.0,<51.0", "pynacl>=1.6.2,<2.0",
+    "websockets>=15.0.1,<16.0", "boto3>=1.43.117,<2.0", "azure-identity>=1.25.2,<2.0",
+    "azure-storage-blob>=12.28.0,<13.0", "mcp>=2.3.0,<3", "httpx2>=2.10.0,<3", "litellm-proxy-extras==0.4.110",
+    "litellm-enterprise==0.1.83", "restrictedpython>=8.5,<9.0", "rich>=13.9.4,<14.0", "inquirerpy>=0.3.4,<1.0",
+    "tomlkit>=0.13.3,<1.0", "polars>=1.38.1,<2.0", "soundfile>=0.12.1,<1.0", "pyroscope-io>=0.8.16,<1.0",
+    "expression>=5.6.0,<6.0", "backports-zstd>=1.0.0,<2.0", "semver>=3.0.4,<4",
+]
 
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}
 RESPONSE = json.dumps({
@@ -84,8 +108,49 @@ def serve_gateway(data_dir: str, port: int) -> None:
     from api.bootstrap import bootstrap
     from api.settings import Settings
 
-    container = bootstrap(Settings(data_dir=Path(data_dir)))
+    # The per-key rate limiter stays on the path, with a limit this load never reaches.
+    container = bootstrap(Settings(data_dir=Path(data_dir), rate_limit_key_per_minute=60_000_000,
+                                   rate_limit_key_burst=1_000_000))
     uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --- the LiteLLM proxy reference -------------------------------------------------------------------
+
+
+def ensure_litellm_venv(venv: Path = LITELLM_VENV) -> Path:
+    """The proxy's virtualenv, made now if absent; returns its `litellm` command."""
+    command = venv / "bin" / "litellm"
+    stamp = venv / ".nexus-requirements"
+    wanted = "\n".join(LITELLM_PROXY_REQUIREMENTS)
+    if command.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return command
+    print(f"making the LiteLLM proxy's virtualenv in {venv} (once, about 2 minutes)", file=sys.stderr)
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, *LITELLM_PROXY_REQUIREMENTS], check=True)
+    stamp.write_text(wanted)
+    return command
+
+
+def start_litellm_proxy(command: Path, folder: Path, upstream_port: int, port: int,
+                        master_key: str) -> subprocess.Popen[bytes]:
+    """One worker, no database, the fast upstream as model `bench`; access logs off (as ours are)."""
+    config = folder / "litellm-config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: bench\n"
+        "    litellm_params:\n"
+        "      model: openai/bench-upstream\n"
+        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        "      api_key: sk-bench\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "NEXUS_"))}
+    env.update(LITELLM_MASTER_KEY=master_key, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR",
+               PYTHONPATH="")
+    log = open(folder / "litellm.log", "wb")  # noqa: SIM115 - the process keeps it
+    return subprocess.Popen([str(command), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+                             "--num_workers", "1"], env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=log)
 
 
 # --- the open-loop load generator -------------------------------------------------------------------
@@ -158,45 +223,113 @@ def _check_receipts(container, receipts: list[str]) -> dict:  # type: ignore[no-
     return {"responses_with_receipt": len(ids), "inference_completed_found": found, "lost": len(ids) - found, **leg}
 
 
+def _overhead(target: dict, direct: dict) -> dict:
+    return {f"{p}_ms": round(target[f"{p}_ms"] - direct[f"{p}_ms"], 3)
+            for p in ("p50", "p90", "p99") if target[f"{p}_ms"] is not None and direct[f"{p}_ms"] is not None}
+
+
+def _ratios(ours: dict, theirs: dict) -> dict:
+    """How many times lower our overhead is than the proxy's, per percentile (None if ours is <= 0)."""
+    return {f"{p}_x": round(theirs[f"{p}_ms"] / ours[f"{p}_ms"], 2) if ours.get(f"{p}_ms", 0) > 0 else None
+            for p in ("p50", "p99") if f"{p}_ms" in ours and f"{p}_ms" in theirs}
+
+
+def _targets(result: dict) -> None:
+    at_200 = next((r for r in result["rates"] if r["rate_per_s"] == 200), None)
+    if at_200 is None:
+        return
+    targets = {
+        "overhead_p50_le_2ms": at_200["overhead"].get("p50_ms", 1e9) <= 2.0,
+        "overhead_p99_le_10ms": at_200["overhead"].get("p99_ms", 1e9) <= 10.0,
+        "zero_lost_records": at_200["records"]["all_recorded"],
+    }
+    if at_200.get("vs_litellm"):
+        targets["at_least_5x_lower_than_litellm_p50"] = (at_200["vs_litellm"].get("p50_x") or 0) >= 5
+    result["targets_at_200_per_s"] = targets
+
+
+def median_of(paths: list[str]) -> dict:
+    """The median of each figure over several runs' JSON reports (same rates), with the runs' values listed."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+
+    def merge(values: list) -> object:
+        first = values[0]
+        if isinstance(first, dict):
+            return {k: merge([v.get(k) for v in values]) for k in first}
+        if isinstance(first, list) and all(isinstance(v, list) and len(v) == len(first) for v in values):
+            return [merge([v[i] for v in values]) for i in range(len(first))]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) == len(values) and numbers:
+            return {"median": statistics.median(numbers), "runs": numbers}
+        return first
+
+    merged = merge(runs)
+    merged["runs"] = paths  # type: ignore[index]
+    return merged  # type: ignore[return-value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rates", default="50,200,500")
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--profile", default="", help="py-spy the gateway during the 200/s gateway run; output file")
+    parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy reference")
+    parser.add_argument("--output", default="", help="also write the JSON report to this file")
+    parser.add_argument("--median", nargs="+", default=None, metavar="RUN.json", help="medians of earlier reports")
     args = parser.parse_args()
+    if args.median:
+        print(json.dumps(median_of(args.median), indent=2))
+        return
     rates = [float(r) for r in args.rates.split(",")]
+    litellm = None if args.no_litellm else ensure_litellm_venv()
 
     from adapters.embedded import free_port, stop_embedded_postgres, wait_for_port
     from api.bootstrap import bootstrap
     from api.settings import Settings
+    from application.gateway import GatewayConfig
     from domain.pricing import Price
 
     data_dir = Path(tempfile.mkdtemp(prefix="nexus-bench-gw-"))
     container = bootstrap(Settings(data_dir=data_dir))
     container.identity.create_tenant("bench")
     key, _ = container.identity.issue_key("bench", ["inference", "read"], "bench")
-    up_port, gw_port = free_port(), free_port()
+    up_port, gw_port, proxy_port = free_port(), free_port(), free_port()
     container.deployments.configure("bench", name="fast", provider="openai_compatible", model="bench-upstream",
                                     model_name="bench", base_url=f"http://127.0.0.1:{up_port}/v1",
                                     price=Price(2_500_000, 10_000_000, "USD", "bench"), api_key="sk-bench")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     upstream = subprocess.Popen([sys.executable, __file__, "_upstream", str(up_port)], env=env)
     gateway = subprocess.Popen([sys.executable, __file__, "_gateway", str(data_dir), str(gw_port)], env=env)
+    processes = [gateway, upstream]
+    master_key = "sk-bench-" + secrets.token_hex(16)
+    proxy = None
+    if litellm is not None:
+        proxy = start_litellm_proxy(litellm, data_dir, up_port, proxy_port, master_key)
+        processes.append(proxy)
+    config = GatewayConfig()
     result: dict = {"benchmark": "gateway overhead", "duration_s": args.duration, "ledger": "PostgreSQL 18 embedded,"
-                    " synchronous_commit on", "content_sealing": True, "litellm_proxy_reference": "not run",
-                    "rates": []}
+                    " synchronous_commit on", "content_sealing": True,
+                    "gateway": {"server": "uvicorn, one worker, uvloop + httptools",
+                                "record_requested_after_s": config.record_requested_after_s},
+                    "litellm_proxy_reference": "litellm 1.110.2 proxy, one worker, no database" if proxy else "not run",
+                    "load": os.getloadavg(), "rates": []}
     try:
         os.sched_setaffinity(0, {1})  # the generator on CPU 1 (RECIPES: load generation)
         wait_for_port("127.0.0.1", up_port)
         wait_for_port("127.0.0.1", gw_port, timeout=60)
+        if proxy is not None:
+            wait_for_port("127.0.0.1", proxy_port, timeout=120)
         auth = {"authorization": f"Bearer {key.token}", "content-type": "application/json"}
+        proxy_auth = {"authorization": f"Bearer {master_key}", "content-type": "application/json"}
         direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         gateway_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        proxy_url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
         for rate in rates:
             direct = asyncio.run(run_load(direct_url, auth, rate, args.duration))
             profiler = None
             if args.profile and rate == 200:
-                profiler = subprocess.Popen(["py-spy", "record", "--nonblocking", "--format", "raw", "-o", args.profile, "-r", "200",
+                profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                                             "--format", "raw", "-o", args.profile, "-r", "200",
                                              "-d", str(int(args.duration)), "-p", str(gateway.pid)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             through = asyncio.run(run_load(gateway_url, auth, rate, args.duration))
@@ -204,20 +337,19 @@ def main() -> None:
                 profiler.wait(timeout=args.duration + 30)
             check = _check_receipts(container, through.pop("receipts"))
             direct.pop("receipts")
-            overhead = {f"{p}_ms": round(through[f"{p}_ms"] - direct[f"{p}_ms"], 3)
-                        for p in ("p50", "p90", "p99") if through[f"{p}_ms"] is not None and direct[f"{p}_ms"] is not None}
-            result["rates"].append({"rate_per_s": rate, "direct": direct, "gateway": through, "overhead": overhead,
-                                    "records": {**check, "all_recorded": check["lost"] == 0
-                                                and check["responses_with_receipt"] == through["ok"] == through["sent"]}})
-        at_200 = next((r for r in result["rates"] if r["rate_per_s"] == 200), None)
-        if at_200 is not None:
-            result["targets_at_200_per_s"] = {
-                "overhead_p50_le_2ms": at_200["overhead"].get("p50_ms", 1e9) <= 2.0,
-                "overhead_p99_le_10ms": at_200["overhead"].get("p99_ms", 1e9) <= 10.0,
-                "zero_lost_records": at_200["records"]["all_recorded"],
-            }
+            entry = {"rate_per_s": rate, "direct": direct, "gateway": through, "overhead": _overhead(through, direct),
+                     "records": {**check, "all_recorded": check["lost"] == 0
+                                 and check["responses_with_receipt"] == through["ok"] == through["sent"]}}
+            if proxy is not None:
+                reference = asyncio.run(run_load(proxy_url, proxy_auth, rate, args.duration))
+                reference.pop("receipts")
+                entry["litellm_proxy"] = reference
+                entry["litellm_overhead"] = _overhead(reference, direct)
+                entry["vs_litellm"] = _ratios(entry["overhead"], entry["litellm_overhead"])
+            result["rates"].append(entry)
+        _targets(result)
     finally:
-        for process in (gateway, upstream):
+        for process in processes:
             process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout=15)
@@ -225,7 +357,10 @@ def main() -> None:
                 process.kill()
         container.close()
         stop_embedded_postgres(data_dir)
-    print(json.dumps(result, indent=2))
+    report = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def test_a_stream_without_provider_usage_is_counted_and_the_client_still_gets_us
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     [p] = gw.payloads("InferenceCompleted")
     assert (p["usage_source"], p["finish"], p["tokens_out"]) == ("counted", "complete", 6)  # tiktoken's count
+    assert (p["usage_estimated"], p["usage_tokenizer"]) == (True, "cl100k_base")
+    assert p["tokens_in"] == 5 + 3 + 3  # the message's words, its framing, the reply's priming
     assert chunks[-1].usage.completion_tokens == p["tokens_out"]
     assert chunks[-1].model_extra["nexus_receipt"]["event_id"] == str(gw.events("InferenceCompleted")[0].event_id)
 
