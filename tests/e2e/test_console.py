@@ -5,11 +5,14 @@ screenshots go to test-artifacts/console/.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+from domain.audit import load_bundle, verify_bytes
 from tests.e2e.conftest import DESKTOP, PHONE, shot, sign_in_with_key, watch
 from tests.fakes.upstream import REPLY, drip
+from tests.integration.test_auth_support import PASSWORD, user_with_password
 
 
 def test_sign_in_chat_log_dashboard_trust_center_and_api_keys(browser, console, upstreams):
@@ -138,3 +141,96 @@ def test_phone_width_navigation_and_spa_routes(browser, console):
         assert http.get("/healthz").json()["status"] == "ok"
         assert http.get("/chat").headers["content-type"].startswith("text/html")
         assert http.get("/assets/missing.js").status_code == 404
+
+
+def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, console, upstreams):
+    acme = user_with_password(console, "admin", tenant="acme")
+    globex = user_with_password(console, "admin", tenant="globex")
+    errors: list[str] = []
+    context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    page = context.new_page()
+    watch(page, errors)
+    page.set_default_timeout(15_000)
+    tenant = page.get_by_label("Tenant", exact=True)
+
+    # Password sign-in (the default method): a wrong password is refused, the right one opens the console.
+    page.goto(console.url + "/")
+    _sign_in_with_password(page, "acme", acme["email"], "not the password at all")
+    page.get_by_role("alert").filter(has_text="Sign-in failed").wait_for()
+    errors.clear()  # the refused sign-in's 401 is logged by the browser, as it should be
+    _sign_in_with_password(page, "acme", acme["email"], PASSWORD)
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    assert tenant.input_value() == "acme"
+    shot(page, "11-password-signed-in")
+
+    # The signed-in user chats through the gateway with its access token (no API key), then sees the cost.
+    page.get_by_role("navigation").get_by_role("link", name="Chat").click()
+    page.wait_for_function("document.querySelector('#model') && document.querySelector('#model').value === 'gpt-test'")
+    page.get_by_label("Message").fill("Say hello")
+    page.get_by_role("button", name="Send").click()
+    page.get_by_test_id("receipt").wait_for()
+    entries = console.container.ledger.read(1, 1000)
+    [completed] = [e for e in entries if e.type == "InferenceCompleted"]
+    [requested] = [e for e in entries if e.type == "InferenceRequested"]
+    assert json.loads(requested.payload)["api_key_id"] == f"user:{acme['user_id']}"
+    console.project()
+
+    page.get_by_role("navigation").get_by_role("link", name="Cost & usage").click()
+    page.get_by_role("heading", name="Cost & usage").wait_for()
+    per_model = page.get_by_role("table", name="Spend per model")
+    per_model.wait_for()
+    assert "test-2026-11" in per_model.inner_text()  # the price-table version behind the figure
+    row = page.get_by_test_id("cost-day-row")
+    assert row.count() == 1 and "USD" in row.inner_text() and "test-2026-11" in row.inner_text()
+    assert page.get_by_test_id("total-USD").inner_text().endswith("USD")
+    shot(page, "12-costs")
+
+    # Trust Center: the verified receipt is shown in Monaco (bundled, lazily loaded, no CDN).
+    page.goto(console.url + f"/trust?event={completed.event_id}")
+    page.get_by_role("button", name="Verify").click()
+    assert page.get_by_test_id("verdict").inner_text().startswith("Verified")
+    receipt_view = page.get_by_role("region", name="Receipt JSON")
+    receipt_view.locator(".monaco-editor .view-lines").wait_for()
+    page.wait_for_function("document.querySelector('.monaco-editor .view-lines').innerText.includes('ledger_id')")
+    shot(page, "13-trust-center-receipt-monaco")
+
+    # The audit bundle downloads and verifies offline, and holds this tenant's entries only.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download audit bundle").click()
+    assert download.value.suggested_filename == "acme-audit.nexus"
+    raw = Path(download.value.path()).read_bytes()
+    verified = verify_bytes(raw)
+    bundle = load_bundle(raw)
+    assert verified.entries > 0 and {e.tenant_id for e in bundle.entries} == {"acme"}
+    assert str(completed.event_id) in {e.event_id for e in bundle.entries}
+    page.get_by_text("acme-audit.nexus").wait_for()
+
+    # Switch tenant: sign in to another (the page stays); the list then offers both, switching back is prefilled.
+    tenant.select_option(label="Another tenant…")
+    _sign_in_with_password(page, "globex", globex["email"], PASSWORD)
+    page.get_by_role("heading", name="Trust Center").wait_for()
+    assert tenant.input_value() == "globex"
+    shot(page, "14-switched-to-globex")
+    tenant.select_option("acme")
+    assert page.get_by_label("Tenant", exact=True).input_value() == "acme"  # the sign-in form, prefilled
+    assert page.get_by_label("Email").input_value() == acme["email"]
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Trust Center").wait_for()
+    assert tenant.input_value() == "acme"
+
+    # Sign-out revokes the session: its access token no longer works anywhere.
+    token = page.evaluate("JSON.parse(sessionStorage.getItem('nexus.session')).token")
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in").wait_for()
+    with console.http(token) as http:
+        assert http.post("/graphql", json={"query": "{ me { tenantId } }"}).json().get("errors")
+    assert errors == [], errors
+    context.close()
+
+
+def _sign_in_with_password(page, tenant: str, email: str, password: str) -> None:
+    page.get_by_label("Tenant", exact=True).fill(tenant)
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()

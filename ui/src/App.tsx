@@ -68,7 +68,7 @@ export function App() {
   }
   async function signedIn(next: Session) {
     if (session && (session.tenant !== next.tenant || session.subject !== next.subject)) {
-      await signOut(session).catch(() => undefined); // switching tenants ends the previous session
+      await signOut(session, true).catch(() => undefined); // switching tenants ends the previous session
     }
     adopt(next);
     setSwitchTo(null);

@@ -32,7 +32,9 @@ export interface SsoProvider {
 
 const SESSION = "nexus.session";
 const TENANTS = "nexus.tenants";
-let refreshToken: string | null = null; // memory only (see above)
+// Refresh tokens in memory only (see above), per signed-in identity: switching tenants holds two for a moment.
+const refreshTokens = new Map<string, string>();
+const identity = (s: { tenant: string; subject: string }) => `${s.tenant}|${s.subject}`;
 
 export function getSession(): Session | null {
   try {
@@ -48,7 +50,6 @@ export function setSession(session: Session): void {
 }
 export function clearSession(): void {
   sessionStorage.removeItem(SESSION);
-  refreshToken = null;
 }
 export function getToken(): string | null {
   return getSession()?.token ?? null;
@@ -94,10 +95,12 @@ export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   return body as T;
 }
 
-/** POST JSON to /v1/auth: only the given credentials travel (the refresh cookie goes by itself). */
-async function post(path: string, body: unknown, headers: Record<string, string> = {}): Promise<any> {
+/** POST JSON to /v1/auth: only the given credentials travel, and the cookies unless `cookies` is "omit". */
+async function post(path: string, body: unknown, headers: Record<string, string> = {},
+  cookies: RequestCredentials = "same-origin"): Promise<any> {
   const res = await fetch(path, { method: "POST", headers: { "content-type": "application/json", ...headers },
-    body: JSON.stringify(body) });
+    body: JSON.stringify(body), credentials: cookies });
+  if (res.status === 204) return null;
   const answer = await res.json().catch(() => null);
   if (!res.ok) throw new HttpError(res.status, answer?.error?.message ?? `${res.status} ${res.statusText}`);
   return answer;
@@ -112,10 +115,12 @@ interface TokenAnswer {
 }
 
 function fromTokens(answer: TokenAnswer, method: SignInMethod, email?: string): Session {
-  refreshToken = answer.refresh_token;
-  return { token: answer.access_token, method, tenant: answer.tenant_id, subject: `user:${answer.user_id}`, email,
-    expiresAt: Date.now() + answer.expires_in * 1000 };
+  const session: Session = { token: answer.access_token, method, tenant: answer.tenant_id,
+    subject: `user:${answer.user_id}`, email, expiresAt: Date.now() + answer.expires_in * 1000 };
+  refreshTokens.set(identity(session), answer.refresh_token);
+  return session;
 }
+const refreshBody = (s: Session) => (refreshTokens.has(identity(s)) ? { refresh_token: refreshTokens.get(identity(s)) } : {});
 
 /** POST /v1/auth/sign-in; a wrong tenant, email or password all answer the same 401. */
 export async function signInWithPassword(tenant: string, email: string, password: string): Promise<Session> {
@@ -138,8 +143,7 @@ export async function signInWithKey(key: string): Promise<Session> {
 
 /** A new access token in the same session family (POST /v1/auth/refresh spends the refresh token). */
 export async function refreshSession(session: Session): Promise<Session> {
-  const answer: TokenAnswer = await post("/v1/auth/refresh", refreshToken ? { refresh_token: refreshToken } : {});
-  return fromTokens(answer, session.method, session.email);
+  return fromTokens(await post("/v1/auth/refresh", refreshBody(session)), session.method, session.email);
 }
 
 /** After an SSO redirect the API has set the session cookies only: trade the refresh cookie for tokens. */
@@ -147,15 +151,18 @@ export async function sessionFromCookie(): Promise<Session> {
   return fromTokens(await post("/v1/auth/refresh", {}), "sso");
 }
 
-/** POST /v1/auth/sign-out revokes the whole session family and clears the cookies; API keys stay valid. */
-export async function signOut(session: Session | null): Promise<void> {
+/** POST /v1/auth/sign-out revokes the session's whole family and clears the cookies; API keys stay valid.
+ * `replaced`: a newer session (tenant switch) already owns the cookies, so they are neither sent nor cleared
+ * and the old session is named by its own tokens only. */
+export async function signOut(session: Session | null, replaced = false): Promise<void> {
   try {
     if (session && session.method !== "key") {
-      await post("/v1/auth/sign-out", refreshToken ? { refresh_token: refreshToken } : {},
-        { authorization: `Bearer ${session.token}` });
+      await post("/v1/auth/sign-out", refreshBody(session), { authorization: `Bearer ${session.token}` },
+        replaced ? "omit" : "same-origin");
     }
   } finally {
-    clearSession();
+    if (session) refreshTokens.delete(identity(session));
+    if (!replaced) clearSession();
   }
 }
 

@@ -143,7 +143,7 @@ function GroupTable({ title, column, groups }: { title: string; column: string; 
               </td>
               <td className="text-right">{g.requests}</td>
               <td className="text-right font-mono">{money(g.costMicros, g.currency)}</td>
-              <td className="flex flex-wrap gap-1">{g.versions.map((v) => <Version key={v} v={v} />)}</td>
+              <td><div className="flex flex-wrap gap-1">{g.versions.map((v) => <Version key={v} v={v} />)}</div></td>
             </tr>
           ))}</tbody>
         </table>
