@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 from authlib.common.security import generate_token
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
@@ -28,6 +29,12 @@ ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 LEEWAY_S = 60  # clock skew tolerated between us and the provider
 DISCOVERY_TTL_S = 3600.0
 _documents: dict[str, tuple[float, dict[str, Any]]] = {}  # URL -> (fetched at, JSON): discovery and JWKS
+try:  # authlib's httpx integration runs on httpx2 when it is installed, else on httpx
+    import httpx2
+
+    _TRANSPORT: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
+except ImportError:  # pragma: no cover
+    _TRANSPORT = (httpx.HTTPError,)
 
 
 class OidcIdentityProvider(FederatedIdentityProvider):
@@ -47,11 +54,10 @@ class OidcIdentityProvider(FederatedIdentityProvider):
         if cached is not None and not fresh and time.monotonic() - cached[0] < DISCOVERY_TTL_S:
             return cached[1]
         try:
-            with self._client("") as client:
-                answer = client.get(url, withhold_token=True)
-                answer.raise_for_status()
-                document = answer.json()
-        except Exception as exc:  # network, HTTP status, not JSON: the provider is not usable now
+            answer = httpx.get(url, timeout=self._timeout_s)
+            answer.raise_for_status()
+            document = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:  # unreachable, an error status, not JSON
             raise IdentityProviderUnavailable(f"GET {url}: {exc}") from None
         _documents[url] = (time.monotonic(), document)
         return document
@@ -83,7 +89,7 @@ class OidcIdentityProvider(FederatedIdentityProvider):
                                            code=params["code"], code_verifier=kept["code_verifier"])
         except OAuthError as exc:  # invalid_grant: a used, expired or stolen code; invalid_client: our secret
             raise InvalidAssertion(f"the token endpoint refused the code: {exc.error}: {exc.description}") from None
-        except Exception as exc:
+        except _TRANSPORT as exc:
             raise IdentityProviderUnavailable(f"POST {metadata['token_endpoint']}: {exc}") from None
         if "id_token" not in token:
             raise InvalidAssertion("the token endpoint answered no id_token (is 'openid' in the scope?)")
