@@ -143,18 +143,33 @@ def test_phone_width_navigation_and_spa_routes(browser, console):
         assert http.get("/assets/missing.js").status_code == 404
 
 
+SSO = "mutation($i: ConfigureSsoProviderInput!) { configureSsoProvider(input: $i) { position } }"
+SESSION_TOKEN = "JSON.parse(sessionStorage.getItem('nexus.session')).token"
+
+
 def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, console, upstreams):
     acme = user_with_password(console, "admin", tenant="acme")
     globex = user_with_password(console, "admin", tenant="globex")
     errors: list[str] = []
+    console.data(SSO, {"i": {"providerId": "corp", "name": "Corp IdP", "kind": "oidc", "issuer": "https://idp.example.com",
+                             "clientId": "nexus", "clientSecret": "s3cret", "allowedDomains": ["example.com"]}})
     context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
     page = context.new_page()
     watch(page, errors)
     page.set_default_timeout(15_000)
+    page.clock.install()  # time flows as usual until the test fast-forwards it (token renewal below)
     tenant = page.get_by_label("Tenant", exact=True)
 
-    # Password sign-in (the default method): a wrong password is refused, the right one opens the console.
+    # The sign-in page shows the SSO buttons of the tenant typed in, and none for a tenant without SSO.
     page.goto(console.url + "/")
+    page.get_by_label("Tenant", exact=True).fill("acme")
+    sso = page.get_by_role("link", name="Sign in with Corp IdP")
+    assert sso.get_attribute("href") == "/v1/auth/sso/corp/login?tenant=acme&next=/"
+    page.get_by_label("Tenant", exact=True).fill("globex")
+    sso.wait_for(state="detached")
+    assert page.get_by_role("group", name="Single sign-on").count() == 0
+
+    # Password sign-in (the default method): a wrong password is refused, the right one opens the console.
     _sign_in_with_password(page, "acme", acme["email"], "not the password at all")
     page.get_by_role("alert").filter(has_text="Sign-in failed").wait_for()
     errors.clear()  # the refused sign-in's 401 is logged by the browser, as it should be
@@ -162,6 +177,11 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     page.get_by_role("heading", name="Dashboard").wait_for()
     assert tenant.input_value() == "acme"
     shot(page, "11-password-signed-in")
+
+    # A minute before the 10-minute access token expires, the console renews it (POST /v1/auth/refresh).
+    first_token = page.evaluate(SESSION_TOKEN)
+    page.clock.fast_forward("09:30")
+    page.wait_for_function(f"{SESSION_TOKEN} !== {json.dumps(first_token)}")
 
     # The signed-in user chats through the gateway with its access token (no API key), then sees the cost.
     page.get_by_role("navigation").get_by_role("link", name="Chat").click()
@@ -220,7 +240,7 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     assert tenant.input_value() == "acme"
 
     # Sign-out revokes the session: its access token no longer works anywhere.
-    token = page.evaluate("JSON.parse(sessionStorage.getItem('nexus.session')).token")
+    token = page.evaluate(SESSION_TOKEN)
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("button", name="Sign in").wait_for()
     with console.http(token) as http:
