@@ -32,13 +32,15 @@ class _Quiet(SimpleHTTPRequestHandler):
 def sizes() -> dict[str, object]:
     index = (DIST / "index.html").read_text()
     initial = sorted(set(re.findall(r'(?:src|href)="/(assets/[^"]+\.js)"', index)))
+    css = sorted(set(re.findall(r'href="/(assets/[^"]+\.css)"', index)))
     every = sorted(p.relative_to(DIST).as_posix() for p in (DIST / "assets").glob("*.js"))
-    gz = {name: len(gzip.compress((DIST / name).read_bytes(), 9)) for name in every}
+    gz = {name: len(gzip.compress((DIST / name).read_bytes(), 9)) for name in every + css}
     return {
         "initial_js": initial,
         "initial_js_gzip_kb": round(sum(gz[n] for n in initial) / 1024, 1),
-        "all_js_gzip_kb": round(sum(gz.values()) / 1024, 1),
-        "lazy_chunks_gzip_kb": {n: round(v / 1024, 1) for n, v in gz.items() if n not in initial},
+        "initial_css_gzip_kb": round(sum(gz[n] for n in css) / 1024, 1),
+        "all_js_gzip_kb": round(sum(v for n, v in gz.items() if n.endswith(".js")) / 1024, 1),
+        "lazy_chunks_gzip_kb": {n: round(v / 1024, 1) for n, v in gz.items() if n not in initial and n not in css},
     }
 
 

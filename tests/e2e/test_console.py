@@ -124,6 +124,8 @@ def test_phone_width_navigation_and_spa_routes(browser, console):
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.goto(console.url + "/keys")  # a deep link is served index.html, then asks for sign-in
+    page.get_by_label("Password").wait_for()
+    shot(page, "10-phone-sign-in")
     sign_in_with_key(page, console.keys["acme"])
     page.get_by_role("heading", name="API keys").wait_for()
     assert not page.get_by_role("navigation").is_visible()
@@ -134,6 +136,11 @@ def test_phone_width_navigation_and_spa_routes(browser, console):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page scrolls sideways on a phone: {width}px"
     shot(page, "10-phone-trust-center")
+    page.get_by_role("button", name="Toggle navigation").click()
+    page.get_by_role("navigation").get_by_role("link", name="Cost & usage").click()
+    page.get_by_text("No spend in this range yet").wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    shot(page, "10-phone-costs")
     context.close()
     # The API's own paths never fall back to the console.
     with console.http(console.keys["acme"]) as http:
@@ -158,6 +165,8 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     watch(page, errors)
     page.set_default_timeout(15_000)
     page.clock.install()  # time flows as usual until the test fast-forwards it (token renewal below)
+    elsewhere: list[str] = []  # Monaco and everything else come from our own origin, never a CDN
+    page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(console.url) else None)
     tenant = page.get_by_label("Tenant", exact=True)
 
     # The sign-in page shows the SSO buttons of the tenant typed in, and none for a tenant without SSO.
@@ -246,6 +255,7 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     with console.http(token) as http:
         assert http.post("/graphql", json={"query": "{ me { tenantId } }"}).json().get("errors")
     assert errors == [], errors
+    assert elsewhere == [], elsewhere
     context.close()
 
 

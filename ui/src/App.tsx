@@ -108,7 +108,7 @@ function Shell({ session, path, onSignOut, onSwitch }: {
         <span className="hidden max-w-48 truncate text-sm text-gray-300 lg:inline" title={session.subject}>
           {session.email ?? session.subject}
         </span>
-        <button className="rounded-md border border-gray-600 bg-transparent px-3 py-1 text-sm text-white hover:bg-gray-800"
+        <button className="whitespace-nowrap rounded-md border border-gray-600 bg-transparent px-2.5 py-1 text-sm text-white hover:bg-gray-800"
           onClick={onSignOut}>Sign out</button>
       </header>
       <nav aria-label="Main" className={`${menuOpen ? "flex" : "hidden"} absolute inset-x-0 top-[52px] z-20 flex-col gap-0.5 `
@@ -137,7 +137,7 @@ function TenantSwitcher({ session, onSwitch }: { session: Session; onSwitch: (te
     <label className="flex items-center gap-2 text-sm">
       <span className="hidden text-gray-300 sm:inline">Tenant</span>
       <select aria-label="Tenant" value={session.tenant} data-testid="tenant"
-        className="max-w-36 rounded-md border border-gray-600 bg-gray-800 px-2 py-1 text-white"
+        className="max-w-28 rounded-md border sm:max-w-40 border-gray-600 bg-gray-800 px-2 py-1 text-white"
         onChange={(e) => onSwitch(e.target.value === "\u0000other" ? "" : e.target.value)}>
         <option value={session.tenant}>{session.tenant}</option>
         {others.map((t) => <option key={t.tenant} value={t.tenant}>{t.tenant}</option>)}
