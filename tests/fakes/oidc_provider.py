@@ -26,8 +26,6 @@ from starlette.routing import Route
 
 from tests.fakes.server import ServerThread
 
-KID = "test-key-1"
-
 
 @dataclass
 class TestUser:
@@ -46,6 +44,8 @@ class FakeOidcProvider:
     def __init__(self, client_id: str, client_secret: str, user: TestUser) -> None:
         self.client_id, self.client_secret, self.user = client_id, client_secret, user
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "test-key-1"
+        self._denial: str | None = None
         self._rogue: rsa.RSAPrivateKey | None = None
         self._overrides: dict[str, Any] = {}
         self._codes: dict[str, dict[str, str]] = {}
@@ -65,7 +65,17 @@ class FakeOidcProvider:
         self._overrides.update(claims)
 
     def sign_with_rogue_key(self) -> None:
+        """Sign the next ID token with a key that is not published, under the published key's id."""
         self._rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def rotate_key(self) -> None:
+        """Replace the signing key and its id, as providers do now and then."""
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = f"test-key-{secrets.token_hex(4)}"
+
+    def deny(self, error: str = "access_denied") -> None:
+        """The next /authorize sends the browser back with an error instead of a code (the user said no)."""
+        self._denial = error
 
     def __enter__(self) -> FakeOidcProvider:
         self._server.start()
@@ -87,7 +97,7 @@ class FakeOidcProvider:
 
     async def _jwks(self, _: Request) -> Response:
         public = jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
-        return JSONResponse({"keys": [{**public, "kid": KID, "use": "sig", "alg": "RS256"}]})
+        return JSONResponse({"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]})
 
     async def _authorize(self, request: Request) -> Response:
         q = dict(request.query_params)
@@ -96,6 +106,10 @@ class FakeOidcProvider:
             return JSONResponse({"error": "unauthorized_client"}, status_code=400)
         if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
             return JSONResponse({"error": "invalid_request", "error_description": "PKCE S256 required"}, 400)
+        if self._denial is not None:
+            error, self._denial = self._denial, None
+            back = {"error": error, "error_description": "The user declined", "state": q.get("state", "")}
+            return RedirectResponse(f"{q['redirect_uri']}?{urlencode(back)}", 302)
         code = secrets.token_urlsafe(24)
         self._codes[code] = {"redirect_uri": q["redirect_uri"], "nonce": q.get("nonce", ""),
                              "challenge": q["code_challenge"]}
@@ -126,4 +140,4 @@ class FakeOidcProvider:
         claims = {k: v for k, v in claims.items() if v is not None}
         key = self._rogue or self._key
         self._overrides, self._rogue = {}, None
-        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.kid})

@@ -194,6 +194,30 @@ def test_an_id_token_that_proves_nothing_is_refused(api, idp, bad):
     refused(api, idp, 401, words)
 
 
+def test_a_rotated_signing_key_is_fetched_again(api, idp):
+    configure(api, idp)
+    with browser(api) as client:
+        assert sign_in(client).status_code == 302  # the provider's keys are now cached
+    idp.rotate_key()
+    with browser(api) as client:
+        assert sign_in(client).status_code == 302
+
+
+def test_a_user_who_declines_at_the_provider_gets_its_reason(api, idp):
+    configure(api, idp)
+    idp.deny("access_denied")
+    refused(api, idp, 403, "answered 'access_denied': The user declined")
+
+
+def test_an_unreachable_provider_is_a_502_and_no_redirect(api, idp):
+    configure(api, idp)
+    idp.__exit__()  # the provider goes away
+    with browser(api) as client:
+        answer = client.get("/v1/auth/sso/corp/login", params={"tenant": "acme"})
+    assert answer.status_code == 502
+    assert answer.json()["error"]["code"] == "identity_provider_unavailable"
+
+
 def test_an_unverified_email_is_refused(api, idp):
     configure(api, idp)
     idp.user = TestUser("ada@example.com", email_verified=False)
