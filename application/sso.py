@@ -141,11 +141,12 @@ class SsoService:
             raise sso.InvalidAssertion(f"issuer {identity.issuer!r}, expected {provider.issuer!r}")
         email = sso.admitted_email(provider, identity)
         user = self._users.state(user_rules.user_id_for(provider.tenant_id, email))
-        if user is None and provider.default_role is None:
-            raise sso.IdentityRefused(f"{email!r} is not a user of tenant {provider.tenant_id!r}, and {provider.name} "
-                                      "does not create users (no default role); ask an admin to invite you")
         if user is None:
-            user = self._users.provision(provider.tenant_id, email, provider.default_role or "", provider.provider_id,
+            if provider.default_role is None:
+                raise sso.IdentityRefused(f"{email!r} is not a user of tenant {provider.tenant_id!r}, and "
+                                          f"{provider.name} does not create users (no default role); ask an admin "
+                                          "to invite you")
+            user = self._users.provision(provider.tenant_id, email, provider.default_role, provider.provider_id,
                                          address)
         if not user.active:
             raise sso.IdentityRefused(f"user {email!r} is deactivated in tenant {provider.tenant_id!r}")
