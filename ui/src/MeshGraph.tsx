@@ -1,7 +1,9 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { api, HttpError } from "./auth";
+import { useQuery } from "urql";
 import {
-  layoutCalls, layoutModels, modelColour, NODE_H, NODE_W, type MeshNode, type ModelNode, type RunGraph,
+  layoutCalls, layoutModels, modelColour, NODE_H, NODE_W, withPending, type MeshNode, type ModelNames, type ModelNode,
+  type RunGraph,
 } from "./nexus";
 import { money } from "./ui";
 
@@ -25,9 +27,13 @@ const FILL = { ok: "#f0fdf4", failed: "#fef2f2", pending: "#fffbeb", info: "#f9f
 const STROKE = { ok: "#16a34a", failed: "#dc2626", pending: "#ca8a04", info: "#9ca3af" } as const;
 
 /** The graph of one NEXUS run in SVG: models as nodes and calls as edges, or every call and decision in causal order. */
-export function MeshGraph({ graph, view }: { graph: RunGraph; view: MeshView }) {
-  const calls = useMemo(() => layoutCalls(graph), [graph]);
-  const models = useMemo(() => layoutModels(graph), [graph]);
+export function MeshGraph({ graph: recorded, view, voters = {} }: {
+  graph: RunGraph; view: MeshView; voters?: Record<string, string[]>;
+}) {
+  const names = useModelNames();
+  const graph = useMemo(() => withPending(recorded, voters, names), [recorded, voters, names]);
+  const calls = useMemo(() => layoutCalls(graph, names), [graph, names]);
+  const models = useMemo(() => layoutModels(graph, names), [graph, names]);
   const live = graph.status === "running";
   const summary = `${calls.models.length} models, ${graph.inferences} calls, ${graph.status}`;
   return (
@@ -56,17 +62,18 @@ export function MeshGraph({ graph, view }: { graph: RunGraph; view: MeshView }) 
           {models.nodes.map((n) => <ModelCircle key={n.id} node={n} colour={modelColour(calls.models, n.id)} />)}
         </svg>
       ) : (
-        <svg viewBox={`0 0 ${calls.width} ${calls.height}`} width={calls.width} height={calls.height}
+        <svg viewBox={`0 0 ${calls.width} ${calls.height}`} width="100%" style={{ maxWidth: calls.width, minWidth: 300 }}
           role="img" aria-label={`Calls of run ${graph.run_id}: ${summary}`} data-testid="mesh-svg">
           <style>{STYLE}</style>
           <Arrows />
           {calls.edges.map((e) => {
             const a = calls.nodes.find((n) => n.id === e.from)!, b = calls.nodes.find((n) => n.id === e.to)!;
-            const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x - 2, y2 = b.y + NODE_H / 2;
+            const x1 = a.x + NODE_W / 2, y1 = a.y + NODE_H, x2 = b.x + NODE_W / 2, y2 = b.y - 2;
+            const bend = Math.max(18, (y2 - y1) / 2);
             const pending = live && b.state === "pending";
             return (
               <path key={`${e.from}>${e.to}`} className={pending ? "mesh-edge mesh-flow" : "mesh-edge"} data-testid="mesh-edge"
-                d={`M${x1},${y1} C${x1 + 30},${y1} ${x2 - 30},${y2} ${x2},${y2}`} fill="none"
+                d={`M${x1},${y1} C${x1},${y1 + bend} ${x2},${y2 - bend} ${x2},${y2}`} fill="none"
                 stroke={pending ? "#ca8a04" : "#94a3b8"} strokeWidth={1.5} strokeDasharray={e.kind === "input" ? "4 3" : undefined}
                 markerEnd="url(#mesh-arrow)" />
             );
@@ -81,7 +88,8 @@ export function MeshGraph({ graph, view }: { graph: RunGraph; view: MeshView }) 
 function Arrows() {
   return (
     <defs>
-      <marker id="mesh-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+      <marker id="mesh-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse"
+        orient="auto-start-reverse">
         <path d="M0,0 L10,5 L0,10 z" fill="#94a3b8" />
       </marker>
     </defs>
@@ -140,6 +148,17 @@ function CallBox({ node, colour, live }: { node: MeshNode; colour: string; live:
 }
 
 const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+
+const DEPLOYMENTS = `query MeshDeployments { deployments { name modelName } }`;
+const NO_NAMES: ModelNames = {};
+
+/** Deployment -> model name, so calls are named as the run names its models (without the permission: as served). */
+export function useModelNames(): ModelNames {
+  const [{ data }] = useQuery({ query: DEPLOYMENTS });
+  return useMemo(() => (data?.deployments
+    ? Object.fromEntries(data.deployments.map((d: { name: string; modelName: string }) => [d.name, d.modelName]))
+    : NO_NAMES), [data]);
+}
 
 /**
  * A run's graph from GET /v1/nexus/runs/{id}, read again every 700 ms while the run is in progress (or not

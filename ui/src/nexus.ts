@@ -86,13 +86,45 @@ const STEP_BY_CAUSE: Record<string, string> = {
   OrchestrationRequested: "plan", SubtaskRouted: "vote", ConsensusEscalated: "escalation", SubtaskCompleted: "synthesis",
 };
 
-export const COL = 150;
-export const ROW = 64;
+export const COL = 140;
+export const ROW = 70;
 export const NODE_W = 124;
 export const NODE_H = 44;
 
+/** deployment name -> model name: inference events name the deployment and the provider's model, run events the model name. */
+export type ModelNames = Record<string, string>;
+
+/**
+ * The graph with the calls still in flight: a running subtask's voters (known from the SSE progress or the
+ * live SubtaskRouted event) whose calls the run has not recorded yet. The run's graph only holds the
+ * inferences its events name, which happens when a subtask completes, so until then its voters show pending.
+ */
+export function withPending(graph: RunGraph, voters: Record<string, string[]>, names: ModelNames = {}): RunGraph {
+  if (graph.status !== "running") return graph;
+  const nodes = [...graph.nodes], edges = [...graph.edges];
+  let position = Math.max(0, ...nodes.map((n) => n.position));
+  for (const routed of graph.nodes) {
+    const sid = routed.subtask_id;
+    if (routed.type !== "SubtaskRouted" || !sid || !voters[sid]) continue;
+    if (graph.nodes.some((n) => n.type === "SubtaskCompleted" && n.subtask_id === sid)) continue;
+    const left = [...voters[sid]];
+    for (const n of graph.nodes) {
+      if (n.type !== "InferenceRequested" || n.causation_id !== routed.event_id) continue;
+      const i = left.indexOf(names[n.deployment ?? ""] ?? n.model ?? "");
+      if (i >= 0) left.splice(i, 1);
+    }
+    left.forEach((model, i) => {
+      const id = `pending:${sid}:${i}`;
+      nodes.push({ event_id: id, type: "InferenceRequested", stream_id: `inference-${id}`, position: ++position,
+        causation_id: routed.event_id, model });
+      edges.push({ from: routed.event_id, to: id, kind: "caused" });
+    });
+  }
+  return { ...graph, nodes, edges };
+}
+
 /** The run's event graph with each inference's events merged into one call node, laid out in causal layers. */
-export function layoutCalls(graph: RunGraph): Mesh {
+export function layoutCalls(graph: RunGraph, names: ModelNames = {}): Mesh {
   const owner = new Map<string, string>(); // event id -> drawn node id
   const byId = new Map<string, MeshNode>();
   const typeOf = new Map(graph.nodes.map((n) => [n.event_id, n]));
@@ -108,15 +140,16 @@ export function layoutCalls(graph: RunGraph): Mesh {
       byId.set(id, node);
     }
     if (isCall) {
-      if (n.model && !node.model) {
-        node.model = n.model;
-        if (!models.includes(n.model)) models.push(n.model);
+      const model = names[n.deployment ?? ""] ?? n.model;
+      if (model && !node.model) {
+        node.model = model;
+        if (!models.includes(model)) models.push(model);
       }
       if (n.type === "InferenceRequested") {
         const cause = n.causation_id ? typeOf.get(n.causation_id) : undefined;
         const step = cause ? (cause.stream_id.startsWith(INFERENCE) ? "plan (retry)" : STEP_BY_CAUSE[cause.type] ?? "call")
           : "call";
-        node.detail = cause?.subtask_id ? `${step} ${cause.subtask_id}` : step;
+        node.detail = cause?.subtask_id && step !== "synthesis" ? `${step} ${cause.subtask_id}` : step;
       } else if (n.type === "InferenceCompleted") {
         node.state = "ok";
         node.tokens = `${n.tokens_in ?? 0}→${n.tokens_out ?? 0} tok`;
@@ -161,13 +194,14 @@ export function layoutCalls(graph: RunGraph): Mesh {
     layer.sort((a, b) => mean(a) - mean(b) || a.position - b.position); // fewer crossings: follow the causes
     layer.forEach((n, i) => rank.set(n.id, i - (layer.length - 1) / 2));
   }
-  const tallest = Math.max(1, ...layers.map((l) => l?.length ?? 0));
-  const height = tallest * ROW + 24;
+  // Top to bottom, one row per causal layer: a run is long and narrow, so it fits a card and a phone.
+  const widest = Math.max(1, ...layers.map((l) => l?.length ?? 0));
+  const width = Math.max(widest * COL, NODE_W * 2) + 32;
   for (const n of nodes) {
-    n.x = 16 + n.layer * COL;
-    n.y = height / 2 + (rank.get(n.id) ?? 0) * ROW - NODE_H / 2;
+    n.x = width / 2 + (rank.get(n.id) ?? 0) * COL - NODE_W / 2;
+    n.y = 12 + n.layer * ROW;
   }
-  return { nodes, edges, width: 32 + Math.max(0, layers.length - 1) * COL + NODE_W, height, models };
+  return { nodes, edges, width, height: 24 + Math.max(0, layers.length - 1) * ROW + NODE_H, models };
 }
 
 export type ModelNode = { id: string; label: string; calls: number; x: number; y: number; state: MeshNode["state"] };
@@ -179,14 +213,19 @@ export type ModelMesh = { nodes: ModelNode[]; edges: ModelEdge[]; width: number;
  * (walking its causation and input links back through the run's decisions) to M; calls caused by the task
  * alone start at "Task", and the run's answer is an edge from the synthesising model to "Answer".
  */
-export function layoutModels(graph: RunGraph): ModelMesh {
-  const calls = layoutCalls(graph);
+export function layoutModels(graph: RunGraph, names: ModelNames = {}): ModelMesh {
+  const calls = layoutCalls(graph, names);
   const byId = new Map(calls.nodes.map((n) => [n.id, n]));
-  const preds = new Map<string, string[]>();
-  for (const e of calls.edges) preds.set(e.to, [...(preds.get(e.to) ?? []), e.from]);
-  const callers = (id: string): string[] => { // the nearest model calls upstream of `id`
+  const preds = new Map<string, string[]>(), causes = new Map<string, string[]>();
+  for (const e of calls.edges) {
+    preds.set(e.to, [...(preds.get(e.to) ?? []), e.from]);
+    if (e.kind === "caused") causes.set(e.to, [...(causes.get(e.to) ?? []), e.from]);
+  }
+  // The nearest model calls upstream of `id`: through inputs too (whose answers a call was given), or only
+  // through causes (who asked: the answer is the synthesising model's, not every voter's).
+  const callers = (id: string, links = preds): string[] => {
     const found = new Set<string>();
-    const stack = [...(preds.get(id) ?? [])];
+    const stack = [...(links.get(id) ?? [])];
     const visited = new Set<string>();
     while (stack.length) {
       const p = stack.pop()!;
@@ -194,7 +233,7 @@ export function layoutModels(graph: RunGraph): ModelMesh {
       visited.add(p);
       const n = byId.get(p)!;
       if (n.kind === "call" && n.model) found.add(n.model);
-      else stack.push(...(preds.get(p) ?? []));
+      else stack.push(...(links.get(p) ?? []));
     }
     return found.size ? [...found] : ["Task"];
   };
@@ -217,7 +256,7 @@ export function layoutModels(graph: RunGraph): ModelMesh {
       for (const from of callers(n.id)) add(from, n.model, n.detail.split(" ")[0], n.state === "pending", n.position);
     }
     if (n.label === "Answer" || n.label === "Failed") {
-      for (const from of callers(n.id)) add(from, n.label, n.label === "Answer" ? "answer" : "failed", false, n.position);
+      for (const from of callers(n.id, causes)) add(from, n.label, n.label === "Answer" ? "answer" : "failed", false, n.position);
     }
   }
   const ends = ["Task", ...calls.models, ...calls.nodes.filter((n) => n.label === "Answer" || n.label === "Failed").map((n) => n.label)];

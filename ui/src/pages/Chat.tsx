@@ -281,7 +281,7 @@ function NexusProgress({ run, streaming }: { run: RunProgress; streaming: boolea
             : run.fallback ? "Plan: the planner failed twice, one model answers the task"
             : `Plan: ${run.subtasks.length} subtask${run.subtasks.length > 1 ? "s" : ""}`}
         </strong>
-        {run.runId && (
+        {run.runId && run.planned && (
           <a href={`/mesh?run=${run.runId}`} onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${run.runId}`); }}>
             Open in AI Mesh
           </a>
@@ -313,20 +313,24 @@ function NexusProgress({ run, streaming }: { run: RunProgress; streaming: boolea
         </div>
       )}
       {run.done?.flagged.length ? <div className="pill warn">flagged: {run.done.flagged.join(", ")}</div> : null}
-      {run.runId && (
+      {run.runId && run.planned && (
         <details open={streaming || undefined} onToggle={(e) => setShowMesh(e.currentTarget.open)}>
           <summary>Mesh</summary>
-          {(streaming || showMesh) && <InlineMesh runId={run.runId} />}
+          {(streaming || showMesh) && <InlineMesh runId={run.runId} voters={streaming ? inFlight(run) : NO_VOTERS} />}
         </details>
       )}
     </section>
   );
 }
 
-/** The run's graph, live while it runs (models as nodes, calls as edges). */
-function InlineMesh({ runId }: { runId: string }) {
+const NO_VOTERS: Record<string, string[]> = {};
+const inFlight = (run: RunProgress) =>
+  Object.fromEntries(run.subtasks.filter((s) => s.status === "running" && s.voters).map((s) => [s.id, s.voters!]));
+
+/** The run's graph, live while it runs (models as nodes, calls as edges; voters still answering flow). */
+function InlineMesh({ runId, voters }: { runId: string; voters: Record<string, string[]> }) {
   const { graph, error, retry } = useRunGraph(runId);
   if (error) return <ErrorBox message={error} onRetry={retry} />;
   if (!graph) return <Loading what="mesh" />;
-  return <div style={{ maxWidth: 520 }} data-testid="chat-mesh"><MeshGraph graph={graph} view="models" /></div>;
+  return <div style={{ maxWidth: 520 }} data-testid="chat-mesh"><MeshGraph graph={graph} view="models" voters={voters} /></div>;
 }

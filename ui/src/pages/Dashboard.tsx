@@ -75,6 +75,17 @@ function dense(rows: Bucket[], w: Window, g: Granularity): Point[] {
   return out;
 }
 
+/** The last LIVE_KEEP buckets up to the newest, quiet ones empty: the axis is time, not "buckets seen". */
+function liveSeries(buckets: LiveBucket[]): { bucketStart: string; rate: number | null }[] {
+  const last = Date.parse(buckets[buckets.length - 1].bucketStart);
+  const by = new Map(buckets.map((b) => [Date.parse(b.bucketStart), b]));
+  return Array.from({ length: LIVE_KEEP }, (_, i) => {
+    const t = last - (LIVE_KEEP - 1 - i) * LIVE_SECONDS * 1000;
+    const b = by.get(t);
+    return { bucketStart: new Date(t).toISOString(), rate: b ? b.inferences / LIVE_SECONDS : null };
+  });
+}
+
 function toCsv(rows: Bucket[]): string {
   const cols = ["start", "requests", "errors", "tokensIn", "tokensOut", "costMicros", "p50Us", "p95Us", "p99Us"] as const;
   return [cols.join(","), ...rows.map((r) => cols.map((c) => r[c] ?? "").join(","))].join("\n") + "\n";
@@ -90,7 +101,9 @@ export default function Dashboard() {
     [range, custom, now]);
   const variables = useMemo(() => variablesOf(win), [win]);
   const g = variables.g as Granularity;
-  const [{ data, fetching, error }] = useQuery({ query: QUERY, variables, requestPolicy: "network-only" });
+  const [{ data, fetching, error }, reexecute] = useQuery({ query: QUERY, variables, requestPolicy: "network-only" });
+  // The window is rounded to the minute: within one minute the same variables must still be asked again.
+  const refresh = () => { setNow(Date.now()); reexecute({ requestPolicy: "network-only" }); };
 
   // Live: the metrics subscription; if it is refused (no event feed in this process) the page refreshes on demand.
   const [live] = useSubscription({ query: METRICS, variables: { s: LIVE_SECONDS } });
@@ -105,7 +118,7 @@ export default function Dashboard() {
     // The history follows, a few seconds apart at most, when it ends now (a zoom into the past stays put).
     if (range !== "custom" && Date.now() - lastRefetch.current > 3000) {
       lastRefetch.current = Date.now();
-      setNow(Date.now());
+      refresh();
     }
   }, [live.data]); // eslint-disable-line react-hooks/exhaustive-deps
 
@@ -164,14 +177,14 @@ export default function Dashboard() {
               <button className="secondary" onClick={() => { setRange("24h"); setCustom(null); }}>Reset zoom</button>
             </>
           )}
-          <button className="secondary" onClick={() => setNow(Date.now())}>Refresh</button>
+          <button className="secondary" onClick={refresh}>Refresh</button>
           <button className="secondary" disabled={!any}
             onClick={() => downloadBlob(`nexus-usage-${range}.csv`, new Blob([toCsv(data.usageTimeseries)], { type: "text/csv" }))}>
             Export CSV
           </button>
         </div>
       </div>
-      {error && <ErrorBox message={errorText(error)} onRetry={() => setNow(Date.now())} />}
+      {error && <ErrorBox message={errorText(error)} onRetry={refresh} />}
       {fetching && !data && <Loading what="usage" />}
       {s && (
         <div className="stats" aria-label="Totals">
@@ -197,7 +210,7 @@ export default function Dashboard() {
                 <Stat label="p95 now" value={liveNow.p95Ms == null ? "–" : `${liveNow.p95Ms.toFixed(1)} ms`} />
               </div>
               <ChartBox title="Live inferences per second">
-                <BarChart data={liveBuckets.map((b) => ({ ...b, rate: b.inferences / LIVE_SECONDS }))}>
+                <BarChart data={liveSeries(liveBuckets)}>
                   <CartesianGrid strokeDasharray="3 3" />
                   <XAxis dataKey="bucketStart" tickFormatter={(v) => new Date(v).toLocaleTimeString()} />
                   <YAxis /><Tooltip labelFormatter={(v) => new Date(String(v)).toLocaleTimeString()} />
@@ -227,7 +240,7 @@ export default function Dashboard() {
               <ChartBox title="Usage per model" card>
                 <BarChart data={perModel} layout="vertical">
                   <CartesianGrid strokeDasharray="3 3" /><XAxis type="number" allowDecimals={false} />
-                  <YAxis type="category" dataKey="model" width={150} /><Tooltip />
+                  <YAxis type="category" dataKey="model" width={170} tick={{ fontSize: 12 }} /><Tooltip />
                   <Bar dataKey="requests" name="inferences" fill="#7c3aed" />
                 </BarChart>
               </ChartBox>
@@ -273,28 +286,40 @@ function ZoomChart({ title, kind, series, tick, onZoom, legend, counts, format, 
   title: string; kind: "bar" | "line"; series: Point[]; tick: (iso: string) => string; onZoom: (a: string, b: string) => void;
   legend?: boolean; counts?: boolean; format?: (v: unknown) => string; children: ReactNode;
 }) {
-  const [from, setFrom] = useState<string | null>(null);
-  const [to, setTo] = useState<string | null>(null);
+  // Recharts calls these handlers on animation frames: the drag lives in a ref, the shaded area in state.
+  const drag = useRef<{ from: string; to: string } | null>(null);
+  const [area, setArea] = useState<{ from: string; to: string } | null>(null);
   const label = (s: MouseHandlerDataParam) => {
     const i = Number(s?.activeTooltipIndex);
     return Number.isInteger(i) && series[i] ? series[i].start : null;
   };
-  const finish = () => {
-    if (from && to && from !== to) onZoom(from, to);
-    setFrom(null);
-    setTo(null);
+  const start = (s: MouseHandlerDataParam) => {
+    const l = label(s);
+    drag.current = l ? { from: l, to: l } : null;
+    setArea(drag.current);
   };
+  const move = (s: MouseHandlerDataParam) => {
+    const l = label(s);
+    if (!drag.current || !l || l === drag.current.to) return;
+    drag.current = { ...drag.current, to: l };
+    setArea(drag.current);
+  };
+  const finish = (s: MouseHandlerDataParam) => {
+    const d = drag.current, end = label(s) ?? d?.to;
+    drag.current = null;
+    setArea(null);
+    if (d && end && d.from !== end) onZoom(d.from, end);
+  };
+  const cancel = () => { drag.current = null; setArea(null); };
   const Chart = kind === "bar" ? BarChart : LineChart;
   return (
     <ChartBox title={title} card>
       <Chart data={series} style={{ cursor: "crosshair", userSelect: "none" }}
-        onMouseDown={(s) => { const l = label(s); setFrom(l); setTo(l); }}
-        onMouseMove={(s) => { if (from) setTo(label(s) ?? to); }}
-        onMouseUp={finish} onMouseLeave={() => { setFrom(null); setTo(null); }}>
+        onMouseDown={start} onMouseMove={move} onMouseUp={finish} onMouseLeave={cancel}>
         <CartesianGrid strokeDasharray="3 3" /><XAxis dataKey="start" tickFormatter={tick} /><YAxis allowDecimals={!counts} />
         <Tooltip labelFormatter={(v) => tick(String(v))} formatter={format} />{legend && <Legend />}
         {children}
-        {from && to && <ReferenceArea x1={from} x2={to} strokeOpacity={0.3} fill="#6366f1" fillOpacity={0.15} />}
+        {area && <ReferenceArea x1={area.from} x2={area.to} strokeOpacity={0.3} fill="#6366f1" fillOpacity={0.15} />}
       </Chart>
     </ChartBox>
   );

@@ -2,14 +2,14 @@ import { useCallback, useEffect, useMemo, useState } from "react";
 import { useClient, useSubscription } from "urql";
 import { errorText } from "../gql";
 import { useSearch } from "../live";
-import { MeshGraph, useRunGraph, type MeshView } from "../MeshGraph";
+import { MeshGraph, useModelNames, useRunGraph, type MeshView } from "../MeshGraph";
 import { layoutCalls, modelColour, type RunGraph } from "../nexus";
 import { navigate } from "../router";
 import { Card, Empty, ErrorBox, Loading, money, short } from "../ui";
 
-type RunSummary = { id: string; at: string; status?: string; models: string[] };
+type RunSummary = { id: string; at: string; status?: string; models: string[] /* deployments */ };
 
-const RUNS = `query Runs { inferences(first: 300) { edges { node { id runId model recordedAt } } } }`;
+const RUNS = `query Runs { inferences(first: 300) { edges { node { id runId model deployment recordedAt } } } }`;
 const LIVE_RUNS = `subscription LiveRuns { events(filter: {category: "run"}) { position type recordedAt payload } }`;
 const TERMINAL: Record<string, string> = { OrchestrationCompleted: "completed", OrchestrationFailed: "failed" };
 
@@ -26,7 +26,7 @@ function useRecentRuns() {
     for (const { node } of r.data.inferences.edges) {
       if (!node.runId || node.runId === node.id) continue; // a plain request's correlation id is its own id
       const run: RunSummary = found.get(node.runId) ?? { id: node.runId, at: node.recordedAt, models: [] };
-      if (!run.models.includes(node.model)) run.models.push(node.model);
+      if (!run.models.includes(node.deployment)) run.models.push(node.deployment);
       if (node.recordedAt < run.at) run.at = node.recordedAt;
       found.set(node.runId, run);
     }
@@ -39,8 +39,11 @@ function useRecentRuns() {
 export default function Mesh() {
   const runId = useSearch().get("run");
   const { runs, setRuns, error: runsError, load: loadRuns } = useRecentRuns();
+  const names = useModelNames();
   const { graph, error, refetch: fetchGraph, retry, running } = useRunGraph(runId);
   const [view, setView] = useState<MeshView>("models");
+  const [voters, setVoters] = useState<Record<string, string[]>>({}); // of the shown run's routed subtasks, from live events
+  useEffect(() => setVoters({}), [runId]);
 
   // Live: besides reading the graph again while the run is in progress, a run event recorded now reads it at once.
   const [live] = useSubscription({ query: LIVE_RUNS });
@@ -50,6 +53,7 @@ export default function Mesh() {
     const id = e.payload?.run_id as string | undefined;
     if (!id) return;
     if (id === runId && running) fetchGraph();
+    if (id === runId && e.type === "SubtaskRouted") setVoters((v) => ({ ...v, [e.payload.subtask_id]: e.payload.voters }));
     setRuns((rs) => {
       if (!rs) return rs;
       const status = TERMINAL[e.type] ?? "running";
@@ -91,7 +95,7 @@ export default function Mesh() {
                     <code>{short(r.id, 8)}</code> <span className="muted small">{new Date(r.at).toLocaleString()}</span>
                     {r.status && <span className={`pill ${r.status === "completed" ? "ok" : r.status === "failed" ? "bad" : "warn"}`}
                       style={{ marginLeft: ".4rem" }}>{r.status}</span>}
-                    {r.models.length > 0 && <div className="muted small">{r.models.join(", ")}</div>}
+                    {r.models.length > 0 && <div className="muted small">{[...new Set(r.models.map((d) => names[d] ?? d))].join(", ")}</div>}
                   </a>
                 </li>
               ))}
@@ -106,7 +110,7 @@ export default function Mesh() {
             {!runId && <Empty>Pick a run from the list, or open one from a NEXUS answer in Chat.</Empty>}
             {runId && error && <ErrorBox message={error} onRetry={retry} />}
             {runId && !graph && !error && <Loading what="run graph" />}
-            {graph && <RunDetails graph={graph} view={view} />}
+            {graph && <RunDetails graph={graph} view={view} voters={voters} />}
           </Card>
         </div>
       </div>
@@ -114,8 +118,9 @@ export default function Mesh() {
   );
 }
 
-function RunDetails({ graph, view }: { graph: RunGraph; view: MeshView }) {
-  const calls = useMemo(() => layoutCalls(graph), [graph]);
+function RunDetails({ graph, view, voters }: { graph: RunGraph; view: MeshView; voters: Record<string, string[]> }) {
+  const names = useModelNames();
+  const calls = useMemo(() => layoutCalls(graph, names), [graph, names]);
   const perModel = useMemo(() => calls.models.map((m) => {
     const mine = calls.nodes.filter((n) => n.kind === "call" && n.model === m);
     return { model: m, calls: mine.length, cost: mine.reduce((s, n) => s + (n.cost ?? 0), 0), currency: mine.find((n) => n.currency)?.currency };
@@ -123,7 +128,7 @@ function RunDetails({ graph, view }: { graph: RunGraph; view: MeshView }) {
   const costs = Object.entries(graph.cost_micros);
   return (
     <div style={{ display: "grid", gap: ".75rem" }}>
-      <MeshGraph graph={graph} view={view} />
+      <MeshGraph graph={graph} view={view} voters={voters} />
       <div className="toolbar small" aria-label="Legend">
         {perModel.map((m) => (
           <span key={m.model} style={{ display: "inline-flex", alignItems: "center", gap: ".3rem" }}>
