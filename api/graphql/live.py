@@ -27,13 +27,20 @@ class NatsEventFeed(EventFeed):
         self._names = names
         self._nc: Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     async def _connection(self) -> Client:
         # One connection per event loop (the server's; in-process callers such as tests run their own).
+        # Subscriptions that start together wait for the one connection being made (without the lock
+        # each made its own, and all but the last were left unmanaged).
         loop = asyncio.get_running_loop()
-        if self._nc is None or self._nc.is_closed or self._loop is not loop:
-            self._nc, self._loop = await connect(self._url(), "nexus-graphql"), loop
-        return self._nc
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed or self._loop is not loop:
+                self._nc, self._loop = await connect(self._url(), "nexus-graphql"), loop
+            return self._nc
 
     def subject(self, tenant_id: str, category: str | None, event_type: str | None) -> str:
         parts = [codec.token(tenant_id), codec.token(category) if category else "*",

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
-from gql import Client, gql
+from gql import Client, GraphQLRequest, gql
 from gql.transport.websockets import WebsocketsTransport
 
 from adapters.nats.connect import connect
@@ -112,3 +113,114 @@ def test_new_events_arrive_live_and_another_tenant_sees_none_of_them(relayed):
 def test_a_subscription_without_credentials_is_refused(relayed):
     with pytest.raises(Exception, match="credentials|UNAUTHENTICATED|4403|Forbidden"):
         asyncio.run(asyncio.wait_for(take(relayed, "nx_wrong", 1, {"from": 1}), 10))
+
+
+
+INFERENCE_LOG = """subscription($filter: InferenceFilter) {
+    inferenceLog(filter: $filter) { id status model costMicros runId causationId latencyMs } }"""
+METRICS = """subscription($s: Int!) {
+    metrics(bucketSeconds: $s) { bucketStart inferences errors p50Ms p99Ms costMicros tokensIn tokensOut } }"""
+
+
+async def collect(api: Api, token: str, document: str, variables: dict, field: str, into: list[dict]) -> None:
+    # A request of its own per subscriber: gql stores the variables on the request object it is given.
+    request = GraphQLRequest(document, variable_values=variables)
+    async with Client(transport=transport(api, token, TRANSPORT_WS)) as session:
+        async for result in session.subscribe(request):
+            into.append(result[field])
+
+
+def probes(tenants: set[str]) -> list:
+    """A completed and a failed inference per tenant: subscribers that see them are surely subscribed."""
+    from tests.integration.test_projections_support import failed
+
+    return [e for t in sorted(tenants) for e in (completed(f"probe-{uuid.uuid4().hex[:8]}", tenant=t, cost_micros=0,
+                                                           tokens_in=0, tokens_out=0, latency_us=100_000),
+                                                 failed(f"probe-{uuid.uuid4().hex[:8]}", tenant=t))]
+
+
+def live(api: Api, subscribers: dict[str, tuple], batches: list[list], done: Callable[[dict], bool]) -> dict[str, list[dict]]:
+    """Subscribe (token, document, variables, field) each, wait until each saw a probe (a subscription
+    only sees what is recorded after it started), append the batches a little apart, and collect until
+    `done(got)` or 20 s; returns what each received after its first probe."""
+    got: dict[str, list[dict]] = {name: [] for name in subscribers}
+    tenants = {"acme" if args[0] == api.keys["acme"] else "globex" for args in subscribers.values()}
+
+    async def scenario() -> None:
+        tasks = [asyncio.create_task(collect(api, *args, got[name])) for name, args in subscribers.items()]
+        try:
+            async with asyncio.timeout(20):
+                while not all(got.values()):
+                    await asyncio.to_thread(api.append, *probes(tenants))
+                    await asyncio.sleep(0.5)
+                for items in got.values():
+                    del items[:1]
+                for batch in batches:
+                    await asyncio.to_thread(api.append, *batch)
+                    await asyncio.sleep(0.2)
+                while not done(got):
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(scenario())
+    return got
+
+
+def not_probes(items: list[dict]) -> list[dict]:
+    return [i for i in items if not i["id"].startswith("probe-")]
+
+
+def test_the_live_inference_log_shows_the_callers_outcomes_as_the_log_would_filtered(relayed):
+    from tests.integration.test_graphql_inferences import inference
+    from tests.integration.test_projections_support import failed
+
+    api = relayed
+    acme, globex = api.keys["acme"], api.keys["globex"]
+    ok = inference("acme", completed("ok-1", tenant="acme", cost_micros=42), "run-9", "subtask-3")
+    bad = inference("acme", failed("bad-1", tenant="acme"), "run-9", "subtask-4")
+    theirs = inference("globex", completed("theirs", tenant="globex"), "run-9", "x")
+    subscribers = {"all": (acme, INFERENCE_LOG, {}, "inferenceLog"),
+                   "failed": (acme, INFERENCE_LOG, {"filter": {"status": "FAILED"}}, "inferenceLog"),
+                   "globex": (globex, INFERENCE_LOG, {}, "inferenceLog")}
+    got = live(api, subscribers, [ok, bad, theirs],
+               lambda got: [len(not_probes(got[n])) for n in subscribers] == [2, 1, 1])
+    got = {name: not_probes(items) for name, items in got.items()}
+    assert got["all"] == [
+        {"id": "ok-1", "status": "COMPLETED", "model": "gpt-4o", "costMicros": 42, "runId": "run-9",
+         "causationId": "subtask-3", "latencyMs": 200.0},
+        {"id": "bad-1", "status": "FAILED", "model": "gpt-4o", "costMicros": 0, "runId": "run-9",
+         "causationId": "subtask-4", "latencyMs": 30000.0}]
+    assert [i["id"] for i in got["failed"]] == ["bad-1"]
+    assert [i["id"] for i in got["globex"]] == ["theirs"]
+
+    api.project()  # the read model says the same as the live log
+    page = api.data("""{ inferences(first: 2, filter: {runId: "run-9"}) {
+        edges { node { id status model costMicros runId causationId latencyMs } } } }""")["inferences"]["edges"]
+    assert [e["node"] for e in page][::-1] == got["all"]
+
+
+def test_live_metrics_bucket_the_callers_outcomes_at_most_once_a_second(relayed):
+    from tests.integration.test_projections_support import failed
+
+    api = relayed
+    first = [completed(tenant="acme", latency_us=100_000, cost_micros=10, tokens_in=5, tokens_out=7),
+             completed(tenant="globex", cost_micros=1_000_000)]
+    second = [completed(tenant="acme", latency_us=300_000, cost_micros=20, tokens_in=5, tokens_out=7),
+              failed(tenant="acme")]
+    seen: list[float] = []
+
+    def done(got: dict) -> bool:
+        seen.append(len(got["m"]))
+        return bool(got["m"]) and got["m"][-1]["costMicros"] == 30
+
+    got = live(api, {"m": (api.keys["acme"], METRICS, {"s": 3600}, "metrics")}, [first, second], done)["m"]
+    last = got[-1]
+    assert (last["costMicros"], last["tokensIn"], last["tokensOut"]) == (30, 10, 14)  # probes cost nothing
+    assert last["inferences"] - last["errors"] >= 3 and last["errors"] >= 2  # 2 ours + probes (a pair each)
+    assert 250 <= last["p99Ms"] <= 300  # histogram buckets: within 19 % below the true 300 ms
+    assert len(got) <= 2 + 1  # 1 s apart: the probes' bucket, then at most two more in the ~1.5 s of appends
