@@ -49,7 +49,8 @@ class GraphContext(BaseContext):
         if not header and self.request is not None:
             from api.auth.settings import AuthSettings
 
-            return self.request.cookies.get(AuthSettings().access_cookie, "")
+            settings = getattr(self.request.app.state, "auth_settings", None) or AuthSettings()  # read at start-up
+            return self.request.cookies.get(settings.access_cookie, "")
         return token.strip() if scheme.lower() == "bearer" else ""
 
     def client_address(self) -> str:

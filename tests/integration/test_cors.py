@@ -17,9 +17,12 @@ EVIL = "https://evil.example.net"
 PREFLIGHT = {"access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type"}
 
 
-def _serve(database: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch, origins: str | None) -> Iterator[Api]:
+def _serve(database: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch, origins: str | None,
+           **environment: str) -> Iterator[Api]:
     if origins is not None:
         monkeypatch.setenv("NEXUS_CORS_ORIGINS", origins)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     api, server = start_api(database, data_dir)
     try:
         yield api
@@ -31,6 +34,12 @@ def _serve(database: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch, origi
 @pytest.fixture
 def listed(database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     yield from _serve(database, tmp_path / "data", monkeypatch, f"{CONSOLE}, http://localhost:5173")
+
+
+@pytest.fixture
+def listed_and_limited(database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    yield from _serve(database, tmp_path / "data", monkeypatch, CONSOLE, NEXUS_RATE_LIMIT_KEY_BURST="1",
+                      NEXUS_RATE_LIMIT_KEY_PER_MINUTE="1")
 
 
 @pytest.fixture
@@ -72,6 +81,16 @@ def test_credentials_are_offered_only_to_listed_origins_on_real_requests(listed)
     assert ok.headers["access-control-allow-credentials"] == "true"
     assert _cors_headers(other) == set()  # the browser withholds the answer from that page
     assert "Origin" in other.headers["vary"]
+
+
+def test_a_listed_page_can_read_a_429_and_its_retry_after(listed_and_limited):
+    api = listed_and_limited
+    with api.http(api.keys["acme"]) as client:
+        client.post("/graphql", json={"query": "{ me { tenantId } }"}, headers={"origin": CONSOLE})
+        limited = client.post("/graphql", json={"query": "{ me { tenantId } }"}, headers={"origin": CONSOLE})
+    assert limited.status_code == 429
+    assert limited.headers["access-control-allow-origin"] == CONSOLE
+    assert "retry-after" in limited.headers["access-control-expose-headers"].lower()
 
 
 def test_by_default_no_origin_is_allowed(unlisted):
