@@ -76,6 +76,7 @@ class FederatedIdentity:
     subject: str
     email: str
     email_verified: bool
+    hosted_domain: str | None = None  # Google's `hd`: set only for Google Workspace accounts
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,10 @@ def admitted_email(provider: SsoProvider, identity: FederatedIdentity) -> str:
     if domain not in provider.allowed_domains:
         raise IdentityRefused(f"email domain {domain!r} is not allowed for {provider.name}; "
                               f"allowed: {', '.join(provider.allowed_domains)}")
+    if provider.kind == "google" and (identity.hosted_domain or "").lower() not in provider.allowed_domains:
+        # a personal Google account can carry (and verify) any address; only Workspace accounts have `hd`
+        raise IdentityRefused(f"{email!r} is not a Google Workspace account of an allowed domain "
+                              f"(hd={identity.hosted_domain!r})")
     return email
 
 

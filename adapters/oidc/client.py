@@ -95,7 +95,8 @@ class OidcIdentityProvider(FederatedIdentityProvider):
             raise InvalidAssertion("the token endpoint answered no id_token (is 'openid' in the scope?)")
         claims = self._verified_claims(token, metadata, kept["nonce"])
         return FederatedIdentity(issuer=str(claims["iss"]).rstrip("/"), subject=str(claims["sub"]),
-                                 email=str(claims.get("email") or ""), email_verified=_email_verified(claims))
+                                 email=str(claims.get("email") or ""), email_verified=_email_verified(claims),
+                                 hosted_domain=claims.get("hd"))
 
     def _verified_claims(self, token: Mapping[str, Any], metadata: Mapping[str, Any], nonce: str) -> CodeIDToken:
         offered = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]

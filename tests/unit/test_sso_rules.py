@@ -88,6 +88,15 @@ def test_other_identities_are_refused_with_the_reason(asserted, says):
         sso.admitted_email(provider(), asserted)
 
 
+def test_google_admits_only_workspace_accounts_of_an_allowed_domain():
+    google = provider(kind="google", issuer=None)
+    workspace = FederatedIdentity(sso.GOOGLE_ISSUER, "1", "ada@example.com", True, hosted_domain="example.com")
+    assert sso.admitted_email(google, workspace) == "ada@example.com"
+    personal = FederatedIdentity(sso.GOOGLE_ISSUER, "2", "ada@example.com", True)  # a consumer account, same address
+    with pytest.raises(IdentityRefused, match="not a Google Workspace account"):
+        sso.admitted_email(google, personal)
+
+
 @pytest.mark.parametrize("wanted, sent_to", [
     ("/dashboard?x=1", "/dashboard?x=1"), (None, "/"), ("", "/"), ("dashboard", "/"),
     ("//evil.example.com", "/"), ("/\\evil.example.com", "/"), ("https://evil.example.com/", "/"),
