@@ -141,6 +141,13 @@ def test_phone_width_navigation_and_spa_routes(browser, console):
     page.get_by_text("No spend in this range yet").wait_for()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shot(page, "10-phone-costs")
+
+    # A credential revoked elsewhere ends the session at the next request, with a word why.
+    key_id = console.keys["acme"].split("_")[1]
+    console.data(f'mutation {{ revokeApiKey(keyId: "{key_id}") {{ position }} }}')
+    page.get_by_role("button", name="Refresh").click()
+    page.get_by_role("status").filter(has_text="Your session ended").wait_for()
+    page.get_by_role("button", name="Sign in").wait_for()
     context.close()
     # The API's own paths never fall back to the console.
     with console.http(console.keys["acme"]) as http:
@@ -191,6 +198,12 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     first_token = page.evaluate(SESSION_TOKEN)
     page.clock.fast_forward("09:30")
     page.wait_for_function(f"{SESSION_TOKEN} !== {json.dumps(first_token)}")
+    # After a reload the page has forgotten the refresh token; the HttpOnly cookie renews the session.
+    second_token = page.evaluate(SESSION_TOKEN)
+    page.reload()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    page.clock.fast_forward("09:30")
+    page.wait_for_function(f"{SESSION_TOKEN} !== {json.dumps(second_token)}")
 
     # The signed-in user chats through the gateway with its access token (no API key), then sees the cost.
     page.get_by_role("navigation").get_by_role("link", name="Chat").click()

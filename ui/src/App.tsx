@@ -1,7 +1,8 @@
 import { lazy, Suspense, useEffect, useMemo, useState } from "react";
 import { Provider } from "urql";
 import {
-  getSession, knownTenants, refreshSession, sessionFromCookie, setSession, signOut, takeSsoPending, type Session,
+  getSession, knownTenants, refreshSession, SESSION_REFUSED, sessionFromCookie, setSession, signOut, takeSsoPending,
+  type Session,
 } from "./auth";
 import { makeClient } from "./gql";
 import { navigate, usePath } from "./router";
@@ -48,17 +49,20 @@ export function App() {
       .finally(() => setResuming(false));
   }, [resuming]);
 
-  // Renew the access token a minute before it expires; if that fails the session has ended.
+  // Renew the access token a minute before it expires, or at once when the API refuses it; a session that
+  // cannot be renewed (or an API key that is refused) has ended.
   useEffect(() => {
-    if (!session?.expiresAt) return;
-    const timer = setTimeout(() => {
-      refreshSession(session).then(adopt).catch(() => {
-        void signOut(null);
-        setSess(null);
-        setNotice("Your session ended. Sign in again.");
-      });
-    }, Math.max(0, session.expiresAt - Date.now() - RENEW_BEFORE_MS));
-    return () => clearTimeout(timer);
+    if (!session) return;
+    const ended = () => {
+      void signOut(null);
+      setSess(null);
+      setNotice("Your session ended (expired, revoked or signed out elsewhere). Sign in again.");
+    };
+    const renew = () => (session.method === "key" ? ended() : refreshSession(session).then(adopt).catch(ended));
+    window.addEventListener(SESSION_REFUSED, renew);
+    const timer = session.expiresAt === undefined ? undefined
+      : setTimeout(renew, Math.max(0, session.expiresAt - Date.now() - RENEW_BEFORE_MS));
+    return () => { clearTimeout(timer); window.removeEventListener(SESSION_REFUSED, renew); };
   }, [session]);
 
   function adopt(next: Session) {
@@ -79,7 +83,9 @@ export function App() {
     setSess(null);
   }
 
-  if (resuming) return <Loading what="your session" />;
+  // An access token that expired while the tab was closed is renewed before any page asks with it.
+  const stale = session?.expiresAt !== undefined && session.expiresAt <= Date.now() + 5_000;
+  if (resuming || (stale && switchTo === null)) return <Loading what="your session" />;
   if (!session || !client || switchTo !== null) {
     return <SignIn key={switchTo ?? "signin"} onSignedIn={signedIn} tenant={switchTo ?? undefined} notice={notice}
       onCancel={session && switchTo !== null ? () => setSwitchTo(null) : undefined} />;

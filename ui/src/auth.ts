@@ -91,8 +91,15 @@ export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   } catch {
     /* not JSON */
   }
+  if (res.status === 401 && getSession()) sessionRefused();
   if (!res.ok) throw new HttpError(res.status, body?.error?.message ?? body?.detail ?? `${res.status} ${res.statusText}`);
   return body as T;
+}
+
+/** The API refused this tab's credentials (expired, revoked, signed out elsewhere): App renews or signs out. */
+export const SESSION_REFUSED = "nexus:session-refused";
+export function sessionRefused(): void {
+  window.dispatchEvent(new Event(SESSION_REFUSED));
 }
 
 /** POST JSON to /v1/auth: only the given credentials travel, and the cookies unless `cookies` is "omit". */
@@ -141,9 +148,14 @@ export async function signInWithKey(key: string): Promise<Session> {
   return { token, method: "key", tenant: body.data.me.tenantId, subject: body.data.me.subject };
 }
 
-/** A new access token in the same session family (POST /v1/auth/refresh spends the refresh token). */
-export async function refreshSession(session: Session): Promise<Session> {
-  return fromTokens(await post("/v1/auth/refresh", refreshBody(session)), session.method, session.email);
+/** A new access token in the same session family (POST /v1/auth/refresh spends the refresh token). One at a
+ * time: a refresh token presented twice is taken for a stolen copy and revokes the whole family. */
+let renewing: Promise<Session> | null = null;
+export function refreshSession(session: Session): Promise<Session> {
+  renewing ??= post("/v1/auth/refresh", refreshBody(session))
+    .then((answer: TokenAnswer) => fromTokens(answer, session.method, session.email))
+    .finally(() => { renewing = null; });
+  return renewing;
 }
 
 /** After an SSO redirect the API has set the session cookies only: trade the refresh cookie for tokens. */

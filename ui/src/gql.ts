@@ -1,6 +1,6 @@
-import { Client, cacheExchange, fetchExchange, subscriptionExchange } from "urql";
+import { Client, cacheExchange, fetchExchange, mapExchange, subscriptionExchange } from "urql";
 import { createClient as createWs } from "graphql-ws";
-import { getToken } from "./auth";
+import { getToken, sessionRefused } from "./auth";
 
 /** One urql client per signed-in identity: queries over HTTP, subscriptions over graphql-ws. The token is read
  * at every request and connection, so a renewed access token (auth.ts) is used without a new client. */
@@ -17,6 +17,13 @@ export function makeClient(): Client {
     requestPolicy: "cache-and-network",
     fetchOptions: () => ({ headers: { authorization: `Bearer ${getToken() ?? ""}` } }),
     exchanges: [
+      mapExchange({
+        onError: (error) => {
+          if (error.response?.status === 401 || error.graphQLErrors.some((e) => e.extensions?.code === "UNAUTHENTICATED")) {
+            sessionRefused();
+          }
+        },
+      }),
       cacheExchange,
       fetchExchange,
       subscriptionExchange({
