@@ -181,6 +181,7 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     page.get_by_label("Tenant", exact=True).fill("acme")
     sso = page.get_by_role("link", name="Sign in with Corp IdP")
     assert sso.get_attribute("href") == "/v1/auth/sso/corp/login?tenant=acme&next=/"
+    shot(page, "11-sign-in-sso-buttons")
     page.get_by_label("Tenant", exact=True).fill("globex")
     sso.wait_for(state="detached")
     assert page.get_by_role("group", name="Single sign-on").count() == 0

@@ -74,9 +74,11 @@ export function App() {
     if (session && (session.tenant !== next.tenant || session.subject !== next.subject)) {
       await signOut(session, true).catch(() => undefined); // switching tenants ends the previous session
     }
+    const otherTenant = session !== null && session.tenant !== next.tenant;
     adopt(next);
     setSwitchTo(null);
     if (path === "/signin") navigate("/");
+    else if (otherTenant) navigate(path); // drop the query: it named something of the previous tenant
   }
   async function leave() {
     await signOut(session).catch(() => undefined);

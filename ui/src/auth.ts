@@ -153,7 +153,12 @@ export async function signInWithKey(key: string): Promise<Session> {
 let renewing: Promise<Session> | null = null;
 export function refreshSession(session: Session): Promise<Session> {
   renewing ??= post("/v1/auth/refresh", refreshBody(session))
-    .then((answer: TokenAnswer) => fromTokens(answer, session.method, session.email))
+    .then((answer: TokenAnswer) => {
+      const renewed = fromTokens(answer, session.method, session.email);
+      // After a reload only the cookie is left, and another tab may have put its own session there since.
+      if (identity(renewed) !== identity(session)) throw new Error("the session cookie belongs to another sign-in");
+      return renewed;
+    })
     .finally(() => { renewing = null; });
   return renewing;
 }
