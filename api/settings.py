@@ -32,10 +32,12 @@ class Settings(BaseSettings):
     # browsers: origins other than the API's own that may call it with credentials (docs/auth.md, "CORS")
     cors_origins: str = Field(default="", description="Comma-separated origins, e.g. https://app.example.com; empty = none")
     # request rate limits, token buckets per process (docs/auth.md, "Rate limits"); 0 = off
-    rate_limit_key_per_minute: float = Field(default=600, ge=0, description="Sustained requests a minute per API key")
-    rate_limit_key_burst: int = Field(default=100, ge=1, description="Requests an API key may make at once")
-    rate_limit_user_per_minute: float = Field(default=300, ge=0, description="Sustained requests a minute per user")
-    rate_limit_user_burst: int = Field(default=60, ge=1, description="Requests a signed-in user may make at once")
+    # keys serve programs (batch jobs, SDKs): the default stops a runaway loop, not a busy service
+    rate_limit_key_per_minute: float = Field(default=6000, ge=0, description="Sustained requests a minute per API key")
+    rate_limit_key_burst: int = Field(default=500, ge=1, description="Requests an API key may make at once")
+    # users are people in the console: a dashboard fires a few dozen queries at once, then a few a second
+    rate_limit_user_per_minute: float = Field(default=600, ge=0, description="Sustained requests a minute per user")
+    rate_limit_user_burst: int = Field(default=120, ge=1, description="Requests a signed-in user may make at once")
 
     @property
     def key_dir(self) -> Path:
