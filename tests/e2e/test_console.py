@@ -11,6 +11,7 @@ from pathlib import Path
 
 from domain.audit import load_bundle, verify_bytes
 from tests.e2e.conftest import DESKTOP, PHONE, shot, sign_in_with_key, watch
+from tests.fakes.oidc_provider import FakeOidcProvider, TestUser
 from tests.fakes.upstream import REPLY, drip
 from tests.integration.test_auth_support import PASSWORD, user_with_password
 
@@ -278,3 +279,26 @@ def _sign_in_with_password(page, tenant: str, email: str, password: str) -> None
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+
+
+def test_single_sign_on_from_the_button_to_a_session(browser, console):
+    """The whole OpenID Connect dance in the browser, against a local provider that signs its user in at once."""
+    with FakeOidcProvider("nexus-console", "s3cret", TestUser("ada@example.com")) as idp:
+        console.data(SSO, {"i": {"providerId": "corp", "name": "Corp IdP", "kind": "oidc", "issuer": idp.issuer,
+                                 "clientId": "nexus-console", "clientSecret": "s3cret",
+                                 "allowedDomains": ["example.com"], "defaultRole": "developer"}})
+        errors: list[str] = []
+        context = browser.new_context(viewport=DESKTOP)
+        page = context.new_page()
+        watch(page, errors)
+        page.set_default_timeout(15_000)
+        page.goto(console.url + "/")
+        page.get_by_label("Tenant", exact=True).fill("acme")
+        page.get_by_role("link", name="Sign in with Corp IdP").click()  # to the provider and back to /
+        page.get_by_role("heading", name="Dashboard").wait_for()
+        assert page.get_by_label("Tenant", exact=True).input_value() == "acme"
+        session = page.evaluate("JSON.parse(sessionStorage.getItem('nexus.session'))")
+        assert session["method"] == "sso" and session["subject"].startswith("user:")
+        shot(page, "15-signed-in-with-sso")
+        assert errors == [], errors
+        context.close()
