@@ -88,6 +88,18 @@ def test_the_sign_in_page_lists_a_tenants_providers_without_any_secret(api, idp)
     [event] = api.container.ledger.read_stream("sso-acme")
     assert event.type == "SsoProviderConfigured" and CLIENT_SECRET.encode() not in event.payload
     assert orjson.loads(event.payload)["client_secret"]["enc"] == "nexus-credential/v1"  # sealed like deployments'
+    metadata = orjson.loads(event.metadata)
+    assert metadata["actor"].startswith("key:") and metadata["client_address"] == "127.0.0.1"
+
+
+def test_reconfiguring_without_a_secret_keeps_the_sealed_one(api, idp):
+    configure(api, idp)
+    api.data(CONFIGURE, {"i": {"providerId": "corp", "name": "Corp SSO", "kind": "oidc", "issuer": idp.issuer,
+                               "clientId": CLIENT_ID, "allowedDomains": ["example.com"], "defaultRole": "viewer"}})
+    with browser(api) as client:
+        assert client.get("/v1/auth/sso/providers", params={"tenant": "acme"}).json()[0]["name"] == "Corp SSO"
+        assert sign_in(client).status_code == 302  # the token endpoint accepted the kept secret
+        assert "deployments.write" not in me(api, client)["permissions"]  # created as a viewer now
 
 
 def test_presets_resolve_to_their_issuers_and_bad_input_is_a_typed_error(api):
