@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from application.routing_table import RoutingTableService
-from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, shot, sign_in_with_key, watch
+from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, shot, watch
 from tests.fakes.upstream import REPLY, slow
 from tests.integration.test_graphql_harness import Api
 from tests.integration.test_graphql_subscriptions import RelayThread
@@ -35,7 +35,9 @@ def open_console(browser: Any, console: Api, errors: list[str], viewport: dict[s
     watch(page, errors)
     page.set_default_timeout(20_000)
     page.goto(console.url + "/")
-    sign_in_with_key(page, console.keys["acme"])
+    page.get_by_role("tab", name="API key").click()
+    page.get_by_role("textbox", name="API key").fill(console.keys["acme"])
+    page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Dashboard").wait_for()
     return page
 
@@ -171,13 +173,14 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         chart.scroll_into_view_if_needed()
         box = chart.bounding_box()
         y = box["y"] + box["height"] / 2
-        page.mouse.move(box["x"] + box["width"] * 0.7, y)
+        page.mouse.move(box["x"] + box["width"] * 0.8, y)
         page.wait_for_timeout(100)  # Recharts reads the pointer on animation frames
         page.mouse.down()
         page.mouse.move(box["x"] + box["width"] - 8, y, steps=8)
         page.wait_for_timeout(100)
         page.mouse.up()
         assert page.get_by_label("Time range").input_value() == "custom"
+        page.locator("[data-granularity=MINUTE]").wait_for()  # 24 hours in hours, the last few in minutes
         page.get_by_role("button", name="Reset zoom").wait_for()
         page.wait_for_function("/Inferences\\s*61\\b/.test(document.querySelector('[aria-label=Totals]')?.innerText)")
         assert re.search(r"Inferences\s*61\b", totals.inner_text())

@@ -37,7 +37,7 @@ export function MeshGraph({ graph: recorded, view, voters = {} }: {
   const live = graph.status === "running";
   const summary = `${calls.models.length} models, ${graph.inferences} calls, ${graph.status}`;
   return (
-    <div className="mesh-scroll" style={{ overflowX: "auto", maxWidth: "100%" }}>
+    <div className="max-w-full overflow-x-auto">
       {view === "models" ? (
         <svg viewBox={`0 0 ${models.width} ${models.height}`} width="100%" style={{ maxWidth: models.width * 1.4, minWidth: 320 }}
           role="img" aria-label={`Models of run ${graph.run_id}: ${summary}`} data-testid="mesh-svg">

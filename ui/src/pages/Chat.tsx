@@ -5,7 +5,8 @@ import { readJson, sse, storageKey, writeJson } from "../live";
 import { MeshGraph, useRunGraph } from "../MeshGraph";
 import { applyRunEvent, emptyProgress, type Receipt, type RunProgress } from "../nexus";
 import { navigate } from "../router";
-import { Empty, ErrorBox, Loading, money, short } from "../ui";
+import { pill, Segmented, tw } from "../controls";
+import { cls, Empty, ErrorBox, Loading, money, short } from "../ui";
 
 type Mode = "model" | "nexus";
 type Msg = {
@@ -14,6 +15,7 @@ type Msg = {
 };
 type Conversation = { id: string; title: string; updatedAt: string; mode: Mode; messages: Msg[] };
 
+const MODES = [["model", "Single model"], ["nexus", "NEXUS run"]] as const;
 const ME = `query Me { me { tenantId subject } }`;
 const KEEP = 50; // conversations kept per user in this browser
 
@@ -111,27 +113,22 @@ export default function Chat() {
   }
 
   return (
-    <div className="page chat">
-      <div className="page-head">
-        <h1>Chat</h1>
-        <div className="toolbar">
-          <div role="radiogroup" aria-label="Mode" className="toolbar">
-            <button role="radio" aria-checked={mode === "model"} className={mode === "model" ? "" : "secondary"}
-              onClick={() => setMode("model")} disabled={busy}>Single model</button>
-            <button role="radio" aria-checked={mode === "nexus"} className={mode === "nexus" ? "" : "secondary"}
-              onClick={() => setMode("nexus")} disabled={busy}>NEXUS run</button>
-          </div>
+    <div className="grid min-h-[calc(100vh-52px-2.5rem)] grid-rows-[auto_auto_1fr_auto] gap-3">
+      <div className={tw.head}>
+        <h1 className={cls.h1}>Chat</h1>
+        <div className={tw.bar}>
+          <Segmented label="Mode" options={MODES} value={mode} onChange={setMode} disabled={busy} />
           {mode === "model" ? (
             <>
-              <label htmlFor="model">Model</label>
-              <select id="model" value={model} onChange={(e) => setModel(e.target.value)} disabled={!models?.length}>
+              <label htmlFor="model" className={cls.label}>Model</label>
+              <select id="model" className={cls.input} value={model} onChange={(e) => setModel(e.target.value)} disabled={!models?.length}>
                 {(models ?? []).map((m) => <option key={m}>{m}</option>)}
               </select>
             </>
           ) : (
             <>
-              <label htmlFor="planner">Planner</label>
-              <select id="planner" value={planner} onChange={(e) => setPlanner(e.target.value)} disabled={!models?.length}>
+              <label htmlFor="planner" className={cls.label}>Planner</label>
+              <select id="planner" className={cls.input} value={planner} onChange={(e) => setPlanner(e.target.value)} disabled={!models?.length}>
                 <option value="">routing table</option>
                 {(models ?? []).map((m) => <option key={m}>{m}</option>)}
               </select>
@@ -139,50 +136,54 @@ export default function Chat() {
           )}
         </div>
       </div>
-      <details className="card" style={{ padding: ".5rem .75rem" }}>
-        <summary>
+      <details className="rounded-xl border border-line bg-white px-3 py-2">
+        <summary className="cursor-pointer">
           Conversations ({convs.list.filter((c) => c.messages.length).length})
-          {!convs.stored && <span className="muted small"> · not saved yet</span>}
+          {!convs.stored && <span className={tw.muted}> · not saved yet</span>}
         </summary>
-        <div className="toolbar" style={{ marginTop: ".5rem" }}>
-          <button className="secondary" onClick={() => convs.start(mode)} disabled={busy}>New conversation</button>
-          <span className="muted small">Kept in this browser for your user and tenant.</span>
+        <div className={`${tw.bar} mt-2`}>
+          <button className={cls.btnSecondary} onClick={() => convs.start(mode)} disabled={busy}>New conversation</button>
+          <span className={tw.muted}>Kept in this browser for your user and tenant.</span>
         </div>
-        <ul aria-label="Conversations" style={{ listStyle: "none", padding: 0, margin: ".5rem 0 0", display: "grid", gap: ".25rem" }}>
+        <ul aria-label="Conversations" className="mt-2 grid list-none gap-1 p-0">
           {convs.list.map((c) => (
-            <li key={c.id} className="toolbar" style={{ flexWrap: "nowrap" }}>
-              <button className={c.id === conv.id ? "" : "secondary"} aria-current={c.id === conv.id ? "true" : undefined}
-                style={{ flex: 1, minWidth: 0, textAlign: "left", overflow: "hidden", textOverflow: "ellipsis", whiteSpace: "nowrap" }}
-                onClick={() => convs.select(c.id)} disabled={busy} data-testid="conversation">
+            <li key={c.id} className="flex items-center gap-2">
+              <button aria-current={c.id === conv.id ? "true" : undefined} onClick={() => convs.select(c.id)} disabled={busy}
+                data-testid="conversation"
+                className={`min-w-0 flex-1 truncate rounded-md border px-3 py-1.5 text-left disabled:opacity-50 ${c.id === conv.id
+                  ? "border-accent bg-accent-soft text-accent" : "border-line bg-white text-ink hover:bg-gray-50"}`}>
                 {c.mode === "nexus" ? "⬡ " : ""}{c.title}
-                <span className="small" style={{ opacity: .7 }}> · {new Date(c.updatedAt).toLocaleString()}</span>
+                <span className="text-xs opacity-70"> · {new Date(c.updatedAt).toLocaleString()}</span>
               </button>
-              <button className="danger" aria-label={`Delete ${c.title}`} onClick={() => convs.remove(c.id)} disabled={busy}>✕</button>
+              <button className={cls.btnDanger} aria-label={`Delete ${c.title}`} onClick={() => convs.remove(c.id)} disabled={busy}>✕</button>
             </li>
           ))}
         </ul>
       </details>
-      {modelsError && <ErrorBox message={modelsError} onRetry={loadModels} />}
-      {!models && !modelsError && <Loading what="models" />}
-      {models && !models.length && <Empty>No deployments configured: add one with <code>nexus deployments add</code>.</Empty>}
-      <div className="messages" aria-live="polite" aria-label="Conversation">
+      <div className="flex min-w-0 flex-col gap-3 overflow-y-auto" aria-live="polite" aria-label="Conversation">
+        {modelsError && <ErrorBox message={modelsError} onRetry={loadModels} />}
+        {!models && !modelsError && <Loading what="models" />}
+        {models && !models.length && <Empty>No deployments configured: add one with <code>nexus deployments add</code>.</Empty>}
         {!messages.length && models?.length ? (
           <Empty>{mode === "nexus"
             ? "Describe a task: NEXUS plans it, routes each subtask to a model, checks answers by consensus and synthesises one answer."
             : "Ask something; tokens stream as they arrive."}</Empty>
         ) : null}
         {messages.map((m, i) => (
-          <div key={i} className={`msg ${m.role}`} data-testid={`msg-${m.role}`}>
-            <div className="msg-role">{m.role === "user" ? "You" : m.model ?? model}</div>
+          <div key={i} data-testid={`msg-${m.role}`} className={`min-w-0 max-w-[min(720px,92%)] rounded-xl border px-3 py-2 ${m.role === "user"
+            ? "self-end border-indigo-200 bg-accent-soft" : "self-start border-line bg-white"}`}>
+            <div className="mb-0.5 text-xs text-muted">{m.role === "user" ? "You" : m.model ?? model}</div>
             {m.nexus && <NexusProgress run={m.nexus} streaming={!!m.streaming} />}
-            <div className="msg-text">{m.content}{m.streaming && !m.nexus && <span className="cursor" aria-hidden>▍</span>}</div>
-            {m.error && <p className="error" role="alert">{m.error}</p>}
+            <div className="msg-text whitespace-pre-wrap break-words">
+              {m.content}{m.streaming && !m.nexus && <span className="cursor animate-pulse" aria-hidden>▍</span>}
+            </div>
+            {m.error && <p className="mt-1 rounded-md border border-red-200 bg-red-50 px-2 py-1 text-sm text-bad" role="alert">{m.error}</p>}
             {m.role === "assistant" && !m.streaming && !m.error && (
-              <div className="msg-meta">
+              <div className="mt-1.5 flex flex-wrap items-center gap-3 text-xs text-muted">
                 {m.tokens && <span>{m.tokens}</span>}
                 {m.cost && <span data-testid="cost">cost {m.cost}</span>}
                 {m.receipt && (
-                  <button className="badge" title={`entry ${m.receipt.entry_hash}`} data-testid="receipt"
+                  <button className={`${pill("ok")} hover:bg-green-200`} title={`entry ${m.receipt.entry_hash}`} data-testid="receipt"
                     onClick={() => navigate(`/trust?event=${m.receipt!.event_id}`)}>
                     ✔ receipt #{m.receipt.position} · {short(m.receipt.event_id, 8)}
                   </button>
@@ -193,12 +194,12 @@ export default function Chat() {
         ))}
         <div ref={endRef} />
       </div>
-      <form className="composer" onSubmit={send}>
+      <form className="sticky bottom-0 flex gap-2 bg-surface pt-2" onSubmit={send}>
         <label htmlFor="prompt" className="sr-only">Message</label>
         <textarea id="prompt" rows={2} value={input} placeholder={mode === "nexus" ? "Task for NEXUS…" : "Message…"}
-          onChange={(e) => setInput(e.target.value)}
+          className={`${cls.input} flex-1 resize-y`} onChange={(e) => setInput(e.target.value)}
           onKeyDown={(e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); e.currentTarget.form?.requestSubmit(); } }} />
-        <button type="submit" disabled={busy || !input.trim() || (mode === "model" && !model)}>
+        <button type="submit" className={cls.btn} disabled={busy || !input.trim() || (mode === "model" && !model)}>
           {busy ? (mode === "nexus" ? "Running…" : "Streaming…") : mode === "nexus" ? "Run" : "Send"}
         </button>
       </form>
@@ -273,49 +274,49 @@ const STATUS_ICON = { waiting: "○", running: "◔", done: "●" } as const;
 function NexusProgress({ run, streaming }: { run: RunProgress; streaming: boolean }) {
   const [showMesh, setShowMesh] = useState(streaming);
   return (
-    <section className="nexus-run" aria-label="NEXUS run" data-testid="nexus-run"
-      style={{ borderLeft: "3px solid #c7d2fe", padding: ".25rem .6rem", margin: ".3rem 0 .5rem", fontSize: ".85rem", display: "grid", gap: ".35rem" }}>
-      <div className="toolbar" style={{ justifyContent: "space-between" }}>
+    <section aria-label="NEXUS run" data-testid="nexus-run"
+      className="my-1.5 grid min-w-0 gap-1.5 border-l-[3px] border-indigo-200 py-1 pl-2.5 text-sm">
+      <div className="flex flex-wrap items-center justify-between gap-2">
         <strong data-testid="nexus-plan">
           {!run.planned ? (streaming ? "Planning…" : "No plan")
             : run.fallback ? "Plan: the planner failed twice, one model answers the task"
             : `Plan: ${run.subtasks.length} subtask${run.subtasks.length > 1 ? "s" : ""}`}
         </strong>
         {run.runId && run.planned && (
-          <a href={`/mesh?run=${run.runId}`} onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${run.runId}`); }}>
+          <a href={`/mesh?run=${run.runId}`} className="text-accent underline" onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${run.runId}`); }}>
             Open in AI Mesh
           </a>
         )}
       </div>
       {run.subtasks.length > 0 && (
-        <ol aria-label="Subtasks" style={{ margin: 0, paddingLeft: "1.1rem", display: "grid", gap: ".25rem" }}>
+        <ol aria-label="Subtasks" className="m-0 grid list-none gap-1.5 p-0">
           {run.subtasks.map((s) => (
             <li key={s.id} data-testid="nexus-subtask" data-status={s.status}>
               <span aria-label={s.status} title={s.status}>{STATUS_ICON[s.status]}</span>{" "}
-              <strong>{s.id}</strong> <span className="muted">({s.kind}{s.depends_on.length ? `, after ${s.depends_on.join(", ")}` : ""})</span>
+              <strong>{s.id}</strong> <span className="text-muted">({s.kind}{s.depends_on.length ? `, after ${s.depends_on.join(", ")}` : ""})</span>
               {s.model && <> → <code data-testid="nexus-model">{s.model}</code></>}
-              {s.voters && s.voters.length > 1 && <span className="muted"> · voters {s.voters.join(", ")}</span>}
+              {s.voters && s.voters.length > 1 && <span className="text-muted"> · voters {s.voters.join(", ")}</span>}
               {s.consensus && (
-                <span className={`pill ${s.consensus.decided ? "ok" : "warn"}`} style={{ marginLeft: ".35rem" }} data-testid="nexus-consensus">
+                <span className={`${pill(s.consensus.decided ? "ok" : "warn")} ml-1.5`} data-testid="nexus-consensus">
                   consensus {Math.round(s.consensus.score * 100)}% ({s.consensus.cluster_sizes.join("/")}, {s.consensus.mode})
                   {s.consensus.escalated ? " · escalated" : ""}{s.consensus.decided ? "" : " · unverified"}
                 </span>
               )}
-              <div className="muted">{s.prompt}</div>
+              <div className="text-muted">{s.prompt}</div>
               {s.answer && <div data-testid="nexus-answer">⇒ {s.answer.length > 240 ? `${s.answer.slice(0, 240)}…` : s.answer}</div>}
             </li>
           ))}
         </ol>
       )}
       {(run.synthesis || run.synthesised) && (
-        <div data-testid="nexus-synthesis" className="muted">
+        <div data-testid="nexus-synthesis" className="text-muted">
           Synthesis{run.synthesisModel ? ` by ${run.synthesisModel}` : ""}{run.synthesised ? " ✔" : "…"}
         </div>
       )}
-      {run.done?.flagged.length ? <div className="pill warn">flagged: {run.done.flagged.join(", ")}</div> : null}
+      {run.done?.flagged.length ? <div className={pill("warn")}>flagged: {run.done.flagged.join(", ")}</div> : null}
       {run.runId && run.planned && (
         <details open={streaming || undefined} onToggle={(e) => setShowMesh(e.currentTarget.open)}>
-          <summary>Mesh</summary>
+          <summary className="cursor-pointer text-muted">Mesh</summary>
           {(streaming || showMesh) && <InlineMesh runId={run.runId} voters={streaming ? inFlight(run) : NO_VOTERS} />}
         </details>
       )}
@@ -332,5 +333,5 @@ function InlineMesh({ runId, voters }: { runId: string; voters: Record<string, s
   const { graph, error, retry } = useRunGraph(runId);
   if (error) return <ErrorBox message={error} onRetry={retry} />;
   if (!graph) return <Loading what="mesh" />;
-  return <div style={{ maxWidth: 520 }} data-testid="chat-mesh"><MeshGraph graph={graph} view="models" voters={voters} /></div>;
+  return <div className="max-w-[520px]" data-testid="chat-mesh"><MeshGraph graph={graph} view="models" voters={voters} /></div>;
 }

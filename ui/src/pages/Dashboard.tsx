@@ -6,7 +6,8 @@ import {
 } from "recharts";
 import { chartSvg, downloadBlob, svgToPng } from "../chartExport";
 import { errorText } from "../gql";
-import { Card, Empty, ErrorBox, Loading, money, ms } from "../ui";
+import { pill, tw } from "../controls";
+import { Card, cls, Empty, ErrorBox, Loading, money, ms } from "../ui";
 
 const RANGES = { "1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30 } as const;
 type Range = keyof typeof RANGES | "custom";
@@ -41,9 +42,9 @@ type LiveBucket = {
 };
 type Window = { start: number; end: number };
 
-/** Finer buckets for shorter spans, so zooming in shows more detail (and never more than ~400 buckets). */
+/** Finer buckets for shorter spans, so zooming in shows more detail (and never more than ~720 buckets). */
 function granularityFor(spanMs: number): Granularity {
-  return spanMs <= 6 * 3_600_000 ? "MINUTE" : spanMs <= 14 * 86_400_000 ? "HOUR" : "DAY";
+  return spanMs <= 12 * 3_600_000 ? "MINUTE" : spanMs <= 14 * 86_400_000 ? "HOUR" : "DAY";
 }
 
 function presetWindow(range: keyof typeof RANGES, now: number): Window {
@@ -149,16 +150,16 @@ export default function Dashboard() {
   const total = data?.costReport?.totals?.[0];
   const liveNow = liveBuckets[liveBuckets.length - 1];
   return (
-    <div className="page">
-      <div className="page-head">
-        <h1>Dashboard</h1>
-        <div className="toolbar">
-          <span className={hasMetrics ? "pill ok" : "pill warn"} data-testid="live-state"
+    <div className={cls.page}>
+      <div className={tw.head}>
+        <h1 className={cls.h1}>Dashboard</h1>
+        <div className={tw.bar}>
+          <span className={pill(hasMetrics ? "ok" : "warn")} data-testid="live-state"
             title={live.error ? errorText(live.error) : "metrics subscription"}>
             {hasMetrics ? "live" : "live updates unavailable"}
           </span>
-          <label htmlFor="range">Time range</label>
-          <select id="range" value={range} onChange={(e) => {
+          <label htmlFor="range" className={cls.label}>Time range</label>
+          <select id="range" className={cls.input} value={range} onChange={(e) => {
             const r = e.target.value as Range;
             if (r === "custom" && !custom) setCustom(win);
             setRange(r);
@@ -169,16 +170,16 @@ export default function Dashboard() {
           {range === "custom" && custom && (
             <>
               <label htmlFor="from" className="sr-only">From</label>
-              <input id="from" type="datetime-local" value={localInput(custom.start)}
+              <input id="from" className={cls.input} type="datetime-local" value={localInput(custom.start)}
                 onChange={(e) => { const t = Date.parse(e.target.value); if (t < custom.end) setCustom({ ...custom, start: t }); }} />
               <label htmlFor="to" className="sr-only">To</label>
-              <input id="to" type="datetime-local" value={localInput(custom.end)}
+              <input id="to" className={cls.input} type="datetime-local" value={localInput(custom.end)}
                 onChange={(e) => { const t = Date.parse(e.target.value); if (t > custom.start) setCustom({ ...custom, end: t }); }} />
-              <button className="secondary" onClick={() => { setRange("24h"); setCustom(null); }}>Reset zoom</button>
+              <button className={cls.btnSecondary} onClick={() => { setRange("24h"); setCustom(null); }}>Reset zoom</button>
             </>
           )}
-          <button className="secondary" onClick={refresh}>Refresh</button>
-          <button className="secondary" disabled={!any}
+          <button className={cls.btnSecondary} onClick={refresh}>Refresh</button>
+          <button className={cls.btnSecondary} disabled={!any}
             onClick={() => downloadBlob(`nexus-usage-${range}.csv`, new Blob([toCsv(data.usageTimeseries)], { type: "text/csv" }))}>
             Export CSV
           </button>
@@ -187,7 +188,7 @@ export default function Dashboard() {
       {error && <ErrorBox message={errorText(error)} onRetry={refresh} />}
       {fetching && !data && <Loading what="usage" />}
       {s && (
-        <div className="stats" aria-label="Totals">
+        <div className={tw.stats} aria-label="Totals">
           <Stat label="Inferences" value={String(s.requests)} />
           <Stat label="Errors" value={String(s.errors)} />
           <Stat label="Latency p50" value={ms(s.p50Us)} />
@@ -198,12 +199,12 @@ export default function Dashboard() {
         </div>
       )}
       {hasMetrics && (
-        <Card title="Live" actions={<span className="muted small">{LIVE_SECONDS}-second buckets, last {LIVE_KEEP * LIVE_SECONDS / 60} minutes</span>}>
+        <Card title="Live" actions={<span className={tw.muted}>{LIVE_SECONDS}-second buckets, last {LIVE_KEEP * LIVE_SECONDS / 60} minutes</span>}>
           {!liveBuckets.length ? (
             <Empty>Waiting for inferences: buckets appear here as they are recorded.</Empty>
           ) : (
             <>
-              <div className="stats" aria-label="Live totals">
+              <div className={tw.stats} aria-label="Live totals">
                 <Stat label="Inferences/s now" value={(liveNow.inferences / LIVE_SECONDS).toFixed(2)} />
                 <Stat label="Live inferences" value={String(liveBuckets.reduce((n, b) => n + b.inferences, 0))} />
                 <Stat label="Live errors" value={String(liveBuckets.reduce((n, b) => n + b.errors, 0))} />
@@ -224,8 +225,8 @@ export default function Dashboard() {
       {data && !any && <Empty>No inferences in this time range yet. Send one from Chat.</Empty>}
       {any && (
         <>
-          <p className="muted small" style={{ margin: 0 }}>Drag across a chart to zoom into that time range.</p>
-          <div className="grid2">
+          <p className={`${tw.muted} m-0`}>Drag across a chart to zoom into that time range.</p>
+          <div className="grid grid-cols-1 gap-4 lg:grid-cols-2" data-granularity={g}>
             <ZoomChart title="Inferences and errors" kind="bar" series={series} tick={tick} onZoom={zoomTo} legend counts>
               <Bar dataKey="requests" name="inferences" fill="#4f46e5" /><Bar dataKey="errors" fill="#dc2626" />
             </ZoomChart>
@@ -253,7 +254,11 @@ export default function Dashboard() {
 }
 
 function Stat({ label, value }: { label: string; value: string }) {
-  return <div className="stat"><div className="stat-label">{label}</div><div className="stat-value">{value}</div></div>;
+  return (
+    <div className="rounded-xl border border-line bg-white p-3">
+      <div className="text-xs text-muted">{label}</div><div className="mt-0.5 text-xl font-semibold">{value}</div>
+    </div>
+  );
 }
 
 /** A chart in a card (or bare) with its "Export PNG" button. */
@@ -270,12 +275,12 @@ function ChartBox({ title, children, card }: { title: string; children: ReactEle
       setFailed((e as Error).message);
     }
   };
-  const button = <button className="secondary" onClick={exportPng} aria-label={`Export ${title} as PNG`}>PNG</button>;
+  const button = <button className={cls.btnSecondary} onClick={exportPng} aria-label={`Export ${title} as PNG`}>PNG</button>;
   const body = (
     <>
-      {!card && <div className="toolbar" style={{ justifyContent: "flex-end" }}>{button}</div>}
-      <div className="chart" ref={box}><ResponsiveContainer width="100%" height={220}>{children}</ResponsiveContainer></div>
-      {failed && <p className="error" role="alert">{failed}</p>}
+      {!card && <div className="flex justify-end">{button}</div>}
+      <div ref={box} className="h-[220px] w-full [&_*:focus-visible]:outline-2 [&_*:focus-visible]:outline-accent [&_*:focus]:outline-none"><ResponsiveContainer width="100%" height={220}>{children}</ResponsiveContainer></div>
+      {failed && <p className="mt-1 text-sm text-bad" role="alert">{failed}</p>}
     </>
   );
   return card ? <Card title={title} actions={button}>{body}</Card> : body;

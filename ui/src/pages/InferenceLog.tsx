@@ -2,7 +2,9 @@ import { useCallback, useEffect, useMemo, useState } from "react";
 import { useClient, useQuery, useSubscription } from "urql";
 import { errorText } from "../gql";
 import { navigate } from "../router";
-import { Empty, ErrorBox, Loading, money, short } from "../ui";
+import { JsonView } from "../JsonView";
+import { pill, tw } from "../controls";
+import { cls, Empty, ErrorBox, Loading, money, short } from "../ui";
 
 // The inference log read model (projections/inference_log.py): server-side filters, cursor pagination into
 // history, live rows from the `inferenceLog` subscription, and a detail drawer with the ledger entry.
@@ -106,54 +108,54 @@ export default function InferenceLog() {
   const filtered = !!filter;
 
   return (
-    <div className="page">
-      <div className="page-head">
-        <h1>Inference log</h1>
-        <div className="toolbar">
-          <span className={feed.error ? "pill warn" : "pill ok"} data-testid="live-state"
+    <div className={cls.page}>
+      <div className={tw.head}>
+        <h1 className={cls.h1}>Inference log</h1>
+        <div className={tw.bar}>
+          <span className={pill(feed.error ? "warn" : "ok")} data-testid="live-state"
             title={feed.error ? errorText(feed.error) : "live"}>
             {feed.error ? "live feed unavailable" : ended ? "past window" : "live"}
           </span>
-          <button className="secondary" onClick={load}>Refresh</button>
+          <button className={cls.btnSecondary} onClick={load}>Refresh</button>
         </div>
       </div>
-      <form className="toolbar" aria-label="Filters" onSubmit={(e) => { e.preventDefault(); setFilters(draft); }}>
+      <form className={tw.bar} aria-label="Filters" onSubmit={(e) => { e.preventDefault(); setFilters(draft); }}>
         <label htmlFor="f-model" className="sr-only">Model</label>
-        <input id="f-model" placeholder="Model" list="log-models" value={draft.model} onChange={set("model")} size={14} />
+        <input id="f-model" className={`${cls.input} w-36`} placeholder="Model" list="log-models" value={draft.model} onChange={set("model")} />
         <datalist id="log-models">{models.map((m) => <option key={m} value={m} />)}</datalist>
         <label htmlFor="f-provider" className="sr-only">Provider</label>
-        <input id="f-provider" placeholder="Provider" list="log-providers" value={draft.provider} onChange={set("provider")} size={10} />
+        <input id="f-provider" className={`${cls.input} w-28`} placeholder="Provider" list="log-providers" value={draft.provider} onChange={set("provider")} />
         <datalist id="log-providers">{providers.map((m) => <option key={m} value={m} />)}</datalist>
         <label htmlFor="f-status" className="sr-only">Status</label>
-        <select id="f-status" value={draft.status} onChange={set("status")}>
+        <select id="f-status" className={cls.input} value={draft.status} onChange={set("status")}>
           <option value="">any status</option><option value="COMPLETED">completed</option><option value="FAILED">failed</option>
         </select>
-        <label htmlFor="f-since" className="small muted">From</label>
-        <input id="f-since" type="datetime-local" value={draft.since} onChange={set("since")} />
-        <label htmlFor="f-until" className="small muted">to</label>
-        <input id="f-until" type="datetime-local" value={draft.until} onChange={set("until")} />
-        {filtered && <button type="button" className="secondary" onClick={() => { setDraft(NO_FILTERS); setFilters(NO_FILTERS); }}>Clear filters</button>}
+        <label htmlFor="f-since" className={tw.muted}>From</label>
+        <input id="f-since" className={cls.input} type="datetime-local" value={draft.since} onChange={set("since")} />
+        <label htmlFor="f-until" className={tw.muted}>to</label>
+        <input id="f-until" className={cls.input} type="datetime-local" value={draft.until} onChange={set("until")} />
+        {filtered && <button type="button" className={cls.btnSecondary} onClick={() => { setDraft(NO_FILTERS); setFilters(NO_FILTERS); }}>Clear filters</button>}
       </form>
       {error && <ErrorBox message={error} onRetry={load} />}
       {!rows && !error && <Loading what="inferences" />}
       {rows && !rows.length && <Empty>{filtered ? "No inference matches these filters." : "No inferences recorded yet."}</Empty>}
       {rows && rows.length > 0 && (
-        <div className="table-wrap">
-          <table aria-label="Inferences">
+        <div className="overflow-x-auto rounded-xl border border-line bg-white">
+          <table className={cls.table} aria-label="Inferences">
             <thead><tr><th>#</th><th>Time</th><th>Status</th><th>Model</th><th>Tokens</th><th>Latency</th><th>Cost</th><th /></tr></thead>
             <tbody>
               {rows.map((r) => (
                 <tr key={r.id} data-testid="log-row">
                   <td>{r.position}</td>
                   <td>{new Date(r.recordedAt).toLocaleString()}</td>
-                  <td><span className={r.status === "COMPLETED" ? "pill ok" : "pill bad"}>
+                  <td><span className={pill(r.status === "COMPLETED" ? "ok" : "bad")}>
                     {r.status === "COMPLETED" ? "ok" : r.errorReason ?? "failed"}</span>
-                    {nexusRun(r) && <span className="pill warn" title="part of a NEXUS run" style={{ marginLeft: ".3rem" }}>NEXUS</span>}</td>
+                    {nexusRun(r) && <span className={`${pill("info")} ml-1`} title="part of a NEXUS run">NEXUS</span>}</td>
                   <td>{r.provider}/{r.model}</td>
                   <td>{r.tokensIn} / {r.tokensOut}</td>
                   <td>{r.latencyMs.toFixed(1)} ms</td>
                   <td>{r.currency ? money(r.costMicros, r.currency) : "–"}</td>
-                  <td><button className="link" onClick={() => setSelected(r.id)} aria-label={`Details of entry ${r.position}`}>Details</button></td>
+                  <td><button className={tw.link} onClick={() => setSelected(r.id)} aria-label={`Details of entry ${r.position}`}>Details</button></td>
                 </tr>
               ))}
             </tbody>
@@ -161,9 +163,9 @@ export default function InferenceLog() {
         </div>
       )}
       {rows && rows.length > 0 && (
-        <div className="toolbar">
-          <span className="muted small" data-testid="log-count">{rows.length} shown{page.hasNextPage ? ", more in history" : ", all of them"}</span>
-          {page.hasNextPage && <button className="secondary" onClick={more} disabled={loadingMore}>{loadingMore ? "Loading…" : "Load more"}</button>}
+        <div className={tw.bar}>
+          <span className={tw.muted} data-testid="log-count">{rows.length} shown{page.hasNextPage ? ", more in history" : ", all of them"}</span>
+          {page.hasNextPage && <button className={cls.btnSecondary} onClick={more} disabled={loadingMore}>{loadingMore ? "Loading…" : "Load more"}</button>}
         </div>
       )}
       {selected && <Detail id={selected} onClose={() => setSelected(null)} />}
@@ -181,34 +183,34 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
   }, [onClose]);
   const sealed = r?.entry?.payload?.content;
   return (
-    <aside className="drawer" role="dialog" aria-label="Inference details">
-      <header className="card-head">
-        <h2>{r ? `Entry #${r.position}` : "Inference"}</h2>
-        <button className="secondary" onClick={onClose}>Close</button>
+    <aside className={tw.drawer} role="dialog" aria-label="Inference details">
+      <header className="mb-3 flex items-center justify-between gap-2">
+        <h2 className="text-base font-semibold">{r ? `Entry #${r.position}` : "Inference"}</h2>
+        <button className={cls.btnSecondary} onClick={onClose}>Close</button>
       </header>
       {error && <ErrorBox message={errorText(error)} onRetry={() => retry({ requestPolicy: "network-only" })} />}
       {fetching && !data && <Loading what="inference" />}
       {data && !r && <Empty>This inference is not in your tenant's log.</Empty>}
       {r && (
-        <div style={{ display: "grid", gap: ".75rem" }}>
-          <dl className="details" style={{ display: "grid", gridTemplateColumns: "max-content 1fr", gap: ".3rem .8rem", margin: 0 }}>
-            <dt className="muted">Status</dt><dd>{r.status === "COMPLETED" ? "completed" : `failed: ${r.errorReason ?? ""}`}{r.errorDetail ? ` (${r.errorDetail})` : ""}</dd>
-            <dt className="muted">Model</dt><dd>{r.provider}/{r.model} via <code>{r.deployment}</code> ({r.region})</dd>
-            <dt className="muted">Tokens</dt><dd>{r.tokensIn} in · {r.tokensOut} out · {r.tokensCached} cached · {r.tokensReasoning} reasoning</dd>
-            <dt className="muted">Cost</dt><dd>{r.currency ? money(r.costMicros, r.currency) : "–"}{r.priceVersion ? ` (price table ${r.priceVersion})` : ""}</dd>
-            <dt className="muted">Latency</dt><dd>{r.latencyMs.toFixed(1)} ms{r.ttftMs != null ? ` · first token ${r.ttftMs.toFixed(1)} ms` : ""}</dd>
-            <dt className="muted">Request</dt><dd><code className="wrap">{r.id}</code></dd>
-            {nexusRun(r) && <><dt className="muted">NEXUS run</dt><dd>
-              <a href={`/mesh?run=${nexusRun(r)}`} onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${nexusRun(r)}`); }}>
+        <div className="grid min-w-0 gap-3 [&>*]:min-w-0">
+          <dl className="m-0 grid grid-cols-[max-content_minmax(0,1fr)] gap-x-3 gap-y-1 text-sm [&_dd]:m-0 [&_dd]:break-words [&_dt]:text-muted">
+            <dt>Status</dt><dd>{r.status === "COMPLETED" ? "completed" : `failed: ${r.errorReason ?? ""}`}{r.errorDetail ? ` (${r.errorDetail})` : ""}</dd>
+            <dt>Model</dt><dd>{r.provider}/{r.model} via <code>{r.deployment}</code>{r.region ? ` (${r.region})` : ""}</dd>
+            <dt>Tokens</dt><dd>{r.tokensIn} in · {r.tokensOut} out · {r.tokensCached} cached · {r.tokensReasoning} reasoning</dd>
+            <dt>Cost</dt><dd>{r.currency ? money(r.costMicros, r.currency) : "–"}{r.priceVersion ? ` (price table ${r.priceVersion})` : ""}</dd>
+            <dt>Latency</dt><dd>{r.latencyMs.toFixed(1)} ms{r.ttftMs != null ? ` · first token ${r.ttftMs.toFixed(1)} ms` : ""}</dd>
+            <dt>Request</dt><dd><code className="break-all">{r.id}</code></dd>
+            {nexusRun(r) && <><dt>NEXUS run</dt><dd>
+              <a href={`/mesh?run=${nexusRun(r)}`} className="text-accent underline" onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${nexusRun(r)}`); }}>
                 {short(nexusRun(r)!, 8)} in AI Mesh</a></dd></>}
-            <dt className="muted">Request / response</dt>
+            <dt>Request / response</dt>
             <dd>{sealed ? "sealed with the data subject's key (stored, not readable here)" : "not stored"}</dd>
           </dl>
-          <button onClick={() => navigate(`/trust?event=${r.eventId}`)}>Verify receipt</button>
-          <section aria-label="Ledger entry">
-            <h3 style={{ fontSize: ".9rem", margin: "0 0 .3rem" }}>Ledger entry</h3>
-            {r.entry ? <pre data-testid="ledger-entry">{JSON.stringify(r.entry, null, 2)}</pre>
-              : <p className="muted">Reading the ledger entry needs the ledger.read permission.</p>}
+          <div><button className={cls.btn} onClick={() => navigate(`/trust?event=${r.eventId}`)}>Verify receipt</button></div>
+          <section aria-label="Ledger entry" className="grid gap-1 [&>*]:min-w-0">
+            <h3 className="text-sm font-semibold">Ledger entry</h3>
+            {r.entry ? <div data-testid="ledger-entry"><JsonView value={r.entry} label={`Ledger entry #${r.position}`} height={360} /></div>
+              : <p className={tw.muted}>Reading the ledger entry needs the ledger.read permission.</p>}
           </section>
         </div>
       )}

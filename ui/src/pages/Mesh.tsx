@@ -5,12 +5,14 @@ import { useSearch } from "../live";
 import { MeshGraph, useModelNames, useRunGraph, type MeshView } from "../MeshGraph";
 import { layoutCalls, modelColour, type RunGraph } from "../nexus";
 import { navigate } from "../router";
-import { Card, Empty, ErrorBox, Loading, money, short } from "../ui";
+import { pill, Segmented, statusTone, tw } from "../controls";
+import { Card, cls, Empty, ErrorBox, Loading, money, short } from "../ui";
 
 type RunSummary = { id: string; at: string; status?: string; models: string[] /* deployments */ };
 
 const RUNS = `query Runs { inferences(first: 300) { edges { node { id runId model deployment recordedAt } } } }`;
 const LIVE_RUNS = `subscription LiveRuns { events(filter: {category: "run"}) { position type recordedAt payload } }`;
+const VIEWS = [["models", "Models"], ["calls", "Calls"]] as const;
 const TERMINAL: Record<string, string> = { OrchestrationCompleted: "completed", OrchestrationFailed: "failed" };
 
 /** Recent NEXUS runs: the runs named by the newest inferences of the inference log. */
@@ -63,50 +65,42 @@ export default function Mesh() {
   }, [live.data]); // eslint-disable-line react-hooks/exhaustive-deps
 
   return (
-    <div className="page">
-      <div className="page-head">
-        <h1>AI Mesh</h1>
-        <div className="toolbar">
-          <span className={live.error ? "pill warn" : "pill ok"} title={live.error ? errorText(live.error) : "live run events"}>
+    <div className={cls.page}>
+      <div className={tw.head}>
+        <h1 className={cls.h1}>AI Mesh</h1>
+        <div className={tw.bar}>
+          <span className={pill(live.error ? "warn" : "ok")} title={live.error ? errorText(live.error) : "live run events"}>
             {live.error ? "live feed unavailable" : "live"}
           </span>
-          <div role="radiogroup" aria-label="Graph view" className="toolbar">
-            {(["models", "calls"] as const).map((v) => (
-              <button key={v} role="radio" aria-checked={view === v} className={view === v ? "" : "secondary"}
-                onClick={() => setView(v)}>{v === "models" ? "Models" : "Calls"}</button>
-            ))}
-          </div>
+          <Segmented label="Graph view" options={VIEWS} value={view} onChange={setView} />
         </div>
       </div>
-      <div className="mesh-layout" style={{ display: "flex", flexWrap: "wrap", gap: "1rem", alignItems: "flex-start" }}>
-        <div style={{ flex: "1 1 260px", minWidth: 0 }}>
-        <Card title="Recent runs" actions={<button className="secondary" onClick={loadRuns}>Refresh</button>}>
-          {runsError && <ErrorBox message={runsError} onRetry={loadRuns} />}
-          {!runs && !runsError && <Loading what="runs" />}
-          {runs && !runs.length && <Empty>No NEXUS runs yet. Start one from Chat in NEXUS mode.</Empty>}
-          {runs && runs.length > 0 && (
-            <ul aria-label="Runs" style={{ listStyle: "none", margin: 0, padding: 0, display: "grid", gap: ".25rem", maxHeight: 420, overflowY: "auto" }}>
-              {runs.map((r) => (
-                <li key={r.id}>
-                  <a href={`/mesh?run=${r.id}`} aria-current={r.id === runId ? "true" : undefined} data-testid="run-link"
-                    onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${r.id}`); }}
-                    style={{ display: "block", padding: ".4rem .5rem", borderRadius: 6, textDecoration: "none", color: "inherit",
-                      background: r.id === runId ? "#eef2ff" : undefined }}>
-                    <code>{short(r.id, 8)}</code> <span className="muted small">{new Date(r.at).toLocaleString()}</span>
-                    {r.status && <span className={`pill ${r.status === "completed" ? "ok" : r.status === "failed" ? "bad" : "warn"}`}
-                      style={{ marginLeft: ".4rem" }}>{r.status}</span>}
-                    {r.models.length > 0 && <div className="muted small">{[...new Set(r.models.map((d) => names[d] ?? d))].join(", ")}</div>}
-                  </a>
-                </li>
-              ))}
-            </ul>
-          )}
-        </Card>
+      <div className="flex flex-wrap items-start gap-4">
+        <div className="min-w-0 flex-[1_1_260px]">
+          <Card title="Recent runs" actions={<button className={cls.btnSecondary} onClick={loadRuns}>Refresh</button>}>
+            {runsError && <ErrorBox message={runsError} onRetry={loadRuns} />}
+            {!runs && !runsError && <Loading what="runs" />}
+            {runs && !runs.length && <Empty>No NEXUS runs yet. Start one from Chat in NEXUS mode.</Empty>}
+            {runs && runs.length > 0 && (
+              <ul aria-label="Runs" className="m-0 grid max-h-[420px] list-none gap-1 overflow-y-auto p-0">
+                {runs.map((r) => (
+                  <li key={r.id}>
+                    <a href={`/mesh?run=${r.id}`} aria-current={r.id === runId ? "true" : undefined} data-testid="run-link"
+                      onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${r.id}`); }}
+                      className={`block rounded-md px-2 py-1.5 text-ink no-underline hover:bg-gray-50 ${r.id === runId ? "bg-accent-soft" : ""}`}>
+                      <code>{short(r.id, 8)}</code> <span className={tw.muted}>{new Date(r.at).toLocaleString()}</span>
+                      {r.status && <span className={`${pill(statusTone(r.status))} ml-1.5`}>{r.status}</span>}
+                      {r.models.length > 0 && <div className={tw.muted}>{[...new Set(r.models.map((d) => names[d] ?? d))].join(", ")}</div>}
+                    </a>
+                  </li>
+                ))}
+              </ul>
+            )}
+          </Card>
         </div>
-        <div style={{ flex: "3 1 480px", minWidth: 0 }} className="mesh-main">
+        <div className="min-w-0 flex-[3_1_480px]">
           <Card title={runId ? `Run ${short(runId, 8)}` : "Run graph"}
-            actions={graph && <span className={`pill ${graph.status === "completed" ? "ok" : graph.status === "failed" ? "bad" : "warn"}`}
-              data-testid="run-status">{graph.status}</span>}>
+            actions={graph && <span className={pill(statusTone(graph.status))} data-testid="run-status">{graph.status}</span>}>
             {!runId && <Empty>Pick a run from the list, or open one from a NEXUS answer in Chat.</Empty>}
             {runId && error && <ErrorBox message={error} onRetry={retry} />}
             {runId && !graph && !error && <Loading what="run graph" />}
@@ -127,23 +121,23 @@ function RunDetails({ graph, view, voters }: { graph: RunGraph; view: MeshView; 
   }), [calls]);
   const costs = Object.entries(graph.cost_micros);
   return (
-    <div style={{ display: "grid", gap: ".75rem" }}>
+    <div className="grid gap-3">
       <MeshGraph graph={graph} view={view} voters={voters} />
-      <div className="toolbar small" aria-label="Legend">
+      <div className={`${tw.bar} text-sm`} aria-label="Legend">
         {perModel.map((m) => (
-          <span key={m.model} style={{ display: "inline-flex", alignItems: "center", gap: ".3rem" }}>
-            <span aria-hidden style={{ width: 10, height: 10, borderRadius: 99, background: modelColour(calls.models, m.model) }} />
+          <span key={m.model} className="inline-flex items-center gap-1">
+            <span aria-hidden className="inline-block size-2.5 rounded-full" style={{ background: modelColour(calls.models, m.model) }} />
             {m.model}: {m.calls} call{m.calls > 1 ? "s" : ""}{m.currency ? `, ${money(m.cost, m.currency)}` : ""}
           </span>
         ))}
-        <span className="muted">
+        <span className="text-muted">
           {graph.inferences} inferences · {costs.length ? costs.map(([c, v]) => money(v, c)).join(" + ") : "no cost yet"}
         </span>
       </div>
       <details>
-        <summary>Calls and decisions as a table</summary>
-        <div className="table-wrap">
-          <table aria-label="Run steps">
+        <summary className="cursor-pointer">Calls and decisions as a table</summary>
+        <div className="overflow-x-auto">
+          <table className={cls.table} aria-label="Run steps">
             <thead><tr><th>#</th><th>Step</th><th>Model / decision</th><th>Detail</th><th>State</th></tr></thead>
             <tbody>
               {calls.nodes.map((n) => (
