@@ -46,6 +46,7 @@ class FakeOidcProvider:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "test-key-1"
         self._denial: str | None = None
+        self._algorithm = "RS256"
         self._rogue: rsa.RSAPrivateKey | None = None
         self._overrides: dict[str, Any] = {}
         self._codes: dict[str, dict[str, str]] = {}
@@ -67,6 +68,11 @@ class FakeOidcProvider:
     def sign_with_rogue_key(self) -> None:
         """Sign the next ID token with a key that is not published, under the published key's id."""
         self._rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def sign_with_algorithm(self, algorithm: str) -> None:
+        """Sign the next ID token with `none` (unsigned) or `HS256` keyed by the client secret (the classic
+        algorithm confusion: a relying party that accepts it lets anyone with the secret forge tokens)."""
+        self._algorithm = algorithm
 
     def rotate_key(self) -> None:
         """Replace the signing key and its id, as providers do now and then."""
@@ -138,6 +144,10 @@ class FakeOidcProvider:
                                   "email_verified": self.user.email_verified}
         claims.update(self._overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
-        key = self._rogue or self._key
-        self._overrides, self._rogue = {}, None
-        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.kid})
+        key: Any = self._rogue or self._key
+        if self._algorithm == "HS256":
+            key = self.client_secret
+        elif self._algorithm == "none":
+            key = None
+        algorithm, self._algorithm, self._overrides, self._rogue = self._algorithm, "RS256", {}, None
+        return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": self.kid})

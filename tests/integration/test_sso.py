@@ -18,7 +18,7 @@ from tests.fakes.oidc_provider import FakeOidcProvider, TestUser
 from tests.integration.test_auth_support import invite
 from tests.integration.test_graphql_harness import Api, api  # noqa: F401 - fixture
 
-CLIENT_ID, CLIENT_SECRET = "nexus-test-client", "s3cret-never-shown"
+CLIENT_ID, CLIENT_SECRET = "nexus-test-client", "s3cret-never-shown-to-anyone-at-all"
 CONFIGURE = """mutation($i: ConfigureSsoProviderInput!) { configureSsoProvider(input: $i) { position } }"""
 ME = "{ me { tenantId subject permissions } }"
 
@@ -191,6 +191,9 @@ def _rogue_key(idp: FakeOidcProvider) -> None:
 # how the provider's next ID token is bent -> the words of our refusal
 BAD_TOKENS: dict[str, tuple[Callable[[FakeOidcProvider], None], str]] = {
     "signed with another key": (_rogue_key, "signature does not verify"),
+    "unsigned (alg none)": (lambda idp: idp.sign_with_algorithm("none"), "not a valid signed JWT"),
+    "signed with the client secret (HS256)": (lambda idp: idp.sign_with_algorithm("HS256"),
+                                              "not a valid signed JWT"),
     "for another audience": (lambda idp: idp.tamper(aud="some-other-client"), "claim 'aud' is 'some-other-client'"),
     "expired": (lambda idp: idp.tamper(exp=1_000_000_000, iat=999_999_000), "the ID token expired at 1000000000"),
     "with another nonce": (lambda idp: idp.tamper(nonce="not-the-nonce-we-sent"), "claim 'nonce'"),
