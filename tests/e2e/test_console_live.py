@@ -68,82 +68,95 @@ def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_i
     lead.when("Compute 6*7", "42").when("Describe the number", "Forty-two answers everything.").when("Name a colour", "Blue")
     math.when("Compute 6*7", "42")
     # gpt-test (the third voter of subtask a) answers slowly: the page is seen while the run is half done.
-    upstreams.script("console-e2e").then(slow(3.0))
+    upstreams.script("console-e2e").then(slow(8.0))
 
-    page = open_console(browser, console, console_errors)
-    go(page, "Chat", "Chat")
-    page.get_by_role("radio", name="NEXUS run").click()
-    page.get_by_label("Message").fill("What is six times seven, and a colour?")
-    page.get_by_role("button", name="Run").click()
+    with RelayThread(console):  # the ledger reaches NATS, as under `nexus up`: the mesh page follows run events
+        page = open_console(browser, console, console_errors)
+        go(page, "Chat", "Chat")
+        page.get_by_role("radio", name="NEXUS run").click()
+        page.get_by_label("Message").fill("What is six times seven, and a colour?")
+        page.get_by_role("button", name="Run").click()
 
-    # As it happens: the plan, one subtask done while the voters of another still answer, the mesh flowing.
-    plan = page.get_by_test_id("nexus-plan")
-    page.wait_for_function("document.querySelector('[data-testid=nexus-plan]')?.textContent === 'Plan: 3 subtasks'")
-    page.locator("[data-testid=nexus-subtask][data-status=done]").first.wait_for()
-    page.locator("[data-testid=chat-mesh] .mesh-flow").first.wait_for()  # an edge to a call still in flight
-    running = page.locator("[data-testid=nexus-subtask][data-status=running]").count()
-    shot(page, "live-01-nexus-mid-run")
-    assert running >= 1, "expected a subtask still running while another is done"
+        # As it happens: the plan, one subtask done while the voters of another still answer, the mesh flowing.
+        plan = page.get_by_test_id("nexus-plan")
+        page.wait_for_function("document.querySelector('[data-testid=nexus-plan]')?.textContent === 'Plan: 3 subtasks'")
+        page.locator("[data-testid=nexus-subtask][data-status=done]").first.wait_for()
+        page.locator("[data-testid=chat-mesh] .mesh-flow").first.wait_for()  # an edge to a call still in flight
+        running = page.locator("[data-testid=nexus-subtask][data-status=running]").count()
+        shot(page, "live-01-nexus-mid-run")
+        assert running >= 1, "expected a subtask still running while another is done"
 
-    # Then: consensus, synthesis, the answer with its cost and receipt.
-    message = page.get_by_test_id("msg-assistant").last
-    message.get_by_test_id("receipt").wait_for()
-    assert plan.inner_text() == "Plan: 3 subtasks"
-    subtasks = message.get_by_test_id("nexus-subtask")
-    assert subtasks.count() == 3 and all(subtasks.nth(i).get_attribute("data-status") == "done" for i in range(3))
-    consensus = message.get_by_test_id("nexus-consensus").inner_text()
-    assert re.search(r"consensus 67% \(2/1, text\)", consensus), consensus
-    assert "Synthesis by lead" in message.get_by_test_id("nexus-synthesis").inner_text()
-    assert message.locator(".msg-text").inner_text().strip() == ANSWER
-    assert "USD" in message.get_by_test_id("cost").inner_text()
-    page.wait_for_function("!document.querySelector('[data-testid=chat-mesh] .mesh-flow')")
-    shot(page, "live-02-nexus-done")
-    [done] = [e for e in console.container.ledger.read(1, 10_000) if e.type == "OrchestrationCompleted"]
-    assert f"#{done.position}" in message.get_by_test_id("receipt").inner_text()
-    run_id = json.loads(done.payload)["run_id"]
+        # Meanwhile, the run's mesh page (another tab) follows it: the voters in flight, then the whole graph.
+        link = page.get_by_test_id("msg-assistant").last.get_by_role("link", name="Open in AI Mesh").get_attribute("href")
+        watcher = open_console(browser, console, console_errors)
+        watcher.goto(console.url + link)
+        watcher.get_by_test_id("run-status").filter(has_text="running").wait_for()
+        watcher.locator("[data-testid=mesh-svg] .mesh-flow").first.wait_for()  # voters routed before the page opened
+        settle(watcher)
+        shot(watcher, "live-02-mesh-while-running")
+        watcher.get_by_test_id("run-status").filter(has_text="completed").wait_for(timeout=30_000)
+        assert watcher.locator("[data-testid=mesh-svg] .mesh-flow").count() == 0
+        watcher.context.close()
 
-    # Its mesh: three models as nodes, calls as edges; then every call and decision in causal order. The run
-    # list reads the inference log (brought to the head here; NATS consumers do it under `nexus up`).
-    console.project()
-    message.get_by_role("link", name="Open in AI Mesh").click()
-    page.get_by_role("heading", name="AI Mesh").wait_for()
-    assert page.url.endswith(f"/mesh?run={run_id}")
-    page.get_by_test_id("run-status").filter(has_text="completed").wait_for()
-    models = page.get_by_test_id("mesh-model")
-    assert sorted(models.nth(i).get_attribute("data-model") for i in range(models.count())) == ["gpt-test", "lead", "math"]
-    assert page.get_by_test_id("mesh-edge").count() >= 5
-    page.get_by_test_id("run-link").filter(has_text=run_id[:8]).wait_for()
-    settle(page)
-    shot(page, "live-03-mesh-models")
-    page.get_by_role("radio", name="Calls").click()
-    assert page.get_by_test_id("mesh-call").count() == 7  # plan, 3 votes, b, c, synthesis
-    settle(page)
-    shot(page, "live-04-mesh-calls")
+        # Then: consensus, synthesis, the answer with its cost and receipt.
+        message = page.get_by_test_id("msg-assistant").last
+        message.get_by_test_id("receipt").wait_for()
+        assert plan.inner_text() == "Plan: 3 subtasks"
+        subtasks = message.get_by_test_id("nexus-subtask")
+        assert subtasks.count() == 3 and all(subtasks.nth(i).get_attribute("data-status") == "done" for i in range(3))
+        consensus = message.get_by_test_id("nexus-consensus").inner_text()
+        assert re.search(r"consensus 67% \(2/1, text\)", consensus), consensus
+        assert "Synthesis by lead" in message.get_by_test_id("nexus-synthesis").inner_text()
+        assert message.locator(".msg-text").inner_text().strip() == ANSWER
+        assert "USD" in message.get_by_test_id("cost").inner_text()
+        page.wait_for_function("!document.querySelector('[data-testid=chat-mesh] .mesh-flow')")
+        shot(page, "live-03-nexus-done")
+        [done] = [e for e in console.container.ledger.read(1, 10_000) if e.type == "OrchestrationCompleted"]
+        assert f"#{done.position}" in message.get_by_test_id("receipt").inner_text()
+        run_id = json.loads(done.payload)["run_id"]
 
-    # Conversations are kept for this user: a new one, then the NEXUS one again after a reload.
-    go(page, "Chat", "Chat")
-    page.get_by_text("Conversations (1)").click()
-    page.get_by_role("button", name="New conversation").click()
-    assert page.get_by_test_id("msg-assistant").count() == 0
-    page.reload()
-    page.get_by_role("heading", name="Chat").wait_for()
-    page.get_by_text("Conversations (1)").click()
-    page.get_by_test_id("conversation").filter(has_text="What is six times seven").click()
-    page.get_by_test_id("msg-assistant").get_by_test_id("receipt").wait_for()
-    shot(page, "live-05-conversations")
+        # Its mesh: three models as nodes, calls as edges; then every call and decision in causal order. The run
+        # list reads the inference log (brought to the head here; NATS consumers do it under `nexus up`).
+        console.project()
+        message.get_by_role("link", name="Open in AI Mesh").click()
+        page.get_by_role("heading", name="AI Mesh").wait_for()
+        assert page.url.endswith(f"/mesh?run={run_id}")
+        page.get_by_test_id("run-status").filter(has_text="completed").wait_for()
+        models = page.get_by_test_id("mesh-model")
+        assert sorted(models.nth(i).get_attribute("data-model") for i in range(models.count())) == ["gpt-test", "lead", "math"]
+        assert page.get_by_test_id("mesh-edge").count() >= 5
+        page.get_by_test_id("run-link").filter(has_text=run_id[:8]).wait_for()
+        settle(page)
+        shot(page, "live-04-mesh-models")
+        page.get_by_role("radio", name="Calls").click()
+        assert page.get_by_test_id("mesh-call").count() == 7  # plan, 3 votes, b, c, synthesis
+        settle(page)
+        shot(page, "live-05-mesh-calls")
 
-    # Phone width: the mesh and the chat fit without sideways scrolling.
-    phone = open_console(browser, console, console_errors, PHONE)
-    phone.goto(console.url + f"/mesh?run={run_id}")
-    phone.get_by_test_id("run-status").filter(has_text="completed").wait_for()
-    for path, name in ((f"/mesh?run={run_id}", "live-06-phone-mesh"), ("/chat", "live-07-phone-chat")):
-        phone.goto(console.url + path)
-        phone.get_by_role("heading", name="AI Mesh" if "mesh" in path else "Chat").wait_for()
-        settle(phone)
-        width = phone.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], f"{path} scrolls sideways on a phone: {width}px"
-        shot(phone, name)
-    assert console_errors == [], console_errors
+        # Conversations are kept for this user: a new one, then the NEXUS one again after a reload.
+        go(page, "Chat", "Chat")
+        page.get_by_text("Conversations (1)").click()
+        page.get_by_role("button", name="New conversation").click()
+        assert page.get_by_test_id("msg-assistant").count() == 0
+        page.reload()
+        page.get_by_role("heading", name="Chat").wait_for()
+        page.get_by_text("Conversations (1)").click()
+        page.get_by_test_id("conversation").filter(has_text="What is six times seven").click()
+        page.get_by_test_id("msg-assistant").get_by_test_id("receipt").wait_for()
+        shot(page, "live-06-conversations")
+
+        # Phone width: the mesh and the chat fit without sideways scrolling.
+        phone = open_console(browser, console, console_errors, PHONE)
+        phone.goto(console.url + f"/mesh?run={run_id}")
+        phone.get_by_test_id("run-status").filter(has_text="completed").wait_for()
+        for path, name in ((f"/mesh?run={run_id}", "live-07-phone-mesh"), ("/chat", "live-08-phone-chat")):
+            phone.goto(console.url + path)
+            phone.get_by_role("heading", name="AI Mesh" if "mesh" in path else "Chat").wait_for()
+            settle(phone)
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{path} scrolls sideways on a phone: {width}px"
+            shot(phone, name)
+        assert console_errors == [], console_errors
 
 
 def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, console_errors):
@@ -160,7 +173,7 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         live = page.get_by_label("Live totals")
         live.wait_for()
         assert re.search(r"Live inferences\s*1\b", live.inner_text()), live.inner_text()
-        shot(page, "live-08-dashboard-live")
+        shot(page, "live-09-dashboard-live")
 
         # Totals follow the read models (brought to the head here; NATS consumers do it under `nexus up`).
         console.project()
@@ -184,7 +197,7 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         page.get_by_role("button", name="Reset zoom").wait_for()
         page.wait_for_function("/Inferences\\s*61\\b/.test(document.querySelector('[aria-label=Totals]')?.innerText)")
         assert re.search(r"Inferences\s*61\b", totals.inner_text())
-        shot(page, "live-09-dashboard-zoomed")
+        shot(page, "live-10-dashboard-zoomed")
 
         # PNG export of a chart: a real PNG of the drawn chart.
         with page.expect_download() as download:
@@ -192,7 +205,7 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         png = Path(download.value.path()).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 3000, len(png)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "live-10-exported-chart.png").write_bytes(png)
+        (ARTIFACTS / "live-11-exported-chart.png").write_bytes(png)
 
         # The log: the newest page, a new inference arriving live, then an older page.
         go(page, "Inference log", "Inference log")
@@ -204,7 +217,7 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         chat(console, "Say hello again")
         page.wait_for_function("document.querySelectorAll('[data-testid=log-row]').length === 51")
         assert "gpt-upstream" in rows.first.inner_text() and "gpt-upstream" in rows.nth(1).inner_text()
-        shot(page, "live-11-log-live-row")
+        shot(page, "live-12-log-live-row")
         console.project()
         page.get_by_role("button", name="Load more").click()
         page.wait_for_function("document.querySelectorAll('[data-testid=log-row]').length === 62")
@@ -219,5 +232,5 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         drawer.get_by_text("Ledger entry").wait_for()
         assert "InferenceCompleted" in drawer.get_by_test_id("ledger-entry").inner_text()
         assert "gpt-upstream" in drawer.inner_text() and REPLY not in drawer.inner_text()  # content is sealed
-        shot(page, "live-12-log-detail")
+        shot(page, "live-13-log-detail")
     assert console_errors == [], console_errors

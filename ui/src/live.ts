@@ -1,4 +1,5 @@
-import { useMemo, useSyncExternalStore } from "react";
+import { useEffect, useMemo, useRef, useSyncExternalStore } from "react";
+import { useSubscription } from "urql";
 
 /** Parse a server-sent-events body: yields [event name, data] per message (chat completions, NEXUS runs). */
 export async function* sse(body: ReadableStream<Uint8Array>): AsyncGenerator<[string, string]> {
@@ -59,4 +60,30 @@ const onNavigate = (changed: () => void) => {
 export function useSearch(): URLSearchParams {
   const search = useSyncExternalStore(onNavigate, () => location.search);
   return useMemo(() => new URLSearchParams(search), [search]);
+}
+
+type Feed<T> = { seq: number; items: { seq: number; item: T }[] };
+
+/**
+ * A subscription whose every event is handed to `onEvent`, not only the latest: urql keeps the last result,
+ * and React renders once for several events that arrive together (a replay from a position, a burst of rows).
+ */
+export function useFeed<T>(query: string, variables: Record<string, unknown> | undefined,
+  pick: (data: any) => T | undefined, onEvent: (item: T) => void, pause = false) {
+  const handle = useRef(onEvent);
+  handle.current = onEvent;
+  const [result] = useSubscription<any, Feed<T>>({ query, variables, pause }, (prev, data) => {
+    const item = pick(data);
+    const feed = prev ?? { seq: 0, items: [] };
+    return item === undefined ? feed : { seq: feed.seq + 1, items: [...feed.items.slice(-199), { seq: feed.seq + 1, item }] };
+  });
+  const seen = useRef(0);
+  useEffect(() => {
+    const feed = result.data;
+    if (!feed) return;
+    if (feed.seq < seen.current) seen.current = 0; // a new subscription (other variables) counts from zero
+    for (const { seq, item } of feed.items) if (seq > seen.current) handle.current(item);
+    seen.current = feed.seq;
+  }, [result.data]);
+  return result;
 }

@@ -1,10 +1,11 @@
-import { useEffect, useMemo, useRef, useState, type ReactElement, type ReactNode } from "react";
-import { useQuery, useSubscription } from "urql";
+import { useMemo, useRef, useState, type ReactElement, type ReactNode } from "react";
+import { useQuery } from "urql";
 import {
   Bar, BarChart, CartesianGrid, Legend, Line, LineChart, ReferenceArea, ResponsiveContainer, Tooltip, XAxis, YAxis,
   type MouseHandlerDataParam,
 } from "recharts";
 import { chartSvg, downloadBlob, svgToPng } from "../chartExport";
+import { useFeed } from "../live";
 import { errorText } from "../gql";
 import { pill, tw } from "../controls";
 import { Card, cls, Empty, ErrorBox, Loading, money, ms } from "../ui";
@@ -107,13 +108,9 @@ export default function Dashboard() {
   const refresh = () => { setNow(Date.now()); reexecute({ requestPolicy: "network-only" }); };
 
   // Live: the metrics subscription; if it is refused (no event feed in this process) the page refreshes on demand.
-  const [live] = useSubscription({ query: METRICS, variables: { s: LIVE_SECONDS } });
-  const hasMetrics = !live.error;
   const [liveBuckets, setLiveBuckets] = useState<LiveBucket[]>([]);
   const lastRefetch = useRef(0);
-  useEffect(() => {
-    const b = live.data?.metrics as LiveBucket | undefined;
-    if (!b) return;
+  const live = useFeed<LiveBucket>(METRICS, { s: LIVE_SECONDS }, (d) => d?.metrics, (b) => {
     setLiveBuckets((bs) => [...bs.filter((x) => x.bucketStart !== b.bucketStart), b]
       .sort((x, y) => x.bucketStart.localeCompare(y.bucketStart)).slice(-LIVE_KEEP));
     // The history follows, a few seconds apart at most, when it ends now (a zoom into the past stays put).
@@ -121,7 +118,8 @@ export default function Dashboard() {
       lastRefetch.current = Date.now();
       refresh();
     }
-  }, [live.data]); // eslint-disable-line react-hooks/exhaustive-deps
+  });
+  const hasMetrics = !live.error;
 
   const series = useMemo(() => dense((data?.usageTimeseries ?? []) as Bucket[], win, g), [data, win, g]);
   const any = series.some((b) => b.requests != null);

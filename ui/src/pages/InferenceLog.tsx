@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { useClient, useQuery, useSubscription } from "urql";
+import { useClient, useQuery } from "urql";
 import { errorText } from "../gql";
+import { useFeed } from "../live";
 import { navigate } from "../router";
 import { JsonView } from "../JsonView";
 import { pill, tw } from "../controls";
@@ -95,12 +96,8 @@ export default function InferenceLog() {
 
   // Live rows, with the same filter (a window that ends in the past gets none).
   const ended = !!filters.until && new Date(filters.until).getTime() < Date.now();
-  const [feed] = useSubscription({ query: LIVE, variables: { filter }, pause: ended });
-  useEffect(() => {
-    const n = feed.data?.inferenceLog as Inference | undefined;
-    if (!n) return;
-    setRows((rs) => (rs && !rs.some((r) => r.id === n.id) ? [n, ...rs] : rs));
-  }, [feed.data]);
+  const feed = useFeed<Inference>(LIVE, { filter }, (d) => d?.inferenceLog,
+    (n) => setRows((rs) => (rs && !rs.some((r) => r.id === n.id) ? [n, ...rs] : rs)), ended);
 
   const models = useMemo(() => [...new Set((rows ?? []).map((r) => r.model))], [rows]);
   const providers = useMemo(() => [...new Set((rows ?? []).map((r) => r.provider))], [rows]);

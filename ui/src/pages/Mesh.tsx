@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { useClient, useSubscription } from "urql";
+import { useClient } from "urql";
 import { errorText } from "../gql";
-import { useSearch } from "../live";
+import { useFeed, useSearch } from "../live";
 import { MeshGraph, useModelNames, useRunGraph, type MeshView } from "../MeshGraph";
 import { layoutCalls, modelColour, type RunGraph } from "../nexus";
 import { navigate } from "../router";
@@ -11,7 +11,9 @@ import { Card, cls, Empty, ErrorBox, Loading, money, short } from "../ui";
 type RunSummary = { id: string; at: string; status?: string; models: string[] /* deployments */ };
 
 const RUNS = `query Runs { inferences(first: 300) { edges { node { id runId model deployment recordedAt } } } }`;
-const LIVE_RUNS = `subscription LiveRuns { events(filter: {category: "run"}) { position type recordedAt payload } }`;
+const LIVE_RUNS = `subscription LiveRuns($from: Int) {
+  events(filter: {category: "run", fromPosition: $from}) { position type recordedAt payload }
+}`;
 const VIEWS = [["models", "Models"], ["calls", "Calls"]] as const;
 const TERMINAL: Record<string, string> = { OrchestrationCompleted: "completed", OrchestrationFailed: "failed" };
 
@@ -45,13 +47,18 @@ export default function Mesh() {
   const { graph, error, refetch: fetchGraph, retry, running } = useRunGraph(runId);
   const [view, setView] = useState<MeshView>("models");
   const [voters, setVoters] = useState<Record<string, string[]>>({}); // of the shown run's routed subtasks, from live events
-  useEffect(() => setVoters({}), [runId]);
+  // A run opened while it runs: its events are read from its first one, so the voters already routed are known.
+  const [from, setFrom] = useState<number | null>(null);
+  useEffect(() => { setVoters({}); setFrom(null); }, [runId]);
+  useEffect(() => {
+    if (from !== null || graph?.status !== "running") return;
+    const first = graph.nodes.filter((n) => n.stream_id.startsWith("run-")).map((n) => n.position);
+    if (first.length) setFrom(Math.min(...first));
+  }, [graph, from]);
 
   // Live: besides reading the graph again while the run is in progress, a run event recorded now reads it at once.
-  const [live] = useSubscription({ query: LIVE_RUNS });
-  useEffect(() => {
-    const e = live.data?.events;
-    if (!e) return;
+  type RunEvent = { position: number; type: string; recordedAt: string; payload: any };
+  const live = useFeed<RunEvent>(LIVE_RUNS, { from }, (d) => d?.events, (e) => {
     const id = e.payload?.run_id as string | undefined;
     if (!id) return;
     if (id === runId && running) fetchGraph();
@@ -62,7 +69,7 @@ export default function Mesh() {
       return rs.some((r) => r.id === id) ? rs.map((r) => (r.id === id ? { ...r, status } : r))
         : [{ id, at: e.recordedAt, status, models: [] }, ...rs];
     });
-  }, [live.data]); // eslint-disable-line react-hooks/exhaustive-deps
+  });
 
   return (
     <div className={cls.page}>
