@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,19 @@ def open_console(browser: Any, console: Api, errors: list[str], viewport: dict[s
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Dashboard").wait_for()
     return page
+
+
+def record(**seconds: float) -> None:
+    """Keep measured delays in test-artifacts/console/live-timings.json (one run of this file)."""
+    path = ARTIFACTS / "live-timings.json"
+    found = json.loads(path.read_text()) if path.is_file() else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**found, **{k: round(v, 3) for k, v in seconds.items()}}, indent=2) + "\n")
+
+
+def fits(page: Any, what: str) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{what} scrolls sideways on a phone: {width}px"
 
 
 def settle(page: Any) -> None:
@@ -76,10 +90,12 @@ def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_i
         page.get_by_role("radio", name="NEXUS run").click()
         page.get_by_label("Message").fill("What is six times seven, and a colour?")
         page.get_by_role("button", name="Run").click()
+        started = time.perf_counter()
 
         # As it happens: the plan, one subtask done while the voters of another still answer, the mesh flowing.
         plan = page.get_by_test_id("nexus-plan")
         page.wait_for_function("document.querySelector('[data-testid=nexus-plan]')?.textContent === 'Plan: 3 subtasks'")
+        record(nexus_click_to_plan_shown_s=time.perf_counter() - started)
         page.locator("[data-testid=nexus-subtask][data-status=done]").first.wait_for()
         page.locator("[data-testid=chat-mesh] .mesh-flow").first.wait_for()  # an edge to a call still in flight
         running = page.locator("[data-testid=nexus-subtask][data-status=running]").count()
@@ -100,7 +116,8 @@ def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_i
 
         # Then: consensus, synthesis, the answer with its cost and receipt.
         message = page.get_by_test_id("msg-assistant").last
-        message.get_by_test_id("receipt").wait_for()
+        message.get_by_test_id("receipt").wait_for(timeout=30_000)
+        record(nexus_click_to_receipt_shown_s_with_an_8s_voter=time.perf_counter() - started)
         assert plan.inner_text() == "Plan: 3 subtasks"
         subtasks = message.get_by_test_id("nexus-subtask")
         assert subtasks.count() == 3 and all(subtasks.nth(i).get_attribute("data-status") == "done" for i in range(3))
@@ -153,8 +170,7 @@ def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_i
             phone.goto(console.url + path)
             phone.get_by_role("heading", name="AI Mesh" if "mesh" in path else "Chat").wait_for()
             settle(phone)
-            width = phone.evaluate("document.documentElement.scrollWidth")
-            assert width <= PHONE["width"], f"{path} scrolls sideways on a phone: {width}px"
+            fits(phone, path)
             shot(phone, name)
         assert console_errors == [], console_errors
 
@@ -169,9 +185,11 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         page.get_by_test_id("live-state").filter(has_text="live").wait_for()
         page.get_by_text("Waiting for inferences").wait_for()
         page.wait_for_timeout(500)  # the subscription is open before the message is sent
+        sent = time.perf_counter()
         chat(console)
         live = page.get_by_label("Live totals")
         live.wait_for()
+        record(chat_to_dashboard_live_s=time.perf_counter() - sent)
         assert re.search(r"Live inferences\s*1\b", live.inner_text()), live.inner_text()
         shot(page, "live-09-dashboard-live")
 
@@ -214,8 +232,10 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         assert "gpt-upstream" in rows.first.inner_text()  # the chat message, newest first
         page.get_by_test_id("live-state").filter(has_text="live").wait_for()
         page.wait_for_timeout(500)
+        sent = time.perf_counter()
         chat(console, "Say hello again")
         page.wait_for_function("document.querySelectorAll('[data-testid=log-row]').length === 51")
+        record(chat_to_log_live_row_s=time.perf_counter() - sent)
         assert "gpt-upstream" in rows.first.inner_text() and "gpt-upstream" in rows.nth(1).inner_text()
         shot(page, "live-12-log-live-row")
         console.project()
@@ -233,4 +253,14 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         assert "InferenceCompleted" in drawer.get_by_test_id("ledger-entry").inner_text()
         assert "gpt-upstream" in drawer.inner_text() and REPLY not in drawer.inner_text()  # content is sealed
         shot(page, "live-13-log-detail")
+
+        # Phone width: the dashboard and the log fit without sideways scrolling.
+        phone = open_console(browser, console, console_errors, PHONE)
+        phone.get_by_label("Totals", exact=True).wait_for()
+        fits(phone, "the dashboard")
+        shot(phone, "live-14-phone-dashboard")
+        go(phone, "Inference log", "Inference log")
+        phone.get_by_test_id("log-row").first.wait_for()
+        fits(phone, "the inference log")
+        shot(phone, "live-15-phone-log")
     assert console_errors == [], console_errors
