@@ -219,7 +219,9 @@ class SessionService:
                      permissions_for(state.tenant_id, roles=state.roles, platform_tenant=self._platform))
 
     def sign_state(self, claims: dict[str, Any], purpose: str, ttl: dt.timedelta) -> str:
-        """A short-lived token that only this service can have made (the SSO login cookie)."""
+        """A short-lived token that only this service can have made (the SSO login cookie); never an access token."""
+        if purpose == "access":
+            raise ValueError("access tokens are issued by a sign-in, not by sign_state")
         now = int(time.time())
         return jwt.encode({**claims, "iss": _ISSUER, "typ": purpose, "iat": now, "exp": now + int(ttl.total_seconds())},
                           self._key, algorithm=JWT_ALG)
