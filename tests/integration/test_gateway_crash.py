@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from api.bootstrap import bootstrap
 from api.settings import Settings
 from application.inference_sweeper import InferenceSweeper
 from domain.inference import parse_instant
-from tests.fakes.harness import PRICE, Gateway, unique, upstreams  # noqa: F401 - fixtures
-from tests.fakes.upstream import drip, slow
+from tests.fakes.harness import Gateway, gw, upstreams  # noqa: F401 - fixtures
+from tests.fakes.upstream import drip, ok, slow
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = [{"role": "user", "content": "Say hello to the gateway"}]
@@ -167,3 +168,27 @@ def test_bad_input_still_records_nothing_and_answered_requests_leave_nothing_ope
         "InferenceRequested", "InferenceCompleted"]
     sweeper = InferenceSweeper(gw.container.ledger, clock=at(dt.datetime.now(dt.UTC) + dt.timedelta(days=1)))
     assert sweeper.sweep_once().closed_inferences == [] and sweeper.open_count == 0
+
+
+def test_a_slow_call_is_recorded_as_requested_while_in_flight_and_a_fast_one_in_one_append(gw):
+    upstream = gw.deploy("primary")
+    gw.script(upstream).then(slow(0.5)).then(ok())
+    done = threading.Event()
+
+    def call() -> None:
+        gw.client().chat.completions.create(model="gpt-test", messages=HELLO)
+        done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    [requested] = gw.wait_for("InferenceRequested")  # while the upstream is still thinking
+    assert not done.is_set() and not gw.events("InferenceCompleted")
+    assert parse_instant(requested["deadline_at"]) > dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+    assert done.wait(10)
+    # A call answered before record_requested_after_s (made long here, so that a loaded machine cannot
+    # make this one slow) is recorded in one append: both events share one commit.
+    gw.container.gateway.config = replace(gw.container.gateway.config, record_requested_after_s=30.0)
+    gw.client().chat.completions.create(model="gpt-test", messages=HELLO)
+    requested, completed = gw.events("InferenceRequested"), gw.events("InferenceCompleted")
+    assert [e.stream_version for e in requested + completed] == [1, 1, 2, 2]
+    assert requested[0].recorded_at < completed[0].recorded_at  # the slow call: two commits, 0.5 s apart
+    assert requested[1].recorded_at == completed[1].recorded_at  # the fast call: one
