@@ -26,7 +26,8 @@ KINDS = ("google", "azure", "okta", "oidc")
 GOOGLE_ISSUER = "https://accounts.google.com"
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_DIRECTORY = re.compile(r"^[A-Za-z0-9.-]{1,100}$")
+# Entra's discovery names its issuer with the directory's GUID, so a domain name here would never match
+_DIRECTORY = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -116,12 +117,14 @@ def issuer_for(kind: str, issuer: str | None, directory: str | None) -> str:
     """The issuer (discovery base URL) a preset stands for; `directory` is the Entra ID tenant id."""
     if kind not in KINDS:
         raise InvalidSsoProvider("kind", kind, f"one of {list(KINDS)}")
-    if kind == "google" and not issuer:
+    if kind == "google":  # the Workspace rule (`hd`, admitted_email) is only meaningful for Google itself
+        if issuer and issuer.rstrip("/") != GOOGLE_ISSUER:
+            raise InvalidSsoProvider("issuer", issuer, f"nothing, or {GOOGLE_ISSUER}, for kind google")
         return GOOGLE_ISSUER
     if kind == "azure" and not issuer:
         if not directory or not _DIRECTORY.match(directory):
-            raise InvalidSsoProvider("directory", directory, "the Entra ID directory (tenant) id, or an issuer")
-        return f"https://login.microsoftonline.com/{directory}/v2.0"
+            raise InvalidSsoProvider("directory", directory, "the Entra ID directory (tenant) id, a GUID, or an issuer")
+        return f"https://login.microsoftonline.com/{directory.lower()}/v2.0"
     if not issuer:
         raise InvalidSsoProvider("issuer", issuer, f"the issuer URL of the {kind} provider")
     parts = urlsplit(issuer)

@@ -25,14 +25,16 @@ def identity(email: str = "ada@example.com", verified: bool = True) -> Federated
 
 def test_presets_name_their_issuers():
     assert sso.issuer_for("google", None, None) == "https://accounts.google.com"
-    assert sso.issuer_for("azure", None, "contoso.onmicrosoft.com") == \
-        "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+    assert sso.issuer_for("google", "https://accounts.google.com/", None) == "https://accounts.google.com"
+    assert sso.issuer_for("azure", None, "6F1E1C2A-0000-4000-8000-0123456789AB") == \
+        "https://login.microsoftonline.com/6f1e1c2a-0000-4000-8000-0123456789ab/v2.0"
     assert sso.issuer_for("okta", "https://acme.okta.com/", None) == "https://acme.okta.com"
     assert sso.issuer_for("oidc", "http://127.0.0.1:9000", None) == "http://127.0.0.1:9000"  # loopback only
 
 
 @pytest.mark.parametrize("kind, issuer, directory, field", [
     ("saml", None, None, "kind"), ("azure", None, None, "directory"), ("okta", None, None, "issuer"),
+    ("azure", None, "contoso.onmicrosoft.com", "directory"), ("google", "https://evil.example.com", None, "issuer"),
     ("oidc", "http://id.example.com", None, "issuer"), ("oidc", "https://id.example.com?x=1", None, "issuer"),
 ])
 def test_an_issuer_that_cannot_be_trusted_is_refused_with_its_field(kind, issuer, directory, field):
