@@ -76,6 +76,15 @@ def test_a_user_is_limited_across_all_of_its_sessions(limited):
     assert api.gql(ME).status_code == 200  # the tenant's API key is not that user
 
 
+def test_a_users_bucket_is_shared_between_the_gateway_and_graphql(limited):
+    api = limited(user_per_minute=6, user_burst=2)
+    _, signed = session(api, "developer")
+    assert _models(api, signed["access_token"]).status_code == 200
+    assert api.gql(ME, token=signed["access_token"]).status_code == 200
+    refused = _models(api, signed["access_token"])
+    assert refused.status_code == 429 and "user" in refused.json()["error"]["message"]
+
+
 def test_a_bucket_refills_at_the_configured_rate(limited):
     api = limited(key_per_minute=600, key_burst=1)  # ten a second
     assert _models(api, api.keys["acme"]).status_code == 200
