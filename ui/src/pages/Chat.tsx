@@ -1,67 +1,19 @@
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import { useQuery } from "urql";
 import { api, authHeaders } from "../auth";
-import { readJson, sse, storageKey, writeJson } from "../live";
+import {
+  patchMessage, removeConversation, selectConversation, startConversation, updateConversation, useConversations,
+  type Mode, type Msg,
+} from "../conversations";
+import { sse, storageKey } from "../live";
 import { MeshGraph, useRunGraph } from "../MeshGraph";
-import { applyRunEvent, emptyProgress, type Receipt, type RunProgress } from "../nexus";
+import { applyRunEvent, emptyProgress, type RunProgress } from "../nexus";
 import { navigate } from "../router";
 import { pill, Segmented, tw } from "../controls";
 import { cls, Empty, ErrorBox, Loading, money, short } from "../ui";
 
-type Mode = "model" | "nexus";
-type Msg = {
-  role: "user" | "assistant"; content: string; streaming?: boolean; error?: string;
-  receipt?: Receipt; cost?: string; tokens?: string; model?: string; nexus?: RunProgress;
-};
-type Conversation = { id: string; title: string; updatedAt: string; mode: Mode; messages: Msg[] };
-
 const MODES = [["model", "Single model"], ["nexus", "NEXUS run"]] as const;
 const ME = `query Me { me { tenantId subject } }`;
-const KEEP = 50; // conversations kept per user in this browser
-
-const newConversation = (mode: Mode): Conversation =>
-  ({ id: crypto.randomUUID(), title: "New conversation", updatedAt: new Date().toISOString(), mode, messages: [] });
-
-/** Conversations of the signed-in user, kept in this browser's localStorage under tenant + subject. */
-function useConversations() {
-  const [{ data }] = useQuery({ query: ME });
-  const key = data?.me ? storageKey("conversations", data.me.tenantId, data.me.subject) : null;
-  const [list, setList] = useState<Conversation[]>(() => [newConversation("model")]);
-  const [currentId, setCurrentId] = useState(list[0].id);
-  useEffect(() => {
-    if (!key) return;
-    // A message cut off by a closed tab is shown as such, not as still streaming.
-    const stored = readJson<Conversation[]>(key, []).map((c) => ({
-      ...c, messages: c.messages.map((m) => (m.streaming ? { ...m, streaming: false, error: m.error ?? "interrupted" } : m)),
-    }));
-    setList((now) => {
-      const fresh = now.filter((c) => c.messages.length > 0 && !stored.some((s) => s.id === c.id));
-      const merged = [...fresh, ...stored];
-      return merged.length ? merged : now;
-    });
-    setCurrentId((id) => (stored.length && !stored.some((s) => s.id === id) ? stored[0].id : id));
-  }, [key]);
-  useEffect(() => {
-    if (key) writeJson(key, list.filter((c) => c.messages.length > 0).slice(0, KEEP));
-  }, [key, list]);
-  const current = list.find((c) => c.id === currentId) ?? list[0];
-  const update = (id: string, f: (c: Conversation) => Conversation) =>
-    setList((cs) => cs.map((c) => (c.id === id ? { ...f(c), updatedAt: new Date().toISOString() } : c)));
-  const start = (mode: Mode) => {
-    const empty = list.find((c) => c.messages.length === 0);
-    if (empty) { setCurrentId(empty.id); return; }
-    const c = newConversation(mode);
-    setList((cs) => [c, ...cs]);
-    setCurrentId(c.id);
-  };
-  const remove = (id: string) => {
-    const rest = list.filter((c) => c.id !== id);
-    const next = rest.length ? rest : [newConversation(current.mode)];
-    setList(next);
-    if (id === currentId) setCurrentId(next[0].id);
-  };
-  return { list, current, stored: !!key, update, start, remove, select: setCurrentId };
-}
 
 const costText = (costs: Record<string, number>) => Object.entries(costs).map(([c, v]) => money(v, c)).join(" + ");
 
@@ -71,12 +23,13 @@ export default function Chat() {
   const [model, setModel] = useState("");
   const [planner, setPlanner] = useState("");
   const [input, setInput] = useState("");
-  const [busy, setBusy] = useState(false);
   const endRef = useRef<HTMLDivElement>(null);
-  const convs = useConversations();
+  const [{ data: me }] = useQuery({ query: ME });
+  const convs = useConversations(me?.me ? storageKey("conversations", me.me.tenantId, me.me.subject) : null);
   const conv = convs.current;
   const mode = conv.mode;
   const messages = conv.messages;
+  const busy = messages.some((m) => m.streaming); // still true when the page is left and opened again mid-answer
 
   const loadModels = () => {
     setModelsError("");
@@ -87,28 +40,26 @@ export default function Chat() {
   useEffect(loadModels, []);
   useEffect(() => { endRef.current?.scrollIntoView?.({ block: "end" }); }, [messages]); // it may return a Promise
 
-  const setMode = (m: Mode) => convs.update(conv.id, (c) => ({ ...c, mode: m }));
-  const patchLast = (f: (m: Msg) => Msg) =>
-    convs.update(conv.id, (c) => ({ ...c, messages: [...c.messages.slice(0, -1), f(c.messages[c.messages.length - 1])] }));
+  const setMode = (m: Mode) => updateConversation(conv.id, (c) => ({ ...c, mode: m }));
 
   async function send(e: FormEvent) {
     e.preventDefault();
     if (!input.trim() || (mode === "model" && !model)) return;
-    const history: Msg[] = [...messages.filter((m) => !m.error), { role: "user", content: input }];
+    const question: Msg = { id: crypto.randomUUID(), role: "user", content: input };
+    const history = [...messages.filter((m) => !m.error), question];
     const title = conv.messages.length ? conv.title : input.trim().slice(0, 60);
-    const pending: Msg = mode === "nexus"
-      ? { role: "assistant", content: "", streaming: true, model: "NEXUS", nexus: emptyProgress() }
-      : { role: "assistant", content: "", streaming: true, model };
-    convs.update(conv.id, (c) => ({ ...c, title, messages: [...c.messages, { role: "user", content: input }, pending] }));
+    const answer: Msg = mode === "nexus"
+      ? { id: crypto.randomUUID(), role: "assistant", content: "", streaming: true, model: "NEXUS", nexus: emptyProgress() }
+      : { id: crypto.randomUUID(), role: "assistant", content: "", streaming: true, model };
+    const convId = conv.id;
+    const patch = (f: (m: Msg) => Msg) => patchMessage(convId, answer.id, f);
+    updateConversation(convId, (c) => ({ ...c, title, messages: [...c.messages, question, answer] }));
     setInput("");
-    setBusy(true);
     try {
-      if (mode === "nexus") await runNexus(input, planner, patchLast);
-      else await chatOnce(history, model, patchLast);
+      if (mode === "nexus") await runNexus(input, planner, patch);
+      else await chatOnce(history, model, patch);
     } catch (err) {
-      patchLast((m) => ({ ...m, streaming: false, error: (err as Error).message }));
-    } finally {
-      setBusy(false);
+      patch((m) => ({ ...m, streaming: false, error: (err as Error).message }));
     }
   }
 
@@ -142,20 +93,20 @@ export default function Chat() {
           {!convs.stored && <span className={tw.muted}> · not saved yet</span>}
         </summary>
         <div className={`${tw.bar} mt-2`}>
-          <button className={cls.btnSecondary} onClick={() => convs.start(mode)} disabled={busy}>New conversation</button>
+          <button className={cls.btnSecondary} onClick={() => startConversation(mode)} disabled={busy}>New conversation</button>
           <span className={tw.muted}>Kept in this browser for your user and tenant.</span>
         </div>
         <ul aria-label="Conversations" className="mt-2 grid list-none gap-1 p-0">
           {convs.list.map((c) => (
             <li key={c.id} className="flex items-center gap-2">
-              <button aria-current={c.id === conv.id ? "true" : undefined} onClick={() => convs.select(c.id)} disabled={busy}
+              <button aria-current={c.id === conv.id ? "true" : undefined} onClick={() => selectConversation(c.id)} disabled={busy}
                 data-testid="conversation"
                 className={`min-w-0 flex-1 truncate rounded-md border px-3 py-1.5 text-left disabled:opacity-50 ${c.id === conv.id
                   ? "border-accent bg-accent-soft text-accent" : "border-line bg-white text-ink hover:bg-gray-50"}`}>
                 {c.mode === "nexus" ? "⬡ " : ""}{c.title}
                 <span className="text-xs opacity-70"> · {new Date(c.updatedAt).toLocaleString()}</span>
               </button>
-              <button className={cls.btnDanger} aria-label={`Delete ${c.title}`} onClick={() => convs.remove(c.id)} disabled={busy}>✕</button>
+              <button className={cls.btnDanger} aria-label={`Delete ${c.title}`} onClick={() => removeConversation(c.id)} disabled={busy}>✕</button>
             </li>
           ))}
         </ul>
@@ -169,8 +120,8 @@ export default function Chat() {
             ? "Describe a task: NEXUS plans it, routes each subtask to a model, checks answers by consensus and synthesises one answer."
             : "Ask something; tokens stream as they arrive."}</Empty>
         ) : null}
-        {messages.map((m, i) => (
-          <div key={i} data-testid={`msg-${m.role}`} className={`min-w-0 max-w-[min(720px,92%)] rounded-xl border px-3 py-2 ${m.role === "user"
+        {messages.map((m) => (
+          <div key={m.id} data-testid={`msg-${m.role}`} className={`min-w-0 max-w-[min(720px,92%)] rounded-xl border px-3 py-2 ${m.role === "user"
             ? "self-end border-indigo-200 bg-accent-soft" : "self-start border-line bg-white"}`}>
             <div className="mb-0.5 text-xs text-muted">{m.role === "user" ? "You" : m.model ?? model}</div>
             {m.nexus && <NexusProgress run={m.nexus} streaming={!!m.streaming} />}
@@ -208,7 +159,7 @@ export default function Chat() {
 }
 
 /** One model, streamed: tokens as they arrive, then the receipt from the final chunk and the cost from it. */
-async function chatOnce(history: Msg[], model: string, patchLast: (f: (m: Msg) => Msg) => void) {
+async function chatOnce(history: Msg[], model: string, patch: (f: (m: Msg) => Msg) => void) {
   const res = await fetch("/v1/chat/completions", {
     method: "POST",
     headers: { ...authHeaders(), "content-type": "application/json", accept: "text/event-stream" },
@@ -230,18 +181,18 @@ async function chatOnce(history: Msg[], model: string, patchLast: (f: (m: Msg) =
     const delta = chunk.choices?.[0]?.delta?.content ?? "";
     if (chunk.nexus_receipt) receipt = chunk.nexus_receipt;
     const usage = chunk.usage ? `${chunk.usage.prompt_tokens} in / ${chunk.usage.completion_tokens} out tokens` : undefined;
-    if (delta || usage) patchLast((m) => ({ ...m, content: m.content + delta, tokens: usage ?? m.tokens }));
+    if (delta || usage) patch((m) => ({ ...m, content: m.content + delta, tokens: usage ?? m.tokens }));
   }
-  patchLast((m) => ({ ...m, streaming: false, receipt }));
+  patch((m) => ({ ...m, streaming: false, receipt }));
   if (receipt) {
     const r = await api<any>(`/v1/receipts/${receipt.event_id}`);
     const p = r.entry.payload;
-    patchLast((m) => ({ ...m, cost: money(p.cost_micros, p.currency) }));
+    patch((m) => ({ ...m, cost: money(p.cost_micros, p.currency) }));
   }
 }
 
 /** A NEXUS run, streamed as SSE progress (plan, subtasks, consensus, synthesis deltas, done): folded as it comes. */
-async function runNexus(task: string, planner: string, patchLast: (f: (m: Msg) => Msg) => void) {
+async function runNexus(task: string, planner: string, patch: (f: (m: Msg) => Msg) => void) {
   const res = await fetch("/v1/nexus/runs", {
     method: "POST",
     headers: { ...authHeaders(), "content-type": "application/json", accept: "text/event-stream" },
@@ -252,15 +203,15 @@ async function runNexus(task: string, planner: string, patchLast: (f: (m: Msg) =
     throw new Error(body?.error?.message ?? `HTTP ${res.status}`);
   }
   const runId = res.headers.get("x-nexus-run-id") ?? undefined;
-  patchLast((m) => ({ ...m, nexus: emptyProgress(runId) }));
+  patch((m) => ({ ...m, nexus: emptyProgress(runId) }));
   for await (const [event, data] of sse(res.body)) {
     const payload = JSON.parse(data);
-    patchLast((m) => {
+    patch((m) => {
       const nexus = applyRunEvent(m.nexus ?? emptyProgress(runId), event, payload);
       return { ...m, nexus, content: nexus.done?.answer ?? nexus.synthesis };
     });
   }
-  patchLast((m) => {
+  patch((m) => {
     const run = m.nexus!;
     if (run.error) return { ...m, streaming: false, error: run.error };
     if (!run.done) return { ...m, streaming: false, error: "the run's stream ended before it finished" };
