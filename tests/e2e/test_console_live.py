@@ -15,7 +15,7 @@ from typing import Any
 
 from application.routing_table import RoutingTableService
 from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, shot, watch
-from tests.fakes.upstream import REPLY, slow
+from tests.fakes.upstream import REPLY, slow, status
 from tests.integration.test_graphql_harness import Api
 from tests.integration.test_graphql_subscriptions import RelayThread
 from tests.integration.test_nexus_runs import PLANNER, SYNTHESIS, deploy, scripted  # noqa: F401 - fixture
@@ -262,4 +262,28 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         phone.get_by_test_id("log-row").first.wait_for()
         fits(phone, "the inference log")
         shot(phone, "live-15-phone-log")
+    assert console_errors == [], console_errors
+
+
+def test_a_failed_run_says_why_in_the_chat_and_its_mesh_shows_the_failed_call(browser, console, upstreams,
+                                                                              console_errors):
+    upstreams.script("console-e2e").then(*[status(503)] * 4)  # the planner (the default model) is down
+
+    page = open_console(browser, console, console_errors)
+    go(page, "Chat", "Chat")
+    page.get_by_role("radio", name="NEXUS run").click()
+    page.get_by_label("Message").fill("Plan something")
+    page.get_by_role("button", name="Run").click()
+    message = page.get_by_test_id("msg-assistant").last
+    message.get_by_role("alert").wait_for()
+    assert message.get_by_test_id("receipt").count() == 0
+    shot(page, "live-16-nexus-failed")
+
+    message.get_by_role("link", name="Open in AI Mesh").click()
+    page.get_by_test_id("run-status").filter(has_text="failed").wait_for()
+    page.get_by_test_id("mesh-end").filter(has_text="Failed").wait_for()
+    page.get_by_role("radio", name="Calls").click()
+    assert page.locator("[data-testid=mesh-call]").count() == 1  # the planner's call, failed
+    settle(page)
+    shot(page, "live-17-mesh-failed")
     assert console_errors == [], console_errors

@@ -229,11 +229,11 @@ function NexusProgress({ run, streaming }: { run: RunProgress; streaming: boolea
       className="my-1.5 grid min-w-0 gap-1.5 border-l-[3px] border-indigo-200 py-1 pl-2.5 text-sm">
       <div className="flex flex-wrap items-center justify-between gap-2">
         <strong data-testid="nexus-plan">
-          {!run.planned ? (streaming ? "Planning…" : "No plan")
+          {!run.planned ? (streaming ? "Planning…" : run.error ? "The run failed before its plan" : "No plan")
             : run.fallback ? "Plan: the planner failed twice, one model answers the task"
             : `Plan: ${run.subtasks.length} subtask${run.subtasks.length > 1 ? "s" : ""}`}
         </strong>
-        {run.runId && run.planned && (
+        {run.runId && (run.planned || run.error) && (
           <a href={`/mesh?run=${run.runId}`} className="text-accent underline" onClick={(e) => { e.preventDefault(); navigate(`/mesh?run=${run.runId}`); }}>
             Open in AI Mesh
           </a>
@@ -265,7 +265,7 @@ function NexusProgress({ run, streaming }: { run: RunProgress; streaming: boolea
         </div>
       )}
       {run.done?.flagged.length ? <div className={pill("warn")}>flagged: {run.done.flagged.join(", ")}</div> : null}
-      {run.runId && run.planned && (
+      {run.runId && (run.planned || run.error) && (
         <details open={streaming || undefined} onToggle={(e) => setShowMesh(e.currentTarget.open)}>
           <summary className="cursor-pointer text-muted">Mesh</summary>
           {(streaming || showMesh) && <InlineMesh runId={run.runId} voters={streaming ? inFlight(run) : NO_VOTERS} />}

@@ -183,7 +183,7 @@ function Detail({ id, onClose }: { id: string; onClose: () => void }) {
     <aside className={tw.drawer} role="dialog" aria-label="Inference details">
       <header className="mb-3 flex items-center justify-between gap-2">
         <h2 className="text-base font-semibold">{r ? `Entry #${r.position}` : "Inference"}</h2>
-        <button className={cls.btnSecondary} onClick={onClose}>Close</button>
+        <button className={cls.btnSecondary} onClick={onClose} autoFocus>Close</button>
       </header>
       {error && <ErrorBox message={errorText(error)} onRetry={() => retry({ requestPolicy: "network-only" })} />}
       {fetching && !data && <Loading what="inference" />}
