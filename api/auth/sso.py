@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
@@ -19,6 +21,7 @@ from api.errors import error_body
 from application.sso import SsoService
 from domain import sso
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/auth/sso", tags=["auth"])
 LOGIN_PATH = "/v1/auth/sso"
 
@@ -43,6 +46,7 @@ def _redirect_uri(request: Request) -> str:
 
 def _refusal(exc: sso.SsoError) -> JSONResponse:
     status, kind, code = _STATUS.get(type(exc), (400, "invalid_request_error", "sso_failed"))
+    log.info("single sign-on refused (%s %s): %s", status, code, exc)  # a misconfigured provider shows up here
     return JSONResponse(error_body(str(exc), kind, code), status_code=status, headers={"cache-control": "no-store"})
 
 

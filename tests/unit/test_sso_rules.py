@@ -3,7 +3,11 @@ which asserted identities may enter a tenant, and where the browser may be sent 
 
 from __future__ import annotations
 
+from urllib.parse import urljoin
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain import sso
 from domain.rbac import UnknownRole
@@ -106,3 +110,10 @@ def test_google_admits_only_workspace_accounts_of_an_allowed_domain():
 ])
 def test_after_sign_in_the_browser_only_goes_to_a_path_on_this_origin(wanted, sent_to):
     assert sso.safe_next(wanted) == sent_to
+
+
+@given(st.one_of(st.text(max_size=60), st.text(alphabet="/\\:@.?#%evil.com \t\r\n", max_size=30)))
+def test_no_next_whatsoever_leaves_this_origin(wanted):
+    sent_to = sso.safe_next(wanted)
+    resolved = urljoin("https://nexus.example.com/v1/auth/sso/callback", sent_to)
+    assert resolved.startswith("https://nexus.example.com/"), (wanted, sent_to, resolved)
