@@ -186,17 +186,17 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         page.wait_for_timeout(500)  # the subscription is open before the message is sent
         sent = time.perf_counter()
         chat(console)
+        # The totals come from the read models, which the NATS consumers bring up to date under `nexus up`;
+        # here the test does it at once. The page reads them again a moment after the live bucket moves.
+        console.project()
         live = page.get_by_label("Live totals")
         live.wait_for()
         record(chat_to_dashboard_live_s=time.perf_counter() - sent)
         assert re.search(r"Live inferences\s*1\b", live.inner_text()), live.inner_text()
-        shot(page, "live-09-dashboard-live")
-
-        # Totals follow the read models (brought to the head here; NATS consumers do it under `nexus up`).
-        console.project()
-        page.get_by_role("button", name="Refresh").click()
         totals = page.get_by_label("Totals", exact=True)
         page.wait_for_function("/Inferences\\s*61\\b/.test(document.querySelector('[aria-label=Totals]')?.innerText)")
+        record(chat_to_dashboard_totals_s=time.perf_counter() - sent)
+        shot(page, "live-09-dashboard-live")
 
         # Zoom: drag across the inferences chart; the range becomes that window, in finer buckets.
         chart = page.get_by_role("region", name="Inferences and errors").locator(".recharts-wrapper > svg.recharts-surface")

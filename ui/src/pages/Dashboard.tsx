@@ -1,4 +1,4 @@
-import { useMemo, useRef, useState, type ReactElement, type ReactNode } from "react";
+import { useEffect, useMemo, useRef, useState, type ReactElement, type ReactNode } from "react";
 import { useQuery } from "urql";
 import {
   Bar, BarChart, CartesianGrid, Legend, Line, LineChart, ReferenceArea, ResponsiveContainer, Tooltip, XAxis, YAxis,
@@ -32,6 +32,7 @@ const METRICS = `subscription Metrics($s: Int!) {
 }`;
 const LIVE_SECONDS = 10;
 const LIVE_KEEP = 30; // live buckets shown: the last five minutes
+const REFETCH_MS = 1500;
 
 type Bucket = {
   start: string; requests: number; errors: number; tokensIn: number; tokensOut: number; costMicros: number;
@@ -109,14 +110,18 @@ export default function Dashboard() {
 
   // Live: the metrics subscription; if it is refused (no event feed in this process) the page refreshes on demand.
   const [liveBuckets, setLiveBuckets] = useState<LiveBucket[]>([]);
-  const lastRefetch = useRef(0);
+  const pending = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(() => () => { if (pending.current) clearTimeout(pending.current); }, []);
   const live = useFeed<LiveBucket>(METRICS, { s: LIVE_SECONDS }, (d) => d?.metrics, (b) => {
     setLiveBuckets((bs) => [...bs.filter((x) => x.bucketStart !== b.bucketStart), b]
       .sort((x, y) => x.bucketStart.localeCompare(y.bucketStart)).slice(-LIVE_KEEP));
-    // The history follows, a few seconds apart at most, when it ends now (a zoom into the past stays put).
-    if (range !== "custom" && Date.now() - lastRefetch.current > 3000) {
-      lastRefetch.current = Date.now();
-      refresh();
+    // The history (read models, which the NATS consumers update a moment after the event) is read again a
+    // little later, and once more in case they lagged, when the window ends now: a zoom into the past stays put.
+    if (range !== "custom" && !pending.current) {
+      pending.current = setTimeout(() => {
+        refresh();
+        pending.current = setTimeout(() => { pending.current = null; refresh(); }, REFETCH_MS * 3);
+      }, REFETCH_MS);
     }
   });
   const hasMetrics = !live.error;

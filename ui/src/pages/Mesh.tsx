@@ -8,6 +8,7 @@ import { navigate } from "../router";
 import { pill, Segmented, statusTone, tw } from "../controls";
 import { Card, cls, Empty, ErrorBox, Loading, money, short } from "../ui";
 
+type RunEvent = { position: number; type: string; recordedAt: string; payload: any };
 type RunSummary = { id: string; at: string; status?: string; models: string[] /* deployments */ };
 
 const RUNS = `query Runs { inferences(first: 300) { edges { node { id runId model deployment recordedAt } } } }`;
@@ -56,12 +57,13 @@ export default function Mesh() {
     if (first.length) setFrom(Math.min(...first));
   }, [graph, from]);
 
-  // Live: besides reading the graph again while the run is in progress, a run event recorded now reads it at once.
-  type RunEvent = { position: number; type: string; recordedAt: string; payload: any };
+  // Live: besides reading the graph again while the run is in progress, a run event newer than the graph
+  // reads it at once (the replayed ones are in it already).
+  const shownUpTo = useMemo(() => Math.max(0, ...(graph?.nodes ?? []).map((n) => n.position)), [graph]);
   const live = useFeed<RunEvent>(LIVE_RUNS, { from }, (d) => d?.events, (e) => {
     const id = e.payload?.run_id as string | undefined;
     if (!id) return;
-    if (id === runId && running) fetchGraph();
+    if (id === runId && running && e.position > shownUpTo) fetchGraph();
     if (id === runId && e.type === "SubtaskRouted") setVoters((v) => ({ ...v, [e.payload.subtask_id]: e.payload.voters }));
     setRuns((rs) => {
       if (!rs) return rs;
