@@ -2,7 +2,7 @@
 
 Resolvers never see a connection, a ledger or a service; they get a `TenantReader` or `TenantCommands`
 built for the caller. Each method checks its permission first and filters by `actor.tenant_id` itself,
-so a resolver cannot forget either (tests/property/test_graphql_isolation.py holds it to that).
+so a resolver cannot forget either (tests/property/test_tenant_isolation.py holds it to that).
 
 Reads come from the read models (projections/usage, costs, audit_index, inference_log) and from indexed
 lookups by stream or event id; nothing here scans the ledger. The batch methods (`*_by_*`) serve the
