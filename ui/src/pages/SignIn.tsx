@@ -44,7 +44,8 @@ export function SignIn({ onSignedIn, tenant: prefilled, notice, onCancel }: Prop
     setEmail(recent.find((r) => r.tenant === t)?.email ?? "");
   };
   const tab = (m: Method, label: string) => (
-    <button type="button" role="tab" aria-selected={method === m} onClick={() => { setMethod(m); setError(""); }}
+    <button type="button" role="tab" id={`tab-${m}`} aria-selected={method === m} aria-controls="signin-panel"
+      onClick={() => { setMethod(m); setError(""); }}
       className={`flex-1 rounded-md px-3 py-1.5 text-sm ${method === m ? "bg-white text-ink shadow-sm" : "bg-transparent text-muted hover:text-ink"}`}>
       {label}
     </button>
@@ -60,6 +61,7 @@ export function SignIn({ onSignedIn, tenant: prefilled, notice, onCancel }: Prop
           {tab("password", "Password")}
           {tab("key", "API key")}
         </div>
+        <div role="tabpanel" id="signin-panel" aria-label="Sign-in details" className="grid gap-3">
         {method === "password" ? (
           <>
             <label className={cls.label} htmlFor="tenant">Tenant</label>
@@ -88,6 +90,7 @@ export function SignIn({ onSignedIn, tenant: prefilled, notice, onCancel }: Prop
               onChange={(e) => setKey(e.target.value)} required />
           </>
         )}
+        </div>
         {error && <p className="rounded-md border border-red-200 bg-red-50 px-3 py-2 text-bad" role="alert">{error}</p>}
         <div className="flex gap-2">
           <button type="submit" className={`${cls.btn} flex-1`}
