@@ -227,6 +227,11 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     row = page.get_by_test_id("cost-day-row")
     assert row.count() == 1 and "USD" in row.inner_text() and "test-2026-11" in row.inner_text()
     assert page.get_by_test_id("total-USD").inner_text().endswith("USD")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    header, line = Path(download.value.path()).read_text().splitlines()
+    assert header.startswith("day,provider,model,currency,price_table_version")
+    assert ",openai,gpt-upstream,USD,test-2026-11,1," in line
     shot(page, "12-costs")
 
     # Trust Center: the verified receipt is shown in Monaco (bundled, lazily loaded, no CDN).

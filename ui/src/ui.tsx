@@ -42,3 +42,12 @@ export const money = (micros: number, currency = "USD") =>
   `${(micros / 1e6).toLocaleString(undefined, { minimumFractionDigits: 4, maximumFractionDigits: 6 })} ${currency}`;
 export const ms = (us: number | null | undefined) => (us == null ? "–" : `${(us / 1000).toFixed(1)} ms`);
 export const short = (s: string, n = 10) => (s.length > n ? `${s.slice(0, n)}…` : s);
+
+/** Hand a blob to the browser as a download named `name`. */
+export function saveBlob(name: string, blob: Blob): void {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}

@@ -1,7 +1,7 @@
 import { useMemo, useState } from "react";
 import { useQuery } from "urql";
 import { errorText } from "../gql";
-import { Card, cls, Empty, ErrorBox, Loading, money } from "../ui";
+import { Card, cls, Empty, ErrorBox, Loading, money, saveBlob } from "../ui";
 
 // Lines come from the `costs` read model: one per UTC day, provider, model, currency and price-table
 // version, summed exactly as the InferenceCompleted events recorded them (never re-priced here).
@@ -36,6 +36,16 @@ interface Group {
 }
 
 const isoDay = (d: Date) => d.toISOString().slice(0, 10);
+
+const COLUMNS = ["day", "provider", "model", "currency", "priceTableVersion", "requests", "tokensIn", "tokensOut",
+  "costMicros"] as const;
+/** One CSV row per read-model line, costs in integer micro-units as recorded (no rounding). */
+function csv(lines: Line[]): string {
+  const cell = (v: string | number) => (/[",\n]/.test(String(v)) ? `"${String(v).replaceAll('"', '""')}"` : String(v));
+  const header = "day,provider,model,currency,price_table_version,requests,tokens_in,tokens_out,cost_micros";
+  return [header, ...lines.map((l) => COLUMNS.map((c) => cell(l[c])).join(","))].join("\n") + "\n";
+}
+
 
 /** Sum lines per name and currency (currencies never mix), keeping every price-table version behind a figure. */
 function group(lines: Line[], name: (l: Line) => string): Group[] {
@@ -77,6 +87,8 @@ export default function Costs() {
             {RANGES.map((d) => <option key={d} value={d}>Last {d} days</option>)}
           </select>
           <button className={cls.btnSecondary} onClick={() => refetch({ requestPolicy: "network-only" })}>Refresh</button>
+          <button className={cls.btnSecondary} disabled={!lines.length}
+            onClick={() => saveBlob(`costs-${variables.first}-${variables.last}.csv`, new Blob([csv(lines)], { type: "text/csv" }))}>Export CSV</button>
         </div>
       </div>
       <p className="text-sm text-muted">

@@ -4,7 +4,7 @@ import { api, authHeaders, HttpError } from "../auth";
 import { errorText } from "../gql";
 import { JsonView } from "../JsonView";
 import { verifyReceipt, type Check, type Receipt } from "../verify";
-import { Card, cls, Empty, ErrorBox, Loading, short } from "../ui";
+import { Card, cls, Empty, ErrorBox, Loading, saveBlob, short } from "../ui";
 
 const CHECKPOINTS = `{ checkpoints(limit: 10) { treeSize root signedAt keyId hashAlg signature } }`;
 
@@ -90,7 +90,10 @@ export default function TrustCenter() {
           {keys && !Object.keys(keys).length && <Empty>No signing key published.</Empty>}
           {keys && (
             <ul className="grid gap-2">{Object.entries(keys).map(([id, k]) => (
-              <li key={id}><code>{id}</code> ed25519 <code className="break-all">{k}</code></li>
+              <li key={id} className="grid gap-0.5">
+                <span className="text-sm"><code>{id}</code> <span className="text-xs text-muted">Ed25519</span></span>
+                <code className="break-all text-xs">{k}</code>
+              </li>
             ))}</ul>
           )}
         </Card>
@@ -121,11 +124,7 @@ function AuditBundle() {
       }
       const name = /filename="([^"]+)"/.exec(res.headers.get("content-disposition") ?? "")?.[1] ?? "audit-bundle.nexus";
       const blob = await res.blob();
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = name;
-      link.click();
-      setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+      saveBlob(name, blob);
       setDone(`${name} (${(blob.size / 1024).toFixed(1)} KB) downloaded.`);
     } catch (err) {
       setError((err as Error).message);
