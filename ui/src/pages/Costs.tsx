@@ -46,7 +46,6 @@ function csv(lines: Line[]): string {
   return [header, ...lines.map((l) => COLUMNS.map((c) => cell(l[c])).join(","))].join("\n") + "\n";
 }
 
-
 /** Sum lines per name and currency (currencies never mix), keeping every price-table version behind a figure. */
 function group(lines: Line[], name: (l: Line) => string): Group[] {
   const groups = new Map<string, Group>();
