@@ -59,6 +59,12 @@ def console(database: Any, tmp_path: Path, nats_url: str, stream_names: Any, ups
         running.container.close()
 
 
+@pytest.fixture
+def console_errors() -> list[str]:
+    """Console errors and uncaught exceptions of the pages a test watches with `watch(page, errors)`."""
+    return []
+
+
 def watch(page: Any, errors: list[str]) -> None:
     """Collect the page's console errors and uncaught exceptions into `errors`."""
     page.on("console", lambda m: errors.append(f"{m.text} ({m.location.get('url')})") if m.type == "error" else None)
