@@ -12,10 +12,12 @@ API's DataLoaders: one call, a constant number of queries, for a whole page of n
 from __future__ import annotations
 
 import abc
+import asyncio
 import base64
 import binascii
 import collections
 import datetime as dt
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -26,14 +28,16 @@ from sqlalchemy import select
 
 from application import live_metrics
 from application.deployments import DeploymentService
+from application.gateway import GatewayError
 from application.identity import IdentityService
+from application.orchestrator import Orchestrator, RunFailed, RunRequest
 from application.ports import CheckpointStore, Ledger
 from domain import identity
 from domain.checkpoint import Checkpoint
 from domain.identity import NewApiKey
 from domain.inference import OUTCOMES
 from domain.ledger import Receipt, RecordedEvent
-from domain.orchestration import run_graph, run_stream
+from domain.orchestration import RUN_TERMINAL, run_graph, run_stream
 from domain.pricing import Price
 from domain.rbac import SCOPE_PERMISSIONS, Actor, PermissionDenied
 from projections import audit_index, costs, inference_log, usage
@@ -41,6 +45,7 @@ from projections.inference_log import InferenceRecord, LogFilter
 from projections.registry import DEPLOYED
 from projections.store import ProjectionStatus, ProjectionStore
 
+log = logging.getLogger(__name__)
 MAX_PAGE = 500  # pagination cap: no single request pulls more rows than this
 MAX_RUN_INFERENCES = 2000  # a run graph shows at most this many inferences
 INFERENCE_LOG_PERMISSION = "costs.read"  # each row carries the inference's cost
@@ -79,6 +84,7 @@ class Sources:
     identity: IdentityService
     deployments: DeploymentService | None
     feed: EventFeed | None = None
+    orchestrator: Orchestrator | None = None  # NEXUS runs (application/orchestrator.py)
 
 
 @dataclass(frozen=True)
@@ -295,10 +301,10 @@ class TenantReader:
         """
         self.actor.require(INFERENCE_LOG_PERMISSION)
         wanted = list(dict.fromkeys(run_ids))
-        log, entries = inference_log.log, audit_index.entries
+        table, entries = inference_log.log, audit_index.entries
         with self._s.projections.reading("inference_log") as conn:
-            rows = conn.execute(select(log.c.event_id, log.c.requested_event_id)
-                                .where(log.c.tenant_id == self.tenant, log.c.run_id.in_(wanted))
+            rows = conn.execute(select(table.c.event_id, table.c.requested_event_id)
+                                .where(table.c.tenant_id == self.tenant, table.c.run_id.in_(wanted))
                                 .limit(MAX_RUN_INFERENCES)).all()
         ids = [event_id for event_id, _ in rows] + [_uuid(requested) for _, requested in rows]
         with self._s.projections.reading("audit_index") as conn:
@@ -325,6 +331,16 @@ class TenantReader:
         if not 1 <= bucket_seconds <= 3600:
             raise InvalidArgument("bucketSeconds", f"must be between 1 and 3600, got {bucket_seconds}")
         return live_metrics.buckets(_live_records(self._tail_inferences(), inference_log.ALL), bucket_seconds)
+
+    def live_run(self, run_id: str, from_position: int | None = None) -> AsyncIterator[RecordedEvent]:
+        """A NEXUS run's events (its own stream and its inferences') as recorded, until it ends."""
+        self.actor.require(INFERENCE_LOG_PERMISSION)
+        if from_position is not None and from_position < 1:
+            raise InvalidArgument("fromPosition", f"must be at least 1, got {from_position}")
+        if self._s.feed is None:
+            raise NotFound("live events are not available in this process (no NATS configured)")
+        start = from_position if from_position is not None else self._s.ledger.head().size + 1
+        return _run_events(self._s.feed.tail(self.tenant, None, None, start), run_id)
 
     def _tail_inferences(self) -> AsyncIterator[RecordedEvent]:
         if self._s.feed is None:
@@ -399,6 +415,15 @@ async def _live_records(events: AsyncIterator[RecordedEvent], f: LogFilter) -> A
                 yield found
 
 
+async def _run_events(events: AsyncIterator[RecordedEvent], run_id: str) -> AsyncIterator[RecordedEvent]:
+    stream = run_stream(run_id)
+    async for e in events:
+        if e.stream_id == stream or orjson.loads(e.metadata).get("correlation_id") == run_id:
+            yield e
+            if e.stream_id == stream and e.type in RUN_TERMINAL:
+                return
+
+
 def _check_range(start: dt.datetime, end: dt.datetime) -> None:
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidArgument("start", "times need a zone offset (RFC 3339, e.g. 2026-11-26T00:00:00Z)")
@@ -406,6 +431,15 @@ def _check_range(start: dt.datetime, end: dt.datetime) -> None:
         raise InvalidArgument("end", "must be after start")
     if end - start > dt.timedelta(days=400):
         raise InvalidArgument("end", "a range spans at most 400 days")
+
+
+async def _finish(orchestrator: Orchestrator, ctx: Any) -> None:
+    try:
+        await orchestrator.run(ctx)
+    except RunFailed:
+        pass  # recorded as OrchestrationFailed: watchers see it
+    except Exception:
+        log.exception("NEXUS run %s failed", ctx.request.run_id)
 
 
 class TenantCommands:
@@ -441,6 +475,37 @@ class TenantCommands:
     def remove_deployment(self, name: str) -> Receipt:
         self.actor.require("deployments.write")
         return self._service().remove(self.actor.tenant_id, name, actor=self.actor.subject)
+
+    async def start_nexus_run(self, task: str, planner_model: str | None = None, synthesis_model: str | None = None,
+                              threshold: float | None = None, timeout_s: float = 60.0) -> tuple[str, int]:
+        """Start a NEXUS run in the background; (its run id, the ledger position its events start after).
+
+        The models are resolved first (an unknown one is NOT_FOUND and records nothing); the run then goes
+        on in this process whether or not anyone watches it (`live_run`, the GraphQL `nexusRun`).
+        """
+        self.actor.require("inference.run")
+        orchestrator = self._s.orchestrator
+        if orchestrator is None:
+            raise Unavailable("NEXUS runs are not available in this process")
+        if not task.strip() or len(task) > 32_000:
+            raise InvalidArgument("task", "must hold 1 to 32,000 characters")
+        if threshold is not None and not 0 < threshold <= 1:
+            raise InvalidArgument("consensusThreshold", f"must be in (0, 1], got {threshold}")
+        if not 0 < timeout_s <= 600:
+            raise InvalidArgument("timeout", f"must be in (0, 600] seconds, got {timeout_s}")
+        subject = self.actor.subject.partition(":")[2] or self.actor.subject  # key:<id> -> the key id
+        extra = {} if threshold is None else {"threshold": threshold}
+        run = RunRequest(tenant_id=self.actor.tenant_id, key_id=subject, subject_id=subject, task=task,
+                         planner_model=planner_model, synthesis_model=synthesis_model, timeout_s=timeout_s, **extra)
+        try:
+            ctx = await orchestrator.prepare(run)
+        except GatewayError as exc:
+            raise NotFound(exc.message) if exc.status == 404 else InvalidArgument("input", exc.message) from None
+        start = await asyncio.to_thread(lambda: self._s.ledger.head().size + 1)
+        running = asyncio.ensure_future(_finish(orchestrator, ctx))
+        orchestrator.background.add(running)
+        running.add_done_callback(orchestrator.background.discard)
+        return run.run_id, start
 
     def _service(self) -> DeploymentService:
         if self._s.deployments is None:

@@ -25,9 +25,19 @@ def services_for(container: Any, settings: GraphQLSettings) -> GraphServices:
     names = StreamNames(container.settings.nats_stream, container.settings.nats_subject_prefix)
     feed = NatsEventFeed(lambda: nats_url_for(container), names)
     sources = Sources(container.ledger, container.checkpoints, ProjectionStore(container.database.app_url),
-                      container.identity, container.deployments, feed)
+                      container.identity, container.deployments, feed, _orchestrator(container))
     return GraphServices(sources, settings, feed, getattr(container, "users", None),
                          getattr(container, "sessions", None), getattr(container, "sso", None))
+
+
+def _orchestrator(container: Any) -> Any:
+    """NEXUS runs for the startNexusRun mutation, from the same services as the REST endpoint's."""
+    if getattr(container, "gateway", None) is None:
+        return None
+    from application.orchestrator import Orchestrator
+    from application.routing_table import RoutingTableService
+
+    return Orchestrator(container.ledger, container.gateway, RoutingTableService(container.ledger), container.privacy)
 
 
 def mount(app: FastAPI, settings: GraphQLSettings | None = None) -> None:

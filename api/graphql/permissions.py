@@ -37,10 +37,12 @@ REQUIRES: dict[str, str | None] = {
     "grantRole": "users.write",  # granting owner also needs owners.write
     "revokeRole": "users.write",
     "deactivateUser": "users.write",
+    "startNexusRun": "inference.run",
     "configureSsoProvider": "sso.write",
     "removeSsoProvider": "sso.write",
     # subscriptions
     "events": "ledger.read",
     "inferenceLog": "costs.read",
     "metrics": "usage.read",
+    "nexusRun": "costs.read",  # a run's events carry its inferences' costs, as the inference log does
 }

@@ -19,7 +19,6 @@ from strawberry.extensions import (
 )
 from strawberry.types import Info
 
-from adapters.nats import codec
 from api.graphql import sso
 from api.graphql import types as t
 from api.graphql import users as u
@@ -148,6 +147,17 @@ class Mutation:
     async def remove_deployment(self, info: Info, name: str) -> t.Receipt:
         return t.Receipt.of(await call((await commands(info)).remove_deployment, name))
 
+    @strawberry.mutation(description="Start a NEXUS run (plan, route, verify by consensus, synthesise); watch it "
+                                     "with the nexusRun subscription")
+    async def start_nexus_run(self, info: Info, input: t.StartNexusRunInput) -> t.NexusRunStarted:
+        c = await commands(info)
+        try:
+            run_id, start = await c.start_nexus_run(input.task, input.planner_model, input.synthesis_model,
+                                                    input.consensus_threshold, input.timeout)
+        except Exception as exc:
+            raise translate(exc) or exc from None
+        return t.NexusRunStarted(run_id=run_id, from_position=start)
+
     invite_user: u.InvitedUser = strawberry.mutation(
         resolver=u.invite_user, description="Invite a user with one role; the invitation token is in this answer only")
     set_password: t.Receipt = strawberry.mutation(
@@ -180,9 +190,15 @@ class Subscription:
         except Exception as exc:
             raise translate(exc) or exc from None
         async for e in _prepend(first, feed):
-            yield t.LedgerEvent(position=e.position, event_id=e.event_id, tenant_id=e.tenant_id, stream_id=e.stream_id,
-                                category=codec.category_of(e.stream_id), type=e.type, recorded_at=e.recorded_at,
-                                payload=_json(e.payload), entry_hash=e.entry_hash.hex())
+            yield t.LedgerEvent.of(e)
+
+    @strawberry.subscription(description="A NEXUS run's events (its run stream and its inferences') until it ends, "
+                                         "from NATS; fromPosition as startNexusRun returned it")
+    async def nexus_run(self, info: Info, run_id: str,
+                        from_position: int | None = None) -> AsyncGenerator[t.LedgerEvent, None]:
+        r = await reader(info)
+        async for e in _live(r.live_run, run_id, from_position):
+            yield t.LedgerEvent.of(e)
 
 
     @strawberry.subscription(description="The tenant's inferences as their outcomes are recorded, from NATS")
@@ -215,12 +231,6 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
     yield first
     async for item in rest:
         yield item
-
-
-def _json(raw: bytes) -> object:
-    import orjson
-
-    return orjson.loads(raw)
 
 
 class RejectedDocumentsAre400(SchemaExtension):

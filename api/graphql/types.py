@@ -7,15 +7,18 @@ import enum
 import uuid
 from typing import Any
 
+import orjson
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from adapters.nats import codec
 from api.graphql.loaders import loaders
 from application import graph_queries as q
 from application.live_metrics import MetricsBucket as LiveBucket
 from domain.checkpoint import Checkpoint
 from domain.ledger import Receipt as LedgerReceipt
+from domain.ledger import RecordedEvent
 from projections.costs import CostLine as CostLineRow
 from projections.inference_log import InferenceRecord, LogFilter
 from projections.store import ProjectionStatus as StatusRow
@@ -113,6 +116,12 @@ class LedgerEvent:
     recorded_at: str
     payload: JSON
     entry_hash: str
+
+    @classmethod
+    def of(cls, e: RecordedEvent) -> LedgerEvent:
+        return cls(position=e.position, event_id=e.event_id, tenant_id=e.tenant_id, stream_id=e.stream_id,
+                   category=codec.category_of(e.stream_id), type=e.type, recorded_at=e.recorded_at,
+                   payload=orjson.loads(e.payload), entry_hash=e.entry_hash.hex())
 
 
 @strawberry.type
@@ -404,6 +413,21 @@ class MetricsBucket:
     @classmethod
     def of(cls, b: LiveBucket) -> MetricsBucket:
         return cls(**{name: getattr(b, name) for name in b.__dataclass_fields__})
+
+
+@strawberry.input
+class StartNexusRunInput:
+    task: str
+    planner_model: str | None = None
+    synthesis_model: str | None = None
+    consensus_threshold: float | None = None
+    timeout: float = strawberry.field(default=60.0, description="Seconds per inference")
+
+
+@strawberry.type
+class NexusRunStarted:
+    run_id: str
+    from_position: int = strawberry.field(description="Pass to nexusRun to see the run from its first event")
 
 
 def api_key(row: dict[str, Any]) -> ApiKey:

@@ -143,5 +143,5 @@ def test_deployments_are_configured_listed_without_credentials_and_removed(api):
 
 def test_projection_status_tenant_and_me(api):
     data = api.data("{ projections { name checkpoint head stopped } tenant { tenantId name } me { tenantId } }")
-    assert {p["name"] for p in data["projections"]} == {"usage", "costs", "audit_index"}
+    assert {p["name"] for p in data["projections"]} == {"usage", "costs", "audit_index", "inference_log"}
     assert data["tenant"] == {"tenantId": "acme", "name": "acme"} and data["me"] == {"tenantId": "acme"}

@@ -38,6 +38,13 @@ def _deployment(api: Api) -> dict[str, Any]:
     return {}
 
 
+def _nexus_model(api: Api) -> dict[str, Any]:
+    """A model for a NEXUS run to plan with; its upstream refuses connections, so the run ends at once."""
+    api.container.deployments.configure(TENANT, name="nx", provider="openai", model="m", model_name="nx",
+                                        base_url="http://127.0.0.1:9/v1", price=Price(1, 1, "USD", "v1"))
+    return {}
+
+
 def _event(api: Api) -> dict[str, Any]:
     [receipt] = api.container.identity.issue_key(TENANT, ["read"])[1:]
     api.project()
@@ -108,6 +115,8 @@ SAMPLES: dict[str, tuple[str, Callable[[Api], dict[str, Any]]]] = {
     "inference": ('{ inference(id: "none") { id } }', lambda a: {}),
     "inferenceLog": ("subscription { inferenceLog { id } }", lambda a: {}),
     "metrics": ("subscription { metrics(bucketSeconds: 5) { inferences } }", lambda a: {}),
+    "startNexusRun": ('mutation { startNexusRun(input: {task: "t", plannerModel: "nx"}) { runId } }', _nexus_model),
+    "nexusRun": ('subscription { nexusRun(runId: "r", fromPosition: 1) { position } }', lambda a: {}),
 }
 
 SCHEMA = build_schema(GraphQLSettings())
@@ -173,5 +182,5 @@ def test_each_role_may_do_exactly_what_the_matrix_grants(api, role):
 
 def _setup_writes(field: str) -> int:
     """Events the sample's own setup appends (a key to revoke, a deployment to remove, an event to prove)."""
-    return {"revokeApiKey": 1, "removeDeployment": 1, "inclusionProof": 1, "setPassword": 1, "grantRole": 1,
+    return {"revokeApiKey": 1, "removeDeployment": 1, "startNexusRun": 1, "inclusionProof": 1, "setPassword": 1, "grantRole": 1,
             "revokeRole": 2, "deactivateUser": 1, "removeSsoProvider": 1}.get(field, 0)
