@@ -263,6 +263,7 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     tenant.select_option("acme")
     assert page.get_by_label("Tenant", exact=True).input_value() == "acme"  # the sign-in form, prefilled
     assert page.get_by_label("Email").input_value() == acme["email"]
+    shot(page, "14-switch-back-prefilled")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Trust Center").wait_for()

@@ -89,7 +89,9 @@ export function App() {
   const stale = session?.expiresAt !== undefined && session.expiresAt <= Date.now() + 5_000;
   if (resuming || (stale && switchTo === null)) return <Loading what="your session" />;
   if (!session || !client || switchTo !== null) {
-    return <SignIn key={switchTo ?? "signin"} onSignedIn={signedIn} tenant={switchTo ?? undefined} notice={notice}
+    const switching = session && switchTo !== null
+      ? `Switching tenant: you stay signed in to ${session.tenant} until this sign-in succeeds, then leave it.` : "";
+    return <SignIn key={switchTo ?? "signin"} onSignedIn={signedIn} tenant={switchTo ?? undefined} notice={switching || notice}
       onCancel={session && switchTo !== null ? () => setSwitchTo(null) : undefined} />;
   }
   return (
