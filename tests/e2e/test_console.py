@@ -306,5 +306,18 @@ def test_single_sign_on_from_the_button_to_a_session(browser, console):
         session = page.evaluate("JSON.parse(sessionStorage.getItem('nexus.session'))")
         assert session["method"] == "sso" and session["subject"].startswith("user:")
         shot(page, "15-signed-in-with-sso")
+
+        # A tenant switch may go by SSO too: back from the provider, the previous session is signed out.
+        globex = user_with_password(console, "admin", tenant="globex")
+        page.get_by_role("button", name="Sign out").click()
+        _sign_in_with_password(page, "globex", globex["email"], PASSWORD)
+        page.get_by_role("heading", name="Dashboard").wait_for()
+        before = page.evaluate(SESSION_TOKEN)
+        page.get_by_label("Tenant", exact=True).select_option("acme")
+        page.get_by_role("link", name="Sign in with Corp IdP").click()
+        page.get_by_role("heading", name="Dashboard").wait_for()
+        assert page.get_by_label("Tenant", exact=True).input_value() == "acme"
+        with console.http(before) as http:
+            assert http.post("/graphql", json={"query": "{ me { tenantId } }"}).json().get("errors")
         assert errors == [], errors
         context.close()

@@ -29,8 +29,8 @@ const PAGES = [
   { path: "/keys", label: "API keys", Page: ApiKeys },
 ];
 const RENEW_BEFORE_MS = 60_000; // access tokens live 10 minutes (docs/auth.md)
-// Read once per page load: back from an SSO provider with no session in this tab yet.
-const RETURNING_FROM_SSO = !getSession() && takeSsoPending() !== null;
+// Read once per page load: back from an SSO provider (a first sign-in, or a tenant switch that went by SSO).
+const RETURNING_FROM_SSO = takeSsoPending() !== null;
 
 export function App() {
   const [session, setSess] = useState<Session | null>(getSession());
@@ -45,7 +45,7 @@ export function App() {
   // Back from an SSO provider: the API set the session cookies; trade them for a session of this tab.
   useEffect(() => {
     if (!resuming) return;
-    sessionFromCookie().then(adopt).catch(() => setNotice("Single sign-on did not finish: sign in again."))
+    sessionFromCookie().then(signedIn).catch(() => setNotice("Single sign-on did not finish: sign in again."))
       .finally(() => setResuming(false));
   }, [resuming]);
 
