@@ -178,6 +178,18 @@ export function layoutCalls(graph: RunGraph, names: ModelNames = {}): Mesh {
     edges.push({ from, to, kind: e.kind });
   }
   const nodes = [...byId.values()].sort((a, b) => a.position - b.position);
+  // The synthesis call read every subtask's result, though its recorded cause is only the last in plan order
+  // (metadata holds one cause; AnswerSynthesised lists them all as inputs): draw those inputs into the call.
+  for (const synthesised of nodes.filter((n) => n.label === "Synthesis")) {
+    const asked = edges.find((e) => e.to === synthesised.id && e.kind === "caused" && byId.get(e.from)?.kind === "call");
+    if (!asked) continue;
+    for (const e of edges) if (e.to === synthesised.id && e.kind === "input") e.to = asked.from;
+  }
+  const drawn = new Set<string>();
+  edges.splice(0, edges.length, ...edges.filter((e) => {
+    const key = `${e.from}>${e.to}`;
+    return !drawn.has(key) && !!drawn.add(key);
+  }));
   const preds = new Map<string, string[]>();
   for (const e of edges) preds.set(e.to, [...(preds.get(e.to) ?? []), e.from]);
   // Longest path from the task: causes are recorded before their effects, so position order is topological.

@@ -70,6 +70,14 @@ test("causes are drawn above their effects and no two boxes overlap", () => {
   assert.ok(mesh.nodes.every((n) => n.x >= 0 && n.x + 124 <= mesh.width && n.y + 44 <= mesh.height));
 });
 
+test("the synthesis call reads every subtask's result, not only the one recorded as its cause", () => {
+  const mesh = layoutCalls(COMPLETED, NAMES);
+  const synthesis = mesh.nodes.find((n) => n.detail === "synthesis");
+  const into = mesh.edges.filter((e) => e.to === synthesis.id).map((e) => [e.from, e.kind]).sort();
+  assert.deepEqual(into, [["e11", "input"], ["e15", "caused"]]);
+  assert.ok(!mesh.edges.some((e) => e.to === "e18" && e.kind === "input")); // drawn into the call instead
+});
+
 test("without deployment names the calls are named as served", () => {
   assert.deepEqual(layoutCalls(COMPLETED).models, ["up-lead", "up-math"]);
 });
@@ -81,7 +89,7 @@ test("models are nodes and calls are edges, from whoever's answer caused the cal
     "Task>lead": [1, "plan"], // the planner: asked by the task itself
     "lead>lead": [3, "vote,synthesis"], // the plan asked lead to vote on a; a's votes asked b; b's answer the synthesis
     "lead>math": [1, "vote"],
-    "math>lead": [1, "vote"], // math's vote on a fed b
+    "math>lead": [2, "vote,synthesis"], // math's answer to a fed b and the synthesis
     "lead>Answer": [1, "answer"], // the answer is the synthesiser's, not every voter's
   });
   assert.deepEqual(mesh.nodes.map((n) => [n.id, n.calls]), [["Task", 0], ["lead", 4], ["math", 1], ["Answer", 0]]);
