@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from application.routing_table import RoutingTableService
-from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, shot, watch
+from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, shot, sign_in_with_key, watch
 from tests.fakes.upstream import REPLY, slow, status
 from tests.integration.test_graphql_harness import Api
 from tests.integration.test_graphql_subscriptions import RelayThread
@@ -23,6 +26,13 @@ from tests.integration.test_nexus_runs import plan as plan_reply
 from tests.integration.test_projections_support import completed
 
 ANSWER = "The answer is 42 and the colour is blue."
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_behaviours(upstreams: Any) -> Iterator[None]:
+    """A test that fails early leaves its scripted upstream behaviours queued: clear them for the next test."""
+    yield
+    upstreams.script("console-e2e").queue.clear()
 
 
 def chat(console: Api, text: str = "Say hello") -> None:
@@ -36,9 +46,7 @@ def open_console(browser: Any, console: Api, errors: list[str], viewport: dict[s
     watch(page, errors)
     page.set_default_timeout(20_000)
     page.goto(console.url + "/")
-    page.get_by_role("tab", name="API key").click()
-    page.get_by_role("textbox", name="API key").fill(console.keys["acme"])
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_with_key(page, console.keys["acme"])
     page.get_by_role("heading", name="Dashboard").wait_for()
     return page
 
