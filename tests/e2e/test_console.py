@@ -310,6 +310,7 @@ def test_single_sign_on_from_the_button_to_a_session(browser, console):
         # A tenant switch may go by SSO too: back from the provider, the previous session is signed out.
         globex = user_with_password(console, "admin", tenant="globex")
         page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("button", name="Sign in").wait_for()
         _sign_in_with_password(page, "globex", globex["email"], PASSWORD)
         page.get_by_role("heading", name="Dashboard").wait_for()
         before = page.evaluate(SESSION_TOKEN)
