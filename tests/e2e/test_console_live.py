@@ -152,7 +152,9 @@ def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_i
         page.get_by_test_id("run-link").filter(has_text=run_id[:8]).wait_for()
         settle(page)
         shot(page, "live-04-mesh-models")
-        page.get_by_role("radio", name="Calls").click()
+        page.get_by_role("radio", name="Models").focus()
+        page.keyboard.press("ArrowRight")  # the view switch is a radio group: arrow keys move the choice
+        assert page.get_by_role("radio", name="Calls").get_attribute("aria-checked") == "true"
         assert page.get_by_test_id("mesh-call").count() == 7  # plan, 3 votes, b, c, synthesis
         settle(page)
         shot(page, "live-05-mesh-calls")

@@ -1,3 +1,5 @@
+import type { KeyboardEvent } from "react";
+
 // Small Tailwind class sets of the pages built after the move to Tailwind (buttons, fields, tables: ui.tsx `cls`).
 type Tone = "ok" | "bad" | "warn" | "info";
 const TONES: Record<Tone, string> = {
@@ -20,14 +22,23 @@ export const tw = {
 export const statusTone = (status: string): Tone =>
   status === "completed" || status === "ok" ? "ok" : status === "failed" ? "bad" : "warn";
 
-/** A choice of a few options as one row of buttons (a radio group: arrow keys are not needed for two or three). */
+/** A choice of a few options as one row of buttons: a radio group (one tab stop, arrow keys move the choice). */
 export function Segmented<T extends string>({ label, options, value, onChange, disabled }: {
   label: string; options: readonly (readonly [T, string])[]; value: T; onChange: (v: T) => void; disabled?: boolean;
 }) {
+  const move = (e: KeyboardEvent<HTMLDivElement>) => {
+    const step = e.key === "ArrowRight" || e.key === "ArrowDown" ? 1 : e.key === "ArrowLeft" || e.key === "ArrowUp" ? -1 : 0;
+    if (!step || disabled) return;
+    e.preventDefault();
+    const i = (options.findIndex(([v]) => v === value) + step + options.length) % options.length;
+    onChange(options[i][0]);
+    (e.currentTarget.children[i] as HTMLElement | undefined)?.focus();
+  };
   return (
-    <div role="radiogroup" aria-label={label} className="inline-flex rounded-lg border border-line bg-white p-0.5">
+    <div role="radiogroup" aria-label={label} onKeyDown={move} className="inline-flex rounded-lg border border-line bg-white p-0.5">
       {options.map(([v, text]) => (
-        <button key={v} type="button" role="radio" aria-checked={value === v} disabled={disabled} onClick={() => onChange(v)}
+        <button key={v} type="button" role="radio" aria-checked={value === v} tabIndex={value === v ? 0 : -1} disabled={disabled}
+          onClick={() => onChange(v)}
           className={`rounded-md px-3 py-1 text-sm disabled:opacity-50 ${value === v ? "bg-accent text-white" : "bg-transparent text-ink hover:bg-gray-50"}`}>
           {text}
         </button>
