@@ -271,7 +271,9 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
 
     # Sign-out revokes the session: its access token no longer works anywhere.
     token = page.evaluate(SESSION_TOKEN)
-    page.get_by_role("button", name="Sign out").click()
+    with page.expect_response("**/v1/auth/sign-out") as signed_out:
+        page.get_by_role("button", name="Sign out").click()
+    assert signed_out.value.status == 204
     page.get_by_role("button", name="Sign in").wait_for()
     with console.http(token) as http:
         assert http.post("/graphql", json={"query": "{ me { tenantId } }"}).json().get("errors")
@@ -309,7 +311,8 @@ def test_single_sign_on_from_the_button_to_a_session(browser, console):
 
         # A tenant switch may go by SSO too: back from the provider, the previous session is signed out.
         globex = user_with_password(console, "admin", tenant="globex")
-        page.get_by_role("button", name="Sign out").click()
+        with page.expect_response("**/v1/auth/sign-out"):
+            page.get_by_role("button", name="Sign out").click()
         page.get_by_role("button", name="Sign in").wait_for()
         _sign_in_with_password(page, "globex", globex["email"], PASSWORD)
         page.get_by_role("heading", name="Dashboard").wait_for()

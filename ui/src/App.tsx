@@ -81,8 +81,9 @@ export function App() {
     else if (otherTenant) navigate(path); // drop the query: it named something of the previous tenant
   }
   async function leave() {
-    await signOut(session).catch(() => undefined);
-    setSess(null);
+    const leaving = session;
+    setSess(null); // unmount the pages first: none of them asks (and is refused) while the session is revoked
+    await signOut(leaving).catch(() => undefined);
   }
 
   // An access token that expired while the tab was closed is renewed before any page asks with it.

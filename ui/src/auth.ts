@@ -35,6 +35,8 @@ const TENANTS = "nexus.tenants";
 // Refresh tokens in memory only (see above), per signed-in identity: switching tenants holds two for a moment.
 const refreshTokens = new Map<string, string>();
 const identity = (s: { tenant: string; subject: string }) => `${s.tenant}|${s.subject}`;
+// A sign-out still on its way: a sign-in waits for it, since its answer clears the session cookies.
+let signingOut: Promise<unknown> = Promise.resolve();
 
 export function getSession(): Session | null {
   try {
@@ -131,6 +133,7 @@ const refreshBody = (s: Session) => (refreshTokens.has(identity(s)) ? { refresh_
 
 /** POST /v1/auth/sign-in; a wrong tenant, email or password all answer the same 401. */
 export async function signInWithPassword(tenant: string, email: string, password: string): Promise<Session> {
+  await signingOut;
   const answer: TokenAnswer = await post("/v1/auth/sign-in", { tenant: tenant.trim(), email: email.trim(), password });
   return fromTokens(answer, "password", email.trim());
 }
@@ -171,7 +174,12 @@ export async function sessionFromCookie(): Promise<Session> {
 /** POST /v1/auth/sign-out revokes the session's whole family and clears the cookies; API keys stay valid.
  * `replaced`: a newer session (tenant switch) already owns the cookies, so they are neither sent nor cleared
  * and the old session is named by its own tokens only. */
-export async function signOut(session: Session | null, replaced = false): Promise<void> {
+export function signOut(session: Session | null, replaced = false): Promise<void> {
+  const done = leaveSession(session, replaced);
+  signingOut = done.catch(() => undefined);
+  return done;
+}
+async function leaveSession(session: Session | null, replaced: boolean): Promise<void> {
   try {
     if (session && session.method !== "key") {
       await post("/v1/auth/sign-out", refreshBody(session), { authorization: `Bearer ${session.token}` },
