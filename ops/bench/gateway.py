@@ -38,7 +38,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+# Run as a script, Python puts ops/bench/ first on the path, where bench scripts named like packages
+# (ops/bench/graphql.py) would shadow them: import from the repository's root only.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 LITELLM_VENV = ROOT / ".nexus" / "bench" / "litellm-venv"
 # litellm 1.110.2 and its `proxy` extra's dependencies, as its wheel's metadata lists them, except
