@@ -73,6 +73,11 @@ class EventFeed(abc.ABC):
              from_position: int | None) -> AsyncIterator[RecordedEvent]:
         """The tenant's events in position order from `from_position` (None: only new ones), no gap, no repeat."""
 
+    def follow(self, tenant_id: str, category: str, from_position: int) -> AsyncIterator[RecordedEvent]:
+        """New events of a tenant's category for a live view; a feed may share one source among followers,
+        so a follower that joins a running source starts where it is (never before `from_position`)."""
+        return self.tail(tenant_id, category, None, from_position)
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -345,7 +350,7 @@ class TenantReader:
     def _tail_inferences(self) -> AsyncIterator[RecordedEvent]:
         if self._s.feed is None:
             raise NotFound("live events are not available in this process (no NATS configured)")
-        return self._s.feed.tail(self.tenant, "inference", None, self._s.ledger.head().size + 1)
+        return self._s.feed.follow(self.tenant, "inference", self._s.ledger.head().size + 1)
 
     def projection_status(self) -> list[ProjectionStatus]:
         self.actor.require("projections.read")

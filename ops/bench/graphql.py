@@ -20,7 +20,8 @@ events, and the live inference log's fan-out latency to many subscribers.
    (ledger -> NATS) runs on a thread; `--subscribers` inferenceLog subscriptions of one tenant run in
    process (each its own NATS ordered consumer, as each websocket client would have); inferences are
    appended one at a time at `--rate` per second. Latency = delivery to a subscriber minus the moment
-   the append returned (the commit was acknowledged). Websocket framing is not included.
+   the append returned (the commit was acknowledged; `append_to_delivery`: minus the moment it was
+   called, the commit included). Websocket framing is not included.
 
 Uses NEXUS_DATABASE_URL / NEXUS_NATS_URL if set, else a throwaway embedded PostgreSQL and nats-server.
 """
@@ -215,8 +216,8 @@ def fan_out(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
     names = StreamNames(f"BENCH_{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}.nexus.events")
     container = container_for(admin, servers, names)
     services = services_for(container, GraphQLSettings())
-    committed: dict[str, float] = {}
-    delivered: list[float] = []
+    committed: dict[str, tuple[float, float]] = {}  # inference id -> (append called, append returned)
+    delivered: list[tuple[str, float]] = []
     missing = 0
     document = "subscription { inferenceLog { id } }"
 
@@ -234,8 +235,7 @@ def fan_out(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
         try:
             while pending is not None:
                 result = await asyncio.wait_for(pending, 30)
-                arrived = time.perf_counter()
-                delivered.append((arrived - committed[result.data["inferenceLog"]["id"]]) * 1000)
+                delivered.append((result.data["inferenceLog"]["id"], time.perf_counter()))
                 seen += 1
                 pending = asyncio.ensure_future(stream.__anext__()) if seen < count else None
         except TimeoutError:
@@ -256,8 +256,8 @@ def fan_out(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
             rid = events[0].payload["request_id"]
             started = time.perf_counter()
             container.ledger.append(events)
-            committed[rid] = time.perf_counter()
-            time.sleep(max(0.0, interval - (committed[rid] - started)))
+            committed[rid] = (started, time.perf_counter())
+            time.sleep(max(0.0, interval - (committed[rid][1] - started)))
 
     async def run() -> int:
         ready = asyncio.Event()
@@ -280,9 +280,14 @@ def fan_out(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         services.sources.projections.close()
         container.close()
+    after_return = [(arrived - committed[rid][1]) * 1000 for rid, arrived in delivered]
+    after_call = [(arrived - committed[rid][0]) * 1000 for rid, arrived in delivered]
     return {"subscribers": args.subscribers, "inferences": args.fan_out_inferences, "rate_per_s": args.rate,
             "deliveries": len(delivered), "missing": missing,
-            "commit_to_delivery": percentiles(delivered) if delivered else None}
+            # from the append's return (the commit acknowledged; a delivery may even come first: < 0)
+            "commit_to_delivery": percentiles(after_return) if delivered else None,
+            # from the append's call (includes the commit itself)
+            "append_to_delivery": percentiles(after_call) if delivered else None}
 
 
 def main() -> None:
