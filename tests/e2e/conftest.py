@@ -7,7 +7,11 @@ The console must be built first (`make test` builds ui/dist when it is missing o
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import api.app
 from api.app import CONSOLE_DIR
 from tests.fakes.harness import PRICE, upstreams  # noqa: F401 - fixtures
 from tests.fakes.upstream import Upstreams
@@ -43,9 +48,34 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
+@pytest.fixture(scope="session")
+def console_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ui/dist taken once: another job rebuilding ui/dist mid-run (new chunk names, a moment with no
+    index.html) must not pull files from under a page the browser has loaded."""
+    for _ in range(20):
+        copy = tmp_path_factory.mktemp("console") / "dist"
+        try:
+            shutil.copytree(CONSOLE_DIR, copy)
+        except (OSError, shutil.Error):
+            copy = None
+        if copy is not None and _complete(copy):
+            return copy
+        time.sleep(0.5)  # a build is writing ui/dist right now
+    pytest.fail(f"no complete build in {CONSOLE_DIR}: run `make console`", pytrace=False)
+
+
+def _complete(dist: Path) -> bool:
+    index = dist / "index.html"
+    return index.is_file() and all((dist / asset).is_file()
+                                   for asset in re.findall(r'(?:src|href)="/(assets/[^"]+)"', index.read_text()))
+
+
 @pytest.fixture
-def console(database: Any, tmp_path: Path, nats_url: str, stream_names: Any, upstreams: Upstreams) -> Iterator[Api]:
-    """The API on the test database with tenant `acme`, an admin key, and model `gpt-test` on the fake upstream."""
+def console(database: Any, tmp_path: Path, nats_url: str, stream_names: Any, upstreams: Upstreams,
+            console_dist: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    """The API on the test database with tenant `acme`, an admin key, and model `gpt-test` on the fake upstream,
+    serving the console from the session's copy of ui/dist."""
+    monkeypatch.setattr(api.app, "serve_console", functools.partial(api.app.serve_console, folder=console_dist))
     running, server = start_api(database, tmp_path / "data", nats_url, stream_names)
     with ThreadPoolExecutor(1) as pool:  # asyncio.run beside Playwright's own loop
         pool.submit(running.ensure_stream).result()
