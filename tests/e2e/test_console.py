@@ -253,6 +253,11 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     assert verified.entries > 0 and {e.tenant_id for e in bundle.entries} == {"acme"}
     assert str(completed.event_id) in {e.event_id for e in bundle.entries}
     page.get_by_text("acme-audit.nexus").wait_for()
+    page.get_by_label("Stream (optional)").fill(completed.stream_id)  # narrowed to the inference's stream
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download audit bundle").click()
+    narrowed = load_bundle(verify_and_read(Path(download.value.path())))
+    assert {e.stream_id for e in narrowed.entries} == {completed.stream_id} and len(narrowed.entries) >= 2
 
     # Switch tenant: sign in to another (the page stays); the list then offers both, switching back is prefilled.
     tenant.select_option(label="Another tenant…")
@@ -280,6 +285,12 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
     assert errors == [], errors
     assert elsewhere == [], elsewhere
     context.close()
+
+
+def verify_and_read(path: Path) -> bytes:
+    raw = path.read_bytes()
+    verify_bytes(raw)
+    return raw
 
 
 def _sign_in_with_password(page, tenant: str, email: str, password: str) -> None:

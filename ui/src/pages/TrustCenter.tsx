@@ -106,6 +106,7 @@ export default function TrustCenter() {
 function AuditBundle() {
   const [from, setFrom] = useState("");
   const [to, setTo] = useState("");
+  const [stream, setStream] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
   const [done, setDone] = useState("");
@@ -117,6 +118,7 @@ function AuditBundle() {
       const query = new URLSearchParams();
       if (from.trim()) query.set("from", from.trim());
       if (to.trim()) query.set("to", to.trim());
+      if (stream.trim()) query.set("stream", stream.trim());
       const res = await fetch(`/v1/audit/bundle?${query}`, { headers: authHeaders() });
       if (!res.ok) {
         const body = await res.json().catch(() => null);
@@ -137,7 +139,8 @@ function AuditBundle() {
       <p className="mb-3 text-sm text-muted">
         One file with this tenant's ledger entries, an inclusion proof for each, a signed checkpoint and the public
         keys. An auditor checks it offline with <code>nexus audit verify FILE --trusted-key KEY</code>; it never holds
-        another tenant's entries. Leave the positions empty for the whole history.
+        another tenant's entries. Leave the fields empty for the tenant's whole history, or narrow it to positions
+        and/or one stream.
       </p>
       <form className="flex flex-wrap items-end gap-2" onSubmit={download}>
         <label className="grid gap-1 text-sm">From position
@@ -145,6 +148,10 @@ function AuditBundle() {
         </label>
         <label className="grid gap-1 text-sm">To position
           <input className={`${cls.input} w-32`} type="number" min={1} value={to} onChange={(e) => setTo(e.target.value)} />
+        </label>
+        <label className="grid gap-1 text-sm">Stream (optional)
+          <input className={`${cls.input} w-64 max-w-full`} placeholder="e.g. inference-…" value={stream}
+            onChange={(e) => setStream(e.target.value)} />
         </label>
         <button type="submit" className={cls.btn} disabled={busy}>{busy ? "Preparing…" : "Download audit bundle"}</button>
       </form>
