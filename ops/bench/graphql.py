@@ -15,7 +15,9 @@ events, and the live inference log's fan-out latency to many subscribers.
    - dashboard: usageTimeseries(MINUTE, the last hour) with requests, cost, p50/p95/p99;
    - log first page: inferences(first: 50) with every scalar field;
    - log deep page: the same, after a cursor near the tenant's oldest inference;
-   - log page of 100 with nested entry + deploymentInfo (DataLoaders).
+   - log page of 100 with nested entry + deploymentInfo (DataLoaders);
+   and the first three again straight through the data layer (`data_layer`: SQL and the tenant-scoped
+   reader, no GraphQL), which shows where the time goes.
 3. Fan-out (on a fresh small ledger of its own, so the stream holds only what it measures): the relay
    (ledger -> NATS) runs on a thread; `--subscribers` inferenceLog subscriptions of one tenant run in
    process (each its own NATS ordered consumer, as each websocket client would have); inferences are
@@ -56,7 +58,7 @@ from api.graphql.context import GraphContext  # noqa: E402
 from api.graphql.schema import build_schema  # noqa: E402
 from api.graphql.settings import GraphQLSettings  # noqa: E402
 from api.settings import Settings  # noqa: E402
-from application.graph_queries import cursor_of  # noqa: E402
+from application.graph_queries import TenantReader, cursor_of  # noqa: E402
 from domain.inference import InferenceCompleted, InferenceFailed, InferenceRequested, inference_stream  # noqa: E402
 from domain.ledger import NewEvent  # noqa: E402
 from domain.pricing import Price  # noqa: E402
@@ -132,6 +134,17 @@ async def timed(context: GraphContext, document: str, variables: dict[str, Any],
     return percentiles(took)
 
 
+def timed_call(fn: Any, samples: int) -> dict[str, float]:
+    for _ in range(5):
+        fn()
+    took = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        fn()
+        took.append((time.perf_counter() - started) * 1000)
+    return percentiles(took)
+
+
 def container_for(admin: str, servers: Servers, names: StreamNames) -> Any:
     return bootstrap(Settings(database_url=admin, nats_url=servers.nats_url, nats_stream=names.stream,
                               nats_subject_prefix=names.subject_prefix, data_dir=servers.folder / uuid.uuid4().hex[:6]))
@@ -177,6 +190,14 @@ def queries(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
             }
 
         figures = asyncio.run(run())
+        reader = TenantReader(actor_for_role(TENANT, "owner"), services.sources)
+        now = dt.datetime.now(dt.UTC)
+        figures["data_layer"] = {  # the same reads without GraphQL: PostgreSQL plus the tenant-scoped data layer
+            "dashboard_timeseries": timed_call(lambda: reader.usage_timeseries(
+                "minute", now - dt.timedelta(hours=1), now), args.samples),
+            "log_first_page": timed_call(lambda: reader.inferences(50), args.samples),
+            "log_deep_page": timed_call(lambda: reader.inferences(50, deep), args.samples),
+        }
         return {"events": container.ledger.head().size, "tenant_share": round(1 / args.tenants, 4),
                 "ledger_fill_s": round(fill_s, 1), "rebuild_s": rebuilds, "queries": figures}
     finally:
