@@ -21,6 +21,7 @@ type State = { key: string | null; list: Conversation[]; currentId: string };
 const first = fresh("model");
 let state: State = { key: null, list: [first], currentId: first.id };
 const listeners = new Set<() => void>();
+const placeholder = fresh("model");
 
 function set(next: State): void {
   state = next;
@@ -74,6 +75,8 @@ const subscribe = (l: () => void) => { listeners.add(l); return () => { listener
 export function useConversations(key: string | null) {
   useEffect(() => { if (key) load(key); }, [key]);
   const s = useSyncExternalStore(subscribe, () => state);
-  const current = s.list.find((c) => c.id === s.currentId) ?? s.list[0];
-  return { list: s.list, current, stored: s.key !== null && s.key === key };
+  // Another user signed in on this tab: never show the previous user's conversations, even for one render.
+  const list = s.key === null || s.key === key ? s.list : [placeholder];
+  const current = list.find((c) => c.id === s.currentId) ?? list[0];
+  return { list, current, stored: s.key !== null && s.key === key };
 }
