@@ -69,10 +69,9 @@ def in_process_workers(container, nats_url: str) -> dict[str, Worker]:  # type: 
             await nc.close()
 
     from adapters.nats.projection_consumer import ProjectionConsumer
+    from application.inference_sweeper import InferenceSweeper
     from projections.registry import DEPLOYED
     from projections.store import ProjectionStore
-
-    from application.inference_sweeper import InferenceSweeper
 
     sweeper = InferenceSweeper(container.ledger)
 
