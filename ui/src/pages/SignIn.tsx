@@ -64,6 +64,10 @@ export function SignIn({ onSignedIn, tenant: prefilled, notice, onCancel }: Prop
         <div role="tabpanel" id="signin-panel" aria-label="Sign-in details" className="grid gap-3">
         {method === "password" ? (
           <>
+            {!recent.length && (
+              <p className="text-sm text-muted">First time here? <code>nexus up</code> printed an admin API key: use the
+                API key tab. Users get a password through an invitation (GraphQL <code>inviteUser</code>).</p>
+            )}
             <label className={cls.label} htmlFor="tenant">Tenant</label>
             <input id="tenant" className={cls.input} autoComplete="organization" value={tenant} required
               onChange={(e) => setTenant(e.target.value)} />
