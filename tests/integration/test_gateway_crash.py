@@ -192,3 +192,50 @@ def test_a_slow_call_is_recorded_as_requested_while_in_flight_and_a_fast_one_in_
     assert [e.stream_version for e in requested + completed] == [1, 1, 2, 2]
     assert requested[0].recorded_at < completed[0].recorded_at  # the slow call: two commits, 0.5 s apart
     assert requested[1].recorded_at == completed[1].recorded_at  # the fast call: one
+
+
+class _FlakyLedger:
+    """The real ledger, except that InferenceRequested appended on its own fails (the ledger is down)."""
+
+    def __init__(self, ledger: Any) -> None:
+        self._ledger = ledger
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def append_async(self, events: Any, expected: Any = None) -> Any:
+        from domain.ledger import LedgerUnavailable
+
+        if [e.type for e in events] == ["InferenceRequested"]:
+            self.refused += 1
+            raise LedgerUnavailable("down for the test")
+        return await self._ledger.append_async(events, expected)
+
+
+def test_when_the_in_flight_record_fails_the_outcome_brings_it_along_in_one_append(gw):
+    upstream = gw.deploy("primary")
+    gw.script(upstream).then(slow(0.4))
+    gateway = gw.container.gateway
+    flaky = _FlakyLedger(gateway._ledger)
+    gateway._ledger = flaky
+    gw.client().chat.completions.create(model="gpt-test", messages=HELLO)
+    assert flaky.refused == 3  # tried, with its retries, while the call was in flight
+    requested, completed = gw.events("InferenceRequested", "InferenceCompleted")
+    assert (requested.stream_version, completed.stream_version) == (1, 2)
+    assert requested.recorded_at == completed.recorded_at  # written together, after the answer
+
+
+def test_the_sweeper_runs_as_a_worker_until_stopped(gw):
+    import asyncio
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        sweeper = InferenceSweeper(gw.container.ledger)
+        task = asyncio.ensure_future(sweeper.run(stop, interval_s=0.05))
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        return sweeper.open_count
+
+    assert asyncio.run(scenario()) == 0
