@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from api.auth.settings import AuthSettings
+from api.auth.routes import cookie_settings
 from api.errors import ApiError, unauthorized
 from application.audit_export import ExportError, ExportRequest, InvalidSelection, NothingToExport, export_bundle
 from domain.audit import dump_bundle
@@ -28,7 +28,7 @@ PERMISSION = "ledger.read"
 def current_actor(request: Request) -> Actor:
     """The caller as an Actor: an API key's scopes or a user's current roles, mapped by domain/rbac.py."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else request.cookies.get(AuthSettings().access_cookie, "")
+    token = token.strip() if scheme.lower() == "bearer" else request.cookies.get(cookie_settings(request).access_cookie, "")
     container = request.app.state.container
     if token.startswith("nx_"):
         principal = container.identity.authenticate(token)

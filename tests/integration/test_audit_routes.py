@@ -54,6 +54,9 @@ def test_a_signed_in_user_needs_the_ledger_read_permission(api):
     answer = _download(api, auditor["access_token"])
     assert answer.status_code == 200, answer.text
     assert {e.tenant_id for e in verify_and_load(answer.content).entries} == {"acme"}
+    with api.http() as browser:  # the console's HTTP-only access cookie works like the Bearer token
+        browser.cookies.set("nexus_access", auditor["access_token"])
+        assert browser.get("/v1/audit/bundle").status_code == 200
     _, viewer = session(api, "viewer")
     refused = _download(api, viewer["access_token"])
     assert refused.status_code == 403 and "ledger.read" in refused.json()["error"]["message"]
