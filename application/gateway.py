@@ -29,6 +29,7 @@ import collections
 import datetime as dt
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -101,6 +102,9 @@ class GatewayConfig:
     record_requested_after_s: float = 0.005
     # Added to a request's timeout for its deadline_at: past it, the sweeper closes a request left open.
     sweep_grace_s: float = 30.0
+    # The longest a stream may run after its first chunk (each wait between chunks is bounded by the
+    # timeout too): a stream's deadline_at must hold however long the provider keeps generating.
+    max_stream_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -477,6 +481,7 @@ class _Flight:
         self._stream = inference_stream(request.request_id)
         self.sealing = gateway._sealer(request)
         self.event: NewEvent | None = None
+        self.ends_at = math.inf
         self._timer: asyncio.TimerHandle | None = None
         self._pending: asyncio.Task[bool] | None = None
 
@@ -484,10 +489,12 @@ class _Flight:
         if self.event is not None:
             return
         r, d, config = self._request, route.deployment, self._config
+        lifetime = r.timeout_s + (config.max_stream_s if r.stream else 0.0)
+        self.ends_at = time.monotonic() + lifetime  # enforced: a live request never outlasts its deadline_at
         payload = InferenceRequested(
             request_id=r.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
             api_key_id=r.key_id, stream=r.stream,
-            deadline_at=deadline_after(dt.datetime.now(dt.UTC), r.timeout_s + config.sweep_grace_s),
+            deadline_at=deadline_after(dt.datetime.now(dt.UTC), lifetime + config.sweep_grace_s),
         ).payload()
         payload.update(kind=r.kind, requested_model=r.model, subject_id=r.subject_id)
         self.event = NewEvent(self._stream, "InferenceRequested", payload, tenant_id=r.tenant_id,
@@ -584,14 +591,16 @@ class InferenceStream:
                 if chunk is not None:
                     self._pending = None
                 else:
+                    left = self._flight.ends_at - time.monotonic()
                     try:
-                        async with asyncio.timeout(idle):
+                        async with asyncio.timeout(min(idle, left)):
                             chunk = await self._upstream.next()
                     except UpstreamFailure as failure:
                         self.broken = failure
                         return
                     except TimeoutError:
-                        self.broken = UpstreamFailure(TIMEOUT, f"the upstream stream stalled for {idle:.3f} s")
+                        self.broken = UpstreamFailure(TIMEOUT, f"the upstream stream stalled for {idle:.3f} s" if idle < left
+                                                      else "the stream ran past its longest allowed duration")
                         return
                     if chunk is None:
                         return

@@ -248,7 +248,8 @@ class Orchestrator:
         emit = emit or _silent
         # Past deadline_at a run with no terminal event was orphaned by a dead process: the sweeper
         # (application/inference_sweeper.py) closes it with OrchestrationFailed(gateway_interrupted).
-        budget = run_budget_s(req.timeout_s, self._gateway.config.sweep_grace_s)
+        config = self._gateway.config
+        budget = run_budget_s(req.timeout_s, config.sweep_grace_s) + config.max_stream_s  # a streamed synthesis
         requested = await log.append("OrchestrationRequested", {
             "planner_model": ctx.planner, "synthesis_model": ctx.synthesiser, "threshold": req.threshold,
             "routing_table": ctx.table, "api_key_id": req.key_id, "subject_id": req.subject_id,

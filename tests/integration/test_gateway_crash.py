@@ -239,3 +239,21 @@ def test_the_sweeper_runs_as_a_worker_until_stopped(gw):
         return sweeper.open_count
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_live_stream_never_outlasts_the_deadline_it_recorded(gw):
+    upstream = gw.deploy("primary")
+    gw.script(upstream).then(drip(0.2))  # six words, 0.2 s apart
+    gw.container.gateway.config = replace(gw.container.gateway.config, max_stream_s=0.5, sweep_grace_s=1.0)
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", headers={"nexus-timeout": "0.5"},
+                             json={"model": "gpt-test", "messages": HELLO, "stream": True})
+    assert "longest allowed duration" in response.text
+    [requested] = gw.events("InferenceRequested")
+    [completed] = gw.events("InferenceCompleted")
+    p = orjson.loads(completed.payload)
+    assert p["finish"] == "upstream_cut" and 1 <= p["tokens_out"] < 6
+    # cut at timeout + max_stream_s (1 s) and recorded within the grace: before any sweeper may close it
+    deadline = deadline_of(gw, "InferenceRequested")
+    assert parse_instant(completed.recorded_at) < deadline <= parse_instant(requested.recorded_at) + dt.timedelta(
+        seconds=2.0)
