@@ -49,3 +49,25 @@ def test_memory_stays_bounded_by_forgetting_full_buckets(monkeypatch):
 def test_a_bucket_that_could_never_allow_anything_is_refused():
     with pytest.raises(ValueError):
         TokenBucket(capacity=0.5, per_s=1)
+
+
+def test_a_spray_of_keys_that_have_not_refilled_still_cannot_grow_memory_past_the_bound(monkeypatch):
+    """Random keys faster than they refill (every bucket partly spent) must not grow the map without bound."""
+    monkeypatch.setattr(token_bucket, "MAX_KEYS", 100)
+    clock = Clock()  # frozen: nothing ever refills, so no bucket is 'full' and forgettable
+    bucket = TokenBucket(capacity=5, per_s=1 / 12, clock=clock)
+    for i in range(5_000):
+        bucket.take(f"spray{i}")
+        assert len(bucket._buckets) <= 100
+
+
+def test_the_most_recently_used_key_keeps_its_debt_under_a_spray(monkeypatch):
+    monkeypatch.setattr(token_bucket, "MAX_KEYS", 100)
+    clock = Clock()
+    bucket = TokenBucket(capacity=2, per_s=1 / 12, clock=clock)
+    for i in range(1_000):
+        bucket.take(f"spray{i}")
+    assert [bucket.take("victim") > 0 for _ in range(3)] == [False, False, True]
+    for i in range(50):  # fewer new keys than the bound: the victim's spent bucket is still remembered
+        bucket.take(f"more{i}")
+    assert bucket.take("victim") > 0
