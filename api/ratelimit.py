@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -92,11 +93,10 @@ class RateLimitMiddleware:
 
 
 def _cookie(header: str, name: str) -> str | None:
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return value
-    return None
+    """Starlette's own parsing (the last duplicate wins, quotes removed), exactly what GraphQL and the routes
+    read through `request.cookies`: a hand-rolled parser that took the first duplicate let a user send
+    `c=junk; c=<jwt>` and be authenticated without ever being counted."""
+    return cookie_parser(header).get(name)
 
 
 def install_rate_limits(app: Any, container: Any) -> None:

@@ -105,3 +105,19 @@ def test_zero_turns_the_limits_off(limited):
     api = limited(key_per_minute=0, user_per_minute=0, key_burst=1)
     assert {_models(api, api.keys["acme"]).status_code for _ in range(20)} == {200}
     assert api.gql(ME).status_code == 200
+
+
+@pytest.mark.parametrize("cookie", ["nexus_access=junk; nexus_access={jwt}", 'nexus_access="{jwt}"'],
+                         ids=["duplicate-cookie", "quoted-cookie"])
+def test_the_limiter_reads_the_access_cookie_exactly_as_graphql_does(limited, cookie):
+    """A cookie header the limiter would parse differently from the app (first vs last duplicate, quotes)
+    must not let a signed-in user past its bucket while GraphQL still authenticates the request."""
+    import httpx
+
+    api = limited(user_per_minute=6, user_burst=2)
+    _, signed = session(api, "viewer")
+    headers = {"cookie": cookie.format(jwt=signed["access_token"])}
+    with httpx.Client(base_url=api.url, headers=headers, timeout=30) as client:
+        answers = [client.post("/graphql", json={"query": ME}) for _ in range(3)]
+    assert answers[0].status_code == 200 and "errors" not in answers[0].json(), answers[0].json()
+    assert [a.status_code for a in answers] == [200, 200, 429]
