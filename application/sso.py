@@ -88,7 +88,8 @@ class SsoService:
                   else existing.client_secret if existing else None)
         provider = sso.new_provider(actor.tenant_id, provider_id=provider_id, name=name, kind=kind, issuer=issuer,
                                     directory=directory, client_id=client_id, client_secret=sealed,
-                                    allowed_domains=allowed_domains, default_role=default_role)
+                                    allowed_domains=allowed_domains, default_role=default_role,
+                                    admits_owners=actor.can("owners.write"))
         return self._append(actor.tenant_id, version, "SsoProviderConfigured", provider.payload(), actor.subject,
                             address)
 
@@ -150,4 +151,5 @@ class SsoService:
                                          address)
         if not user.active:
             raise sso.IdentityRefused(f"user {email!r} is deactivated in tenant {provider.tenant_id!r}")
+        sso.may_sign_in(provider, email, user.roles)
         return self._sessions.start_session(user), login["next"]

@@ -91,6 +91,8 @@ class SsoProvider:
     client_secret: Mapping[str, str] | None  # the sealed envelope (adapters/secrets.py)
     allowed_domains: tuple[str, ...]
     default_role: str | None  # None: only existing users may sign in (no just-in-time provisioning)
+    # whoever configured it could grant the owner role (owners.write); else it never signs an owner in
+    admits_owners: bool = False
 
     def public(self) -> dict[str, Any]:
         """As it may be shown to anyone: no client id, no secret."""
@@ -100,7 +102,8 @@ class SsoProvider:
         return {"schema_version": SCHEMA_VERSION, "tenant_id": self.tenant_id, "provider_id": self.provider_id,
                 "name": self.name, "kind": self.kind, "issuer": self.issuer, "client_id": self.client_id,
                 "client_secret": dict(self.client_secret) if self.client_secret else None,
-                "allowed_domains": list(self.allowed_domains), "default_role": self.default_role}
+                "allowed_domains": list(self.allowed_domains), "default_role": self.default_role,
+                "admits_owners": self.admits_owners}
 
 
 def sso_stream(tenant_id: str) -> str:
@@ -136,7 +139,7 @@ def issuer_for(kind: str, issuer: str | None, directory: str | None) -> str:
 
 def new_provider(tenant_id: str, *, provider_id: str, name: str, kind: str, issuer: str | None,
                  directory: str | None, client_id: str, client_secret: Mapping[str, str] | None,
-                 allowed_domains: Iterable[str], default_role: str | None) -> SsoProvider:
+                 allowed_domains: Iterable[str], default_role: str | None, admits_owners: bool = False) -> SsoProvider:
     if not isinstance(provider_id, str) or not _PROVIDER_ID.match(provider_id):
         raise InvalidSsoProvider("providerId", provider_id, f"a slug matching {_PROVIDER_ID.pattern}")
     if not name or len(name) > 80:
@@ -154,7 +157,8 @@ def new_provider(tenant_id: str, *, provider_id: str, name: str, kind: str, issu
         validate_role(default_role)
         if default_role == "owner":
             raise InvalidSsoProvider("defaultRole", default_role, "a role other than owner (owners are granted by owners)")
-    return SsoProvider(tenant_id, provider_id, name, kind, resolved, client_id, client_secret, domains, default_role)
+    return SsoProvider(tenant_id, provider_id, name, kind, resolved, client_id, client_secret, domains, default_role,
+                       admits_owners)
 
 
 # --- the tenant's providers, folded from its stream ----------------------------------------------
@@ -163,7 +167,8 @@ def evolve(providers: dict[str, SsoProvider], event_type: str, payload: Mapping[
     if event_type == "SsoProviderConfigured":
         provider = SsoProvider(payload["tenant_id"], payload["provider_id"], payload["name"], payload["kind"],
                                payload["issuer"], payload["client_id"], payload["client_secret"],
-                               tuple(payload["allowed_domains"]), payload["default_role"])
+                               tuple(payload["allowed_domains"]), payload["default_role"],
+                               bool(payload.get("admits_owners", False)))
         return {**providers, provider.provider_id: provider}
     if event_type == "SsoProviderRemoved":
         return {k: v for k, v in providers.items() if k != payload["provider_id"]}
@@ -204,6 +209,20 @@ def admitted_email(provider: SsoProvider, identity: FederatedIdentity) -> str:
         raise IdentityRefused(f"{email!r} is not a Google Workspace account of an allowed domain "
                               f"(hd={identity.hosted_domain!r})")
     return email
+
+
+def may_sign_in(provider: SsoProvider, email: str, roles: Iterable[str]) -> None:
+    """Raises IdentityRefused when this provider may not speak for a user holding `roles`.
+
+    Whoever configures a provider (sso.write, an admin's) decides which IdP vouches for the tenant's
+    addresses, so it could point one at an IdP it controls and have it assert anyone's email. Owners are
+    granted only by owners (owners.write): so only a provider configured by someone holding owners.write
+    signs an owner in; reconfigured by anyone else, it loses that.
+    """
+    if "owner" in roles and not provider.admits_owners:
+        raise IdentityRefused(f"{email!r} holds the owner role in tenant {provider.tenant_id!r}, and {provider.name} was "
+                              "not configured by an owner, so it cannot sign owners in; sign in with a password, or "
+                              "have an owner save the provider's configuration")
 
 
 def safe_next(path: str | None) -> str:

@@ -14,8 +14,9 @@ import httpx
 import orjson
 import pytest
 
+from domain.rbac import actor_for_role
 from tests.fakes.oidc_provider import FakeOidcProvider, TestUser
-from tests.integration.test_auth_support import invite
+from tests.integration.test_auth_support import email, invite
 from tests.integration.test_graphql_harness import Api, api  # noqa: F401 - fixture
 
 CLIENT_ID, CLIENT_SECRET = "nexus-test-client", "s3cret-never-shown-to-anyone-at-all"
@@ -290,3 +291,34 @@ def test_a_forged_state_or_a_callback_without_the_browsers_login_cookie_is_refus
         cookieless = stranger.get(callback, follow_redirects=False)
     assert forged.status_code == 401 and "does not match" in forged.json()["error"]["message"]
     assert cookieless.status_code == 401 and "no sign-in was started" in cookieless.json()["error"]["message"]
+
+
+# --- who a provider may sign in -------------------------------------------------------------------------
+
+def _owner(api: Api) -> dict[str, str]:
+    who = email()
+    invitation, _ = api.container.users.invite(actor_for_role("acme", "owner"), who, "owner", "test")
+    return {"user_id": invitation.user_id, "email": who}
+
+
+def test_an_admin_cannot_become_an_owner_through_a_provider_it_configured(api, idp):
+    """sso.write is an admin's; owners.write is not. An admin who points a provider at an IdP it controls
+    and has it assert an owner's address must not be signed in as that owner (docs/rbac.md: owners are
+    granted by owners, never by a login)."""
+    configure(api, idp, default_role=None)  # the admin key: the admin role, without owners.write
+    owner = _owner(api)
+    idp.user = TestUser(owner["email"])
+    refused(api, idp, 403, "owner")
+
+
+def test_a_provider_an_owner_configured_signs_owners_in(api, idp):
+    api.container.sso.configure(actor_for_role("acme", "owner"), provider_id="corp", name="Corp IdP", kind="oidc",
+                                issuer=idp.issuer, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                                allowed_domains=["example.com"], address="test")
+    owner = _owner(api)
+    idp.user = TestUser(owner["email"])
+    with browser(api) as client:
+        assert sign_in(client).status_code == 302
+        assert me(api, client)["subject"] == f"user:{owner['user_id']}"
+    configure(api, idp, default_role=None)  # an admin reconfigures it: it no longer speaks for owners
+    refused(api, idp, 403, "owner")

@@ -117,3 +117,15 @@ def test_no_next_whatsoever_leaves_this_origin(wanted):
     sent_to = sso.safe_next(wanted)
     resolved = urljoin("https://nexus.example.com/v1/auth/sso/callback", sent_to)
     assert resolved.startswith("https://nexus.example.com/"), (wanted, sent_to, resolved)
+
+
+def test_only_a_provider_configured_by_an_owner_speaks_for_owners():
+    plain, trusted = provider(), provider(admits_owners=True)
+    with pytest.raises(IdentityRefused, match="owner"):
+        sso.may_sign_in(plain, "boss@example.com", {"owner", "admin"})
+    sso.may_sign_in(plain, "dev@example.com", {"admin"})  # no exception
+    sso.may_sign_in(trusted, "boss@example.com", {"owner"})
+    # the flag survives the ledger; events written before it existed admit no owner
+    assert sso.fold([("SsoProviderConfigured", trusted.payload())])["corp"].admits_owners is True
+    old = {k: v for k, v in trusted.payload().items() if k != "admits_owners"}
+    assert sso.fold([("SsoProviderConfigured", old)])["corp"].admits_owners is False
