@@ -153,6 +153,8 @@ async def run_as(api: Api, role: str, field: str) -> list[dict[str, Any]]:
             await stream.aclose()
         return [e.formatted for e in first.errors or []]
     result = await SCHEMA.execute(document, context_value=context, variable_values=variables)
+    runs = api.services.sources.orchestrator.background  # a NEXUS run started here records before the next check
+    await asyncio.gather(*list(runs), return_exceptions=True)
     return [e.formatted for e in result.errors or []]
 
 
