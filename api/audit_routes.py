@@ -3,12 +3,14 @@
 The tenant is always the caller's own (never a parameter), so a bundle holds no other tenant's entry;
 application/audit_export.py filters rows by tenant again and verifies the bundle before it is answered.
 Callers: an API key (`Bearer nx_...`) or a signed-in user (access JWT as `Bearer` or the console's
-HTTP-only cookie, docs/auth.md), with the `ledger.read` permission (domain/rbac.py).
+HTTP-only cookie, docs/auth.md), with the `ledger.read` permission (domain/rbac.py). A selection of more
+than MAX_BUNDLE_ENTRIES entries is a 413 `bundle_too_large` naming the first part's from/to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -16,13 +18,25 @@ from fastapi.responses import Response
 
 from api.auth.routes import cookie_settings
 from api.errors import ApiError, unauthorized
-from application.audit_export import ExportError, ExportRequest, InvalidSelection, NothingToExport, export_bundle
+from application.audit_export import (
+    ExportError,
+    ExportRequest,
+    InvalidSelection,
+    NothingToExport,
+    _resolve,
+    _selected_rows,
+    export_bundle,
+)
+from application.ports import Ledger
 from domain.audit import dump_bundle
 from domain.ledger import LedgerError
 from domain.rbac import Actor, PermissionDenied, permissions_for
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 PERMISSION = "ledger.read"
+# A bundle is built and verified in memory, each entry with its inclusion proof (one query each): beyond
+# this many entries the caller is told to download it in parts (413), instead of the process growing.
+MAX_BUNDLE_ENTRIES = 20_000
 
 
 def current_actor(request: Request) -> Actor:
@@ -51,6 +65,7 @@ def _bundle(request: Request, selection: ExportRequest) -> tuple[str, bytes]:
     container = request.app.state.container
     tenant_only = ExportRequest(selection.from_position, selection.to_position, selection.stream_id, actor.tenant_id)
     try:
+        _within_cap(container.ledger, tenant_only)
         bundle = export_bundle(container.ledger, container.checkpoints, container.signer, tenant_only)
         return actor.tenant_id, dump_bundle(bundle)
     except NothingToExport as err:
@@ -59,6 +74,21 @@ def _bundle(request: Request, selection: ExportRequest) -> tuple[str, bytes]:
         raise ApiError(400, str(err), "invalid_request_error", "invalid_selection") from None
     except (ExportError, LedgerError) as err:  # the bundle would not verify: never hand it out
         raise ApiError(500, str(err), "server_error", "export_failed") from None
+
+
+def _within_cap(ledger: Ledger, request: ExportRequest) -> None:
+    """Count the selected entries (page by page, stopping just past the cap, holding none of them) before
+    anything is built; the export's own selection code, so the count is exactly what the bundle would hold."""
+    selection = _resolve(request, ledger.head().size)
+    last_fitting = None
+    for count, row in enumerate(itertools.islice(_selected_rows(ledger, selection), MAX_BUNDLE_ENTRIES + 1), 1):
+        if count == MAX_BUNDLE_ENTRIES:
+            last_fitting = row.position
+        elif count > MAX_BUNDLE_ENTRIES:
+            raise ApiError(413, f"the selection ({selection.describe()}) holds more than {MAX_BUNDLE_ENTRIES} entries, "
+                           f"the most one bundle may hold; download it in parts with from/to, the first being "
+                           f"from={selection.from_position}&to={last_fitting}", "invalid_request_error",
+                           "bundle_too_large")
 
 
 @router.get("/bundle")

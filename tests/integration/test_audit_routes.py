@@ -62,3 +62,22 @@ def test_a_signed_in_user_needs_the_ledger_read_permission(api):
     assert refused.status_code == 403 and "ledger.read" in refused.json()["error"]["message"]
     assert _download(api, None).status_code == 401
     assert _download(api, "nx_000000000000_" + "x" * 43).status_code == 401
+
+
+def test_a_selection_larger_than_the_cap_is_a_413_that_says_how_to_narrow_it(api, monkeypatch):
+    """The bundle is built in memory (every entry with its inclusion proof): a huge range must be refused
+    before it is read, not take the process down."""
+    from api import audit_routes
+
+    session(api, "viewer")  # a few more entries of acme
+    whole = load_bundle(_download(api, api.keys["acme"]).content)
+    assert len(whole.entries) > 2
+    monkeypatch.setattr(audit_routes, "MAX_BUNDLE_ENTRIES", 2, raising=False)
+    answer = _download(api, api.keys["acme"])
+    assert answer.status_code == 413, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "bundle_too_large" and "from" in error["message"] and "to" in error["message"]
+    second = whole.entries[1].position
+    assert f"to={second}" in error["message"]  # where the first bundle of at most 2 entries ends
+    narrowed = _download(api, api.keys["acme"], **{"to": second})
+    assert [e.position for e in verify_and_load(narrowed.content).entries] == [e.position for e in whole.entries[:2]]
