@@ -20,7 +20,7 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
 from application.token_bucket import TokenBucket
@@ -47,6 +47,10 @@ class RateLimits:
             token = token.strip()
         else:  # the console's HTTP-only access cookie (GraphQL reads it too)
             token = _cookie(headers.get("cookie", ""), self.access_cookie) or ""
+        return self.wait_token(token)
+
+    def wait_token(self, token: str) -> tuple[str, float]:
+        """The same for a credential already taken out of the request (a websocket's connection_init)."""
         if token.startswith("nx_") and self.keys is not None:
             return "API key", self.keys.take(hashlib.sha256(token.encode()).hexdigest())
         if token.count(".") == 2 and self.users is not None and self._sessions is not None:
@@ -54,6 +58,17 @@ class RateLimits:
             if subject is not None:
                 return "user", self.users.take(subject)
         return "", 0.0
+
+    def websocket_token(self, headers: Headers, init_payload: Any) -> str:
+        """The credential GraphQL's context reads on a websocket (api/graphql/context.py, same order): the
+        handshake's Authorization header, else connection_init's, else the access cookie."""
+        header = headers.get("authorization", "")
+        if not header and isinstance(init_payload, dict):
+            header = str(init_payload.get("Authorization") or init_payload.get("authorization") or "")
+        if not header:
+            return _cookie(headers.get("cookie", ""), self.access_cookie) or ""
+        scheme, _, token = header.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
 
     @property
     def enabled(self) -> bool:
@@ -83,13 +98,53 @@ class RateLimitMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # websockets (GraphQL subscriptions) are long-lived: one connection is not a request rate
         if scope["type"] == "http" and limited_path(scope["path"]):
             who, wait_s = self.limits.wait(Headers(scope=scope))
             if wait_s > 0:
                 await refusal(scope["path"], who, wait_s)(scope, receive, send)
                 return
+        elif scope["type"] == "websocket" and scope["path"] == "/graphql":
+            receive = _CountedOperations(self.limits, Headers(scope=scope), receive, send)
         await self.app(scope, receive, send)
+
+
+class _CountedOperations:
+    """A GraphQL websocket's `receive`: a long-lived connection is not a request rate, but every operation
+    started on it is (graphql-transport-ws runs queries and mutations too, not only subscriptions), so each
+    `subscribe` (or legacy `start`) draws from the caller's bucket; a refused one is answered with an
+    error for that operation id and never reaches GraphQL, and the connection stays open."""
+
+    def __init__(self, limits: RateLimits, headers: Headers, receive: Receive, send: Send) -> None:
+        self._limits, self._headers, self._receive, self._send = limits, headers, receive, send
+        self._token = limits.websocket_token(headers, None)
+
+    async def __call__(self) -> Message:
+        while True:
+            message = await self._receive()
+            if message["type"] != "websocket.receive":
+                return message
+            try:
+                frame = orjson.loads(message.get("text") or message.get("bytes") or b"")
+            except orjson.JSONDecodeError:
+                return message  # GraphQL answers a malformed frame itself
+            kind = frame.get("type") if isinstance(frame, dict) else None
+            if kind == "connection_init":
+                self._token = self._limits.websocket_token(self._headers, frame.get("payload"))
+            elif kind in ("subscribe", "start"):
+                who, wait_s = self._limits.wait_token(self._token)
+                if wait_s > 0:
+                    await self._send({"type": "websocket.send", "text": _ws_refusal(frame, who, wait_s)})
+                    continue
+            return message
+
+
+def _ws_refusal(frame: dict[str, Any], who: str, wait_s: float) -> str:
+    retry_after = max(1, math.ceil(wait_s))
+    error = {"message": f"rate limit exceeded for this {who}; retry in {retry_after} s",
+             "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after}}
+    # graphql-transport-ws: the payload of `error` is a list of errors; legacy graphql-ws: one error
+    payload: Any = [error] if frame.get("type") == "subscribe" else error
+    return orjson.dumps({"type": "error", "id": frame.get("id"), "payload": payload}).decode()
 
 
 def _cookie(header: str, name: str) -> str | None:

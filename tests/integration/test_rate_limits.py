@@ -121,3 +121,37 @@ def test_the_limiter_reads_the_access_cookie_exactly_as_graphql_does(limited, co
         answers = [client.post("/graphql", json={"query": ME}) for _ in range(3)]
     assert answers[0].status_code == 200 and "errors" not in answers[0].json(), answers[0].json()
     assert [a.status_code for a in answers] == [200, 200, 429]
+
+
+def _over_websocket(api: Api, token: str, count: int, protocol: str) -> list[str]:
+    """`count` queries over one GraphQL websocket (graphql-transport-ws runs queries too, not only
+    subscriptions): 'ok' or the error code of each."""
+    import asyncio
+
+    from gql import Client, gql
+    from gql.transport.exceptions import TransportQueryError
+    from gql.transport.websockets import WebsocketsTransport
+
+    async def run() -> list[str]:
+        transport = WebsocketsTransport(url=api.url.replace("http", "ws") + "/graphql", subprotocols=[protocol],
+                                        init_payload={"Authorization": f"Bearer {token}"})
+        outcomes: list[str] = []
+        async with Client(transport=transport) as session:
+            for _ in range(count):
+                try:
+                    await session.execute(gql(ME))
+                    outcomes.append("ok")
+                except TransportQueryError as exc:
+                    errors = exc.errors or [{}]
+                    outcomes.append(str((errors[0].get("extensions") or {}).get("code") or errors[0]))
+        return outcomes
+
+    return asyncio.run(run())
+
+
+def test_operations_over_a_graphql_websocket_draw_from_the_same_bucket(limited):
+    """One connection is not a request rate, but each operation on it is: else any query or mutation
+    sent over the websocket escaped every limit."""
+    api = limited(key_per_minute=6, key_burst=2)
+    assert _over_websocket(api, api.keys["acme"], 4, "graphql-transport-ws") == ["ok", "ok", "RATE_LIMITED", "RATE_LIMITED"]
+    assert _models(api, api.keys["acme"]).status_code == 429  # and REST sees the same, spent bucket
