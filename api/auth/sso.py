@@ -46,7 +46,9 @@ def _redirect_uri(request: Request) -> str:
 
 def _refusal(exc: sso.SsoError) -> JSONResponse:
     status, kind, code = _STATUS.get(type(exc), (400, "invalid_request_error", "sso_failed"))
-    log.info("single sign-on refused (%s %s): %s", status, code, exc)  # a misconfigured provider shows up here
+    # a misconfigured provider shows up here; %r, because the message can quote the callback's query string
+    # (the provider's error_description), and a newline there must not write a log line of its own
+    log.info("single sign-on refused (%s %s): %r", status, code, str(exc))
     return JSONResponse(error_body(str(exc), kind, code), status_code=status, headers={"cache-control": "no-store"})
 
 
