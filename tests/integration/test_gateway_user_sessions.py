@@ -52,3 +52,16 @@ def test_a_role_without_inference_run_is_refused_and_a_signed_out_session_is_una
     gone = _chat(api, developer["access_token"])
     assert gone.status_code == 401 and gone.json()["error"]["type"] == "authentication_error"
     assert _chat(api, "not.a.jwt").status_code == 401
+
+
+def test_a_deactivated_users_access_token_is_refused_at_once_everywhere_it_is_accepted(api, upstreams):
+    _deploy(api, upstreams)
+    user, developer = session(api, "developer")
+    assert _chat(api, developer["access_token"]).status_code == 200
+    api.data("mutation($u: String!) { deactivateUser(userId: $u) { position } }", {"u": user["user_id"]})
+    token = developer["access_token"]  # still unexpired: refused because of the user's state, not its age
+    assert _chat(api, token).status_code == 401
+    with api.http(token) as http:
+        assert http.get("/v1/models").status_code == 401
+        assert http.get("/v1/audit/bundle").status_code == 401
+        assert http.post("/v1/auth/refresh", json={"refresh_token": developer["refresh_token"]}).status_code == 401
