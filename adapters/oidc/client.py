@@ -8,9 +8,13 @@ the client secret or with `alg: none` never passes), `iss`, `aud`, `exp`/`iat`, 
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from authlib.common.security import generate_token
@@ -37,6 +41,49 @@ except ImportError:  # pragma: no cover
     _TRANSPORT = (httpx.HTTPError,)
 
 
+def _allow_private_networks() -> bool:
+    """NEXUS_SSO_ALLOW_PRIVATE_NETWORKS=true: an on-premises provider (Keycloak in the same network)."""
+    return os.environ.get("NEXUS_SSO_ALLOW_PRIVATE_NETWORKS", "").strip().lower() in ("1", "true", "yes")
+
+
+def refuse_internal(url: str) -> None:
+    """Raise unless `url` is fit for this server to fetch on a tenant admin's word.
+
+    The issuer is chosen by a tenant admin and the JWKS and token endpoint by the issuer's discovery
+    document, so without this check SSO configuration would make the server send requests inside its
+    own network (cloud metadata at 169.254.169.254, internal services). Refused: link-local (always),
+    private, reserved, multicast and unspecified addresses (private ones are allowed with
+    NEXUS_SSO_ALLOW_PRIVATE_NETWORKS), and plain http except on loopback. Loopback stays allowed, as
+    domain/sso allows http there, for development and tests. The name is resolved here and again by
+    httpx: a DNS answer changed in between (rebinding) is not caught.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise IdentityProviderUnavailable(f"{url!r} names no host")
+    try:
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
+                                   proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise IdentityProviderUnavailable(f"{host} does not resolve ({exc})") from None
+    loopback = True
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if address.is_loopback:
+            continue
+        loopback = False
+        internal = address.is_link_local or address.is_multicast or address.is_unspecified or (
+            (address.is_private or address.is_reserved) and not _allow_private_networks())
+        if internal:
+            raise IdentityProviderUnavailable(f"{url} resolves to {address}, an internal address; an identity "
+                                              "provider must be reachable on a public address (on-premises "
+                                              "providers: NEXUS_SSO_ALLOW_PRIVATE_NETWORKS=true)")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise IdentityProviderUnavailable(f"{url} is not https (plain http only on loopback)")
+
+
 class OidcIdentityProvider(FederatedIdentityProvider):
     def __init__(self, issuer: str, client_id: str, client_secret: str, *, scope: str = "openid email profile",
                  timeout_s: float = 10.0) -> None:
@@ -53,6 +100,7 @@ class OidcIdentityProvider(FederatedIdentityProvider):
         cached = _documents.get(url)
         if cached is not None and not fresh and time.monotonic() - cached[0] < DISCOVERY_TTL_S:
             return cached[1]
+        refuse_internal(url)
         try:
             answer = httpx.get(url, timeout=self._timeout_s)
             answer.raise_for_status()
@@ -83,6 +131,7 @@ class OidcIdentityProvider(FederatedIdentityProvider):
         if not params.get("code"):
             raise InvalidAssertion("the callback carries no authorization code")
         metadata = self.metadata()
+        refuse_internal(metadata["token_endpoint"])  # it receives the client secret, and it is the document's word
         try:
             with self._client(redirect_uri) as client:
                 token = client.fetch_token(metadata["token_endpoint"], grant_type="authorization_code",
