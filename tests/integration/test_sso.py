@@ -199,6 +199,12 @@ BAD_TOKENS: dict[str, tuple[Callable[[FakeOidcProvider], None], str]] = {
     "expired": (lambda idp: idp.tamper(exp=1_000_000_000, iat=999_999_000), "the ID token expired at 1000000000"),
     "with another nonce": (lambda idp: idp.tamper(nonce="not-the-nonce-we-sent"), "claim 'nonce'"),
     "from another issuer": (lambda idp: idp.tamper(iss="https://evil.example.com"), "claim 'iss'"),
+    # OIDC Core 3.1.3.7: with several audiences the token must name us as its authorized party
+    "for several audiences without azp": (lambda idp: idp.tamper(aud=[CLIENT_ID, "another-client"]), "claim 'azp'"),
+    "authorized for another party": (lambda idp: idp.tamper(azp="another-client"), "claim 'azp'"),
+    "issued in the future": (lambda idp: idp.tamper(iat=4_000_000_000), "claim 'iat'"),
+    "not yet valid": (lambda idp: idp.tamper(nbf=4_000_000_000), "claim 'nbf'"),
+    "without a subject": (lambda idp: idp.tamper(sub=None), "claim 'sub'"),
 }
 
 
