@@ -12,6 +12,7 @@ With N API processes a caller gets up to N times the limit; docs/auth.md says wh
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from typing import Any
@@ -34,10 +35,11 @@ class RateLimits:
     """Which bucket a request draws from, and whether it may go on."""
 
     def __init__(self, *, key_per_minute: float, key_burst: int, user_per_minute: float, user_burst: int,
-                 sessions: Any = None, access_cookie: str = "nexus_access") -> None:
+                 sessions: Any = None, access_cookie: str = "nexus_access", identity: Any = None) -> None:
         self.keys = _bucket(key_per_minute, key_burst)
         self.users = _bucket(user_per_minute, user_burst)
         self._sessions = sessions  # application.sessions.SessionService: checks an access token's signature
+        self._identity = identity  # application.identity.IdentityService: API keys (websocket re-checks)
         self.access_cookie = access_cookie
 
     def wait(self, headers: Headers) -> tuple[str, float]:
@@ -69,6 +71,15 @@ class RateLimits:
             return _cookie(headers.get("cookie", ""), self.access_cookie) or ""
         scheme, _, token = header.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
+
+    def still_authenticates(self, token: str) -> bool:
+        """Whether a websocket's credential is still good now (a database read, like every HTTP request's):
+        not signed out, the user not deactivated, the key not revoked. No credential at all is left to GraphQL."""
+        if token.startswith("nx_") and self._identity is not None:
+            return self._identity.authenticate(token) is not None
+        if token.count(".") == 2 and self._sessions is not None:
+            return self._sessions.authenticate(token) is not None
+        return True
 
     @property
     def enabled(self) -> bool:
@@ -109,10 +120,15 @@ class RateLimitMiddleware:
 
 
 class _CountedOperations:
-    """A GraphQL websocket's `receive`: a long-lived connection is not a request rate, but every operation
-    started on it is (graphql-transport-ws runs queries and mutations too, not only subscriptions), so each
-    `subscribe` (or legacy `start`) draws from the caller's bucket; a refused one is answered with an
-    error for that operation id and never reaches GraphQL, and the connection stays open."""
+    """A GraphQL websocket's `receive`: every operation started on it (`subscribe`, legacy `start`) is
+    treated like an HTTP request, which GraphQL's context cannot do (it authenticates once per connection
+    and keeps that actor for the connection's lifetime):
+    - its credential is checked again, so a session signed out, a user deactivated or a key revoked
+      while the socket is open runs nothing more (UNAUTHENTICATED);
+    - it draws from the caller's bucket (a long-lived connection is not a request rate, but each operation
+      is; graphql-transport-ws runs queries and mutations too, not only subscriptions) (RATE_LIMITED).
+    A refused operation is answered with an error for its id and never reaches GraphQL; the connection
+    stays open. Subscriptions already running are not ended here (api/graphql/live.py)."""
 
     def __init__(self, limits: RateLimits, headers: Headers, receive: Receive, send: Send) -> None:
         self._limits, self._headers, self._receive, self._send = limits, headers, receive, send
@@ -131,17 +147,22 @@ class _CountedOperations:
             if kind == "connection_init":
                 self._token = self._limits.websocket_token(self._headers, frame.get("payload"))
             elif kind in ("subscribe", "start"):
+                if not await asyncio.to_thread(self._limits.still_authenticates, self._token):
+                    await self._send({"type": "websocket.send", "text": _ws_refusal(frame, {
+                        "message": "expired, signed-out or revoked credentials: connect again after signing in",
+                        "extensions": {"code": "UNAUTHENTICATED"}})})
+                    continue
                 who, wait_s = self._limits.wait_token(self._token)
                 if wait_s > 0:
-                    await self._send({"type": "websocket.send", "text": _ws_refusal(frame, who, wait_s)})
+                    retry_after = max(1, math.ceil(wait_s))
+                    await self._send({"type": "websocket.send", "text": _ws_refusal(frame, {
+                        "message": f"rate limit exceeded for this {who}; retry in {retry_after} s",
+                        "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after}})})
                     continue
             return message
 
 
-def _ws_refusal(frame: dict[str, Any], who: str, wait_s: float) -> str:
-    retry_after = max(1, math.ceil(wait_s))
-    error = {"message": f"rate limit exceeded for this {who}; retry in {retry_after} s",
-             "extensions": {"code": "RATE_LIMITED", "retryAfter": retry_after}}
+def _ws_refusal(frame: dict[str, Any], error: dict[str, Any]) -> str:
     # graphql-transport-ws: the payload of `error` is a list of errors; legacy graphql-ws: one error
     payload: Any = [error] if frame.get("type") == "subscribe" else error
     return orjson.dumps({"type": "error", "id": frame.get("id"), "payload": payload}).decode()
@@ -161,7 +182,8 @@ def install_rate_limits(app: Any, container: Any) -> None:
     s = container.settings
     limits = RateLimits(key_per_minute=s.rate_limit_key_per_minute, key_burst=s.rate_limit_key_burst,
                         user_per_minute=s.rate_limit_user_per_minute, user_burst=s.rate_limit_user_burst,
-                        sessions=container.sessions, access_cookie=AuthSettings().access_cookie)
+                        sessions=container.sessions, access_cookie=AuthSettings().access_cookie,
+                        identity=container.identity)
     app.state.rate_limits = limits
-    if limits.enabled:
-        app.add_middleware(RateLimitMiddleware, limits=limits)
+    # installed even with both limits off: it also re-checks every GraphQL websocket operation's credential
+    app.add_middleware(RateLimitMiddleware, limits=limits)
