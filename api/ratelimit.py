@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
 from application.token_bucket import TokenBucket
+from domain.identity import parse_api_key
 
 
 def _bucket(per_minute: float, burst: int) -> TokenBucket | None:
@@ -54,6 +55,8 @@ class RateLimits:
     def wait_token(self, token: str) -> tuple[str, float]:
         """The same for a credential already taken out of the request (a websocket's connection_init)."""
         if token.startswith("nx_") and self.keys is not None:
+            if parse_api_key(token) is None:  # refused (401) without a database read: nothing to protect, and
+                return "", 0.0  # a bucket each would let a free spray evict real keys' spent buckets
             return "API key", self.keys.take(hashlib.sha256(token.encode()).hexdigest())
         if token.count(".") == 2 and self.users is not None and self._sessions is not None:
             subject = self._sessions.subject_of(token)
