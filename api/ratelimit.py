@@ -52,14 +52,15 @@ class RateLimits:
             token = _cookie(headers.get("cookie", ""), self.access_cookie) or ""
         return self.wait_token(token)
 
-    def wait_token(self, token: str) -> tuple[str, float]:
-        """The same for a credential already taken out of the request (a websocket's connection_init)."""
+    def wait_token(self, token: str, *, expired_too: bool = False) -> tuple[str, float]:
+        """The same for a credential already taken out of the request (a websocket's connection_init; there an
+        access token that expired since the socket was authenticated still names whose bucket it is)."""
         if token.startswith("nx_") and self.keys is not None:
             if parse_api_key(token) is None:  # refused (401) without a database read: nothing to protect, and
                 return "", 0.0  # a bucket each would let a free spray evict real keys' spent buckets
             return "API key", self.keys.take(hashlib.sha256(token.encode()).hexdigest())
         if token.count(".") == 2 and self.users is not None and self._sessions is not None:
-            subject = self._sessions.subject_of(token)
+            subject = self._sessions.subject_of(token, expired_too=expired_too)
             if subject is not None:
                 return "user", self.users.take(subject)
         return "", 0.0
@@ -76,12 +77,15 @@ class RateLimits:
         return token.strip() if scheme.lower() == "bearer" else ""
 
     def still_authenticates(self, token: str) -> bool:
-        """Whether a websocket's credential is still good now (a database read, like every HTTP request's):
-        not signed out, the user not deactivated, the key not revoked. No credential at all is left to GraphQL."""
+        """Whether a websocket's credential still stands (a database read, like every HTTP request's): the
+        session not signed out, its user not deactivated, the key not revoked. An access token that merely
+        expired since the connection was authenticated still stands (the session ends the socket, not the
+        token's 10 minutes); this only ever refuses, GraphQL authenticates as before. No credential at all
+        is left to GraphQL."""
         if token.startswith("nx_") and self._identity is not None:
             return self._identity.authenticate(token) is not None
         if token.count(".") == 2 and self._sessions is not None:
-            return self._sessions.authenticate(token) is not None
+            return bool(self._sessions.session_alive(token))
         return True
 
     @property
@@ -155,7 +159,7 @@ class _CountedOperations:
                         "message": "expired, signed-out or revoked credentials: connect again after signing in",
                         "extensions": {"code": "UNAUTHENTICATED"}})})
                     continue
-                who, wait_s = self._limits.wait_token(self._token)
+                who, wait_s = self._limits.wait_token(self._token, expired_too=True)
                 if wait_s > 0:
                     retry_after = max(1, math.ceil(wait_s))
                     await self._send({"type": "websocket.send", "text": _ws_refusal(frame, {

@@ -207,7 +207,15 @@ class SessionService:
 
     def authenticate(self, access_token: str) -> Actor | None:
         """The actor an access token stands for now (current roles), or None if expired, revoked or inactive."""
-        claims = self._claims(access_token)
+        return self._current(self._claims(access_token))
+
+    def session_alive(self, access_token: str) -> bool:
+        """Whether the session an access token (made by us, expired or not) belongs to still stands: not signed
+        out, its user active. For connections authenticated once with it (a GraphQL websocket): they end with
+        the session, not with the 10-minute token, which the console renews over HTTP meanwhile."""
+        return self._current(self._claims(access_token, verify_exp=False)) is not None
+
+    def _current(self, claims: dict | None) -> Actor | None:
         if claims is None:
             return None
         state = self._users.state(claims["sub"])
@@ -235,15 +243,16 @@ class SessionService:
             return None
         return claims if claims.get("typ") == purpose else None
 
-    def subject_of(self, access_token: str) -> str | None:
-        """The user a correctly signed, unexpired access token names; no database read (for rate limits)."""
-        claims = self._claims(access_token)
+    def subject_of(self, access_token: str, *, expired_too: bool = False) -> str | None:
+        """The user a correctly signed, unexpired (or, with `expired_too`, expired) access token names; no
+        database read (for rate limits; a websocket counts against the user it was authenticated as)."""
+        claims = self._claims(access_token, verify_exp=not expired_too)
         return claims["sub"] if claims else None
 
-    def _claims(self, token: str) -> dict | None:
+    def _claims(self, token: str, *, verify_exp: bool = True) -> dict | None:
         try:
             claims = jwt.decode(token, self._key, algorithms=[JWT_ALG], issuer=_ISSUER,
-                                options={"require": ["exp", "iat", "sub", "iss"]})
+                                options={"require": ["exp", "iat", "sub", "iss"], "verify_exp": verify_exp})
         except jwt.PyJWTError:
             return None
         if claims.get("typ") != "access" or not isinstance(claims.get("tid"), str) or "fam" not in claims:

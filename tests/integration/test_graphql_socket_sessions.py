@@ -64,3 +64,15 @@ def test_a_revoked_keys_open_websocket_runs_nothing_more(api):
         api.data('mutation($k: String!) { revokeApiKey(keyId: $k, reason: "test") { position } }', {"k": key["key"]["keyId"]})
 
     assert _before_and_after(api, key["secret"], revoke) == ["key:", "UNAUTHENTICATED"]
+
+
+def test_an_access_token_that_merely_expired_keeps_its_open_socket(api):
+    """The console keeps one socket across pages while a live view is open, and renews its access token
+    every 10 minutes over HTTP: a socket authenticated with a token that has since expired (the session
+    itself alive) must go on starting subscriptions, as it did before the re-check existed."""
+    import datetime as dt
+    import time
+
+    api.container.sessions.access_ttl = dt.timedelta(seconds=2)
+    _, signed = session(api, "admin")
+    assert _before_and_after(api, signed["access_token"], lambda: time.sleep(3)) == ["user:", "user:"]

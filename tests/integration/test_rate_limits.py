@@ -155,3 +155,35 @@ def test_operations_over_a_graphql_websocket_draw_from_the_same_bucket(limited):
     api = limited(key_per_minute=6, key_burst=2)
     assert _over_websocket(api, api.keys["acme"], 4, "graphql-transport-ws") == ["ok", "ok", "RATE_LIMITED", "RATE_LIMITED"]
     assert _models(api, api.keys["acme"]).status_code == 429  # and REST sees the same, spent bucket
+
+
+def test_a_sockets_operations_count_against_its_user_after_the_access_token_expired(limited):
+    import asyncio
+    import datetime as dt
+
+    from gql import Client, gql
+    from gql.transport.exceptions import TransportQueryError
+    from gql.transport.websockets import WebsocketsTransport
+
+    api = limited(user_per_minute=6, user_burst=2)
+    api.container.sessions.access_ttl = dt.timedelta(seconds=2)
+    _, fresh = session(api, "viewer")
+
+    async def run() -> list[str]:
+        transport = WebsocketsTransport(url=api.url.replace("http", "ws") + "/graphql",
+                                        subprotocols=["graphql-transport-ws"],
+                                        init_payload={"Authorization": f"Bearer {fresh['access_token']}"})
+        outcomes: list[str] = []
+        async with Client(transport=transport) as socket:
+            outcomes.append("ok" if await socket.execute(gql(ME)) else "?")
+            await asyncio.sleep(2.5)  # the token has expired; the session has not
+            for _ in range(3):
+                try:
+                    await socket.execute(gql(ME))
+                    outcomes.append("ok")
+                except TransportQueryError as exc:
+                    outcomes.append(str(((exc.errors or [{}])[0].get("extensions") or {}).get("code")))
+        return outcomes
+
+    # burst 2, refill one per 10 s: the first after expiry is allowed (the 2nd token), then refused
+    assert asyncio.run(run()) == ["ok", "ok", "RATE_LIMITED", "RATE_LIMITED"]
