@@ -5,40 +5,18 @@ key. (GraphQL's context keeps the actor for the connection's lifetime.)"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-from gql import Client, gql
-from gql.transport.exceptions import TransportQueryError
-from gql.transport.websockets import WebsocketsTransport
 
 from tests.integration.test_auth_support import session
 from tests.integration.test_graphql_harness import Api, api  # noqa: F401 - fixture
+from tests.integration.test_socket_support import on_one_socket
 
-ME = "{ me { subject } }"
 
-
-def _before_and_after(api: Api, token: str, between: Callable[[], None]) -> list[Any]:
-    """One query, then `between()`, then the same query on the same connection: its result or error code."""
-
-    async def run() -> list[Any]:
-        transport = WebsocketsTransport(url=api.url.replace("http", "ws") + "/graphql",
-                                        subprotocols=["graphql-transport-ws"],
-                                        init_payload={"Authorization": f"Bearer {token}"})
-        outcomes: list[Any] = []
-        async with Client(transport=transport) as socket:
-            for step in range(2):
-                if step == 1:
-                    await asyncio.to_thread(between)
-                try:
-                    outcomes.append((await socket.execute(gql(ME)))["me"]["subject"].split(":")[0] + ":")
-                except TransportQueryError as exc:
-                    outcomes.append(((exc.errors or [{}])[0].get("extensions") or {}).get("code"))
-        return outcomes
-
-    return asyncio.run(run())
+def _before_and_after(api: Api, token: str, between: Callable[[], None]) -> list[str]:
+    """One query, then `between()`, then the same query on the same connection."""
+    return on_one_socket(api, token, [None, between, None])
 
 
 @pytest.mark.parametrize("how", ["sign-out", "deactivation"])

@@ -4,6 +4,7 @@ RATE_LIMITED error on /graphql; 0 turns a limit off."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from tests.integration.test_auth_support import session, sign_in
 from tests.integration.test_graphql_harness import Api, start_api
+from tests.integration.test_socket_support import on_one_socket
 
 ME = "{ me { subject } }"
 
@@ -123,67 +125,19 @@ def test_the_limiter_reads_the_access_cookie_exactly_as_graphql_does(limited, co
     assert [a.status_code for a in answers] == [200, 200, 429]
 
 
-def _over_websocket(api: Api, token: str, count: int, protocol: str) -> list[str]:
-    """`count` queries over one GraphQL websocket (graphql-transport-ws runs queries too, not only
-    subscriptions): 'ok' or the error code of each."""
-    import asyncio
-
-    from gql import Client, gql
-    from gql.transport.exceptions import TransportQueryError
-    from gql.transport.websockets import WebsocketsTransport
-
-    async def run() -> list[str]:
-        transport = WebsocketsTransport(url=api.url.replace("http", "ws") + "/graphql", subprotocols=[protocol],
-                                        init_payload={"Authorization": f"Bearer {token}"})
-        outcomes: list[str] = []
-        async with Client(transport=transport) as session:
-            for _ in range(count):
-                try:
-                    await session.execute(gql(ME))
-                    outcomes.append("ok")
-                except TransportQueryError as exc:
-                    errors = exc.errors or [{}]
-                    outcomes.append(str((errors[0].get("extensions") or {}).get("code") or errors[0]))
-        return outcomes
-
-    return asyncio.run(run())
-
-
 def test_operations_over_a_graphql_websocket_draw_from_the_same_bucket(limited):
     """One connection is not a request rate, but each operation on it is: else any query or mutation
     sent over the websocket escaped every limit."""
     api = limited(key_per_minute=6, key_burst=2)
-    assert _over_websocket(api, api.keys["acme"], 4, "graphql-transport-ws") == ["ok", "ok", "RATE_LIMITED", "RATE_LIMITED"]
+    assert on_one_socket(api, api.keys["acme"], [None] * 4) == ["key:", "key:", "RATE_LIMITED", "RATE_LIMITED"]
     assert _models(api, api.keys["acme"]).status_code == 429  # and REST sees the same, spent bucket
 
 
 def test_a_sockets_operations_count_against_its_user_after_the_access_token_expired(limited):
-    import asyncio
-    import datetime as dt
-
-    from gql import Client, gql
-    from gql.transport.exceptions import TransportQueryError
-    from gql.transport.websockets import WebsocketsTransport
-
     api = limited(user_per_minute=6, user_burst=2)
     api.container.sessions.access_ttl = dt.timedelta(seconds=2)
-    _, fresh = session(api, "viewer")
-
-    async def run() -> list[str]:
-        transport = WebsocketsTransport(url=api.url.replace("http", "ws") + "/graphql",
-                                        subprotocols=["graphql-transport-ws"],
-                                        init_payload={"Authorization": f"Bearer {fresh['access_token']}"})
-        outcomes: list[str] = []
-        async with Client(transport=transport) as socket:
-            outcomes.append("ok" if await socket.execute(gql(ME)) else "?")
-            await asyncio.sleep(2.5)  # the token has expired; the session has not
-            for _ in range(3):
-                try:
-                    await socket.execute(gql(ME))
-                    outcomes.append("ok")
-                except TransportQueryError as exc:
-                    outcomes.append(str(((exc.errors or [{}])[0].get("extensions") or {}).get("code")))
-        return outcomes
-
-    # burst 2, refill one per 10 s: the first after expiry is allowed (the 2nd token), then refused
-    assert asyncio.run(run()) == ["ok", "ok", "RATE_LIMITED", "RATE_LIMITED"]
+    _, signed = session(api, "viewer")
+    wait_past_expiry = lambda: time.sleep(2.5)  # noqa: E731 - the token expires; the session does not
+    # burst 2, one more every 10 s: the first after the expiry is allowed (the 2nd token), then refused
+    assert on_one_socket(api, signed["access_token"], [None, wait_past_expiry, None, None, None]) == \
+        ["user:", "user:", "RATE_LIMITED", "RATE_LIMITED"]
