@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
+from application.credentials import still_stands
 from application.token_bucket import TokenBucket
 from domain.identity import parse_api_key
 
@@ -77,16 +78,8 @@ class RateLimits:
         return token.strip() if scheme.lower() == "bearer" else ""
 
     def still_authenticates(self, token: str) -> bool:
-        """Whether a websocket's credential still stands (a database read, like every HTTP request's): the
-        session not signed out, its user not deactivated, the key not revoked. An access token that merely
-        expired since the connection was authenticated still stands (the session ends the socket, not the
-        token's 10 minutes); this only ever refuses, GraphQL authenticates as before. No credential at all
-        is left to GraphQL."""
-        if token.startswith("nx_") and self._identity is not None:
-            return self._identity.authenticate(token) is not None
-        if token.count(".") == 2 and self._sessions is not None:
-            return bool(self._sessions.session_alive(token))
-        return True
+        """Whether a websocket's credential still stands (application/credentials.py)."""
+        return still_stands(token, identity=self._identity, sessions=self._sessions)
 
     @property
     def enabled(self) -> bool:
@@ -135,7 +128,7 @@ class _CountedOperations:
     - it draws from the caller's bucket (a long-lived connection is not a request rate, but each operation
       is; graphql-transport-ws runs queries and mutations too, not only subscriptions) (RATE_LIMITED).
     A refused operation is answered with an error for its id and never reaches GraphQL; the connection
-    stays open. Subscriptions already running are not ended here (api/graphql/live.py)."""
+    stays open. Subscriptions already running re-check the same credential themselves (api/graphql/recheck.py)."""
 
     def __init__(self, limits: RateLimits, headers: Headers, receive: Receive, send: Send) -> None:
         self._limits, self._headers, self._receive, self._send = limits, headers, receive, send

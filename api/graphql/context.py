@@ -16,6 +16,7 @@ from strawberry.types import Info
 
 from api.graphql.errors import unauthenticated
 from api.graphql.settings import GraphQLSettings
+from application.credentials import still_stands
 from application.graph_queries import Sources, TenantCommands, TenantReader
 from domain.rbac import Actor, permissions_for
 
@@ -65,6 +66,14 @@ class GraphContext(BaseContext):
         if self._actor is None:
             self._actor = await self._authenticate(self._credentials())
         return self._actor
+
+    async def credential_still_stands(self) -> bool:
+        """Whether the credential this connection was authenticated with still stands now (a running
+        subscription asks once an interval: api/graphql/recheck.py)."""
+        if self.actor_override is not None:
+            return True
+        return await asyncio.to_thread(still_stands, self._credentials(), identity=self.services.sources.identity,
+                                       sessions=self.services.sessions)
 
     async def _authenticate(self, token: str) -> Actor:
         if token.startswith("nx_"):

@@ -22,8 +22,9 @@ from strawberry.types import Info
 from api.graphql import sso
 from api.graphql import types as t
 from api.graphql import users as u
-from api.graphql.context import commands, reader
+from api.graphql.context import GraphContext, commands, reader
 from api.graphql.errors import call, should_mask, translate
+from api.graphql.recheck import while_credential_stands
 from api.graphql.settings import GraphQLSettings
 from domain.pricing import Price
 
@@ -179,17 +180,7 @@ class Subscription:
     async def events(self, info: Info, filter: t.EventFilter | None = None) -> AsyncGenerator[t.LedgerEvent, None]:
         f = filter or t.EventFilter()
         r = await reader(info)
-        try:
-            feed = await asyncio.to_thread(r.live_events, f.category, f.type, f.from_position)
-        except Exception as exc:
-            raise translate(exc) or exc from None
-        try:
-            first = await anext(feed)
-        except StopAsyncIteration:
-            return
-        except Exception as exc:
-            raise translate(exc) or exc from None
-        async for e in _prepend(first, feed):
+        async for e in _live(info, r.live_events, f.category, f.type, f.from_position):
             yield t.LedgerEvent.of(e)
 
     @strawberry.subscription(description="A NEXUS run's events (its run stream and its inferences') until it ends, "
@@ -197,7 +188,7 @@ class Subscription:
     async def nexus_run(self, info: Info, run_id: str,
                         from_position: int | None = None) -> AsyncGenerator[t.LedgerEvent, None]:
         r = await reader(info)
-        async for e in _live(r.live_run, run_id, from_position):
+        async for e in _live(info, r.live_run, run_id, from_position):
             yield t.LedgerEvent.of(e)
 
 
@@ -206,31 +197,28 @@ class Subscription:
                             filter: t.InferenceFilter | None = None) -> AsyncGenerator[t.Inference, None]:
         r = await reader(info)
         f = filter.as_filter() if filter else None
-        async for record in _live(r.live_inferences, *([f] if f else [])):
+        async for record in _live(info, r.live_inferences, *([f] if f else [])):
             yield t.Inference.of(record)
 
     @strawberry.subscription(description="The tenant's live metrics bucket, at most once a second while "
                                          "inferences are recorded")
     async def metrics(self, info: Info, bucket_seconds: int = 10) -> AsyncGenerator[t.MetricsBucket, None]:
         r = await reader(info)
-        async for bucket in _live(r.live_metrics, bucket_seconds):
+        async for bucket in _live(info, r.live_metrics, bucket_seconds):
             yield t.MetricsBucket.of(bucket)
 
 
-async def _live(start: Any, *args: Any) -> AsyncIterator[Any]:
-    """A data-layer feed (opened off the event loop: it reads the ledger head), domain errors translated."""
+async def _live(info: Info, start: Any, *args: Any) -> AsyncIterator[Any]:
+    """A data-layer feed (opened off the event loop: it reads the ledger head), domain errors translated,
+    ended with UNAUTHENTICATED once the caller's credential no longer stands (api/graphql/recheck.py)."""
+    context: GraphContext = info.context
     try:
         feed = await asyncio.to_thread(start, *args)
-        async for item in feed:
+        async for item in while_credential_stands(feed, context.credential_still_stands,
+                                                  context.services.settings.credential_recheck_s):
             yield item
     except Exception as exc:
         raise translate(exc) or exc from None
-
-
-async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    yield first
-    async for item in rest:
-        yield item
 
 
 class RejectedDocumentsAre400(SchemaExtension):

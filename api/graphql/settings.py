@@ -15,4 +15,6 @@ class GraphQLSettings(BaseSettings):
     max_depth: int = Field(default=10, ge=2, description="Deepest selection nesting accepted")
     max_tokens: int = Field(default=2000, ge=50, description="Largest document accepted, in lexer tokens")
     max_aliases: int = Field(default=15, ge=1, description="Most aliases in one document")
+    credential_recheck_s: float = Field(default=5.0, gt=0, description="How often a running subscription "
+                                        "re-checks its caller's credential (session, user, key)")
     platform_tenant: str = Field(default="platform", description="Tenant whose owners and admins create tenants")

@@ -48,3 +48,13 @@ def errors(api: Api, document: str, token: str, variables: dict[str, Any] | None
     """The error codes of a GraphQL call made with `token` ([] when it succeeded)."""
     body = api.gql(document, variables, token=token).json()
     return [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
+
+
+def end_session(api: Api, how: str, user: dict[str, str], access_token: str) -> None:
+    """End a signed-in user's session the way `how` says: 'sign-out' (the user's own) or 'deactivation'
+    (by the tenant's admin key)."""
+    if how == "sign-out":
+        with api.http(access_token) as http:
+            assert http.post("/v1/auth/sign-out", json={}).status_code == 204
+    else:
+        api.data("mutation($u: String!) { deactivateUser(userId: $u) { position } }", {"u": user["user_id"]})

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.test_auth_support import session
+from tests.integration.test_auth_support import end_session, session
 from tests.integration.test_graphql_harness import Api, api  # noqa: F401 - fixture
 from tests.integration.test_socket_support import on_one_socket
 
@@ -24,14 +24,7 @@ def test_a_users_open_websocket_runs_nothing_once_the_session_ends(api, how):
     user, signed = session(api, "admin")
     token = signed["access_token"]
 
-    def end() -> None:
-        if how == "sign-out":
-            with api.http(token) as http:
-                assert http.post("/v1/auth/sign-out", json={}).status_code == 204
-        else:
-            api.data("mutation($u: String!) { deactivateUser(userId: $u) { position } }", {"u": user["user_id"]})
-
-    assert _before_and_after(api, token, end) == ["user:", "UNAUTHENTICATED"]
+    assert _before_and_after(api, token, lambda: end_session(api, how, user, token)) == ["user:", "UNAUTHENTICATED"]
 
 
 def test_a_revoked_keys_open_websocket_runs_nothing_more(api):
