@@ -727,9 +727,11 @@ class _Committer:
             self._reset()
             error = exc
         if isinstance(error, psycopg.errors.UniqueViolation):
-            # An event id in the batch is recorded already (a retry): commit the batch again, this
-            # time looking its ids up first, so that the retry gets its original receipts.
-            log.info("ledger batch met a recorded event id (%s); committing it again with the ids looked up", error)
+            # An event id in the batch is recorded already (a retry), or a stream presumed new was
+            # not: commit the batch again, this time looking its ids and versions up first, so that
+            # the retry gets its original receipts and the stale expectation its ConcurrencyError.
+            log.info("ledger batch met a recorded event id or stream version (%s); committing it again with both"
+                     " looked up", error)
             self._check_ids = _CHECK_IDS_BATCHES
             try:
                 self._attempt(batch)
@@ -793,6 +795,15 @@ class _Committer:
         streams, duplicates = _scan(batch)
         cached = self._versions
         unknown = [s for s in streams if s not in cached]
+        if unknown and not check_ids:
+            # A stream whose first append here expects version 0 is presumed new, not read: every
+            # inference has a stream of its own, so this saves a round trip per gateway request. If
+            # the stream does exist, its version 1 is taken and the unique index refuses the batch,
+            # which commit() then commits again the locked way, reading every version.
+            presumed = _presumed_new(batch, unknown)
+            if presumed:
+                cached.update(dict.fromkeys(presumed, 0))
+                unknown = [s for s in unknown if s not in presumed]
         known: dict[str, list[Any]] = {}
         if unknown or check_ids:
             # Read without the lock: versions of streams this committer has not seen, and which of the
@@ -1025,6 +1036,22 @@ def _scan(batch: list[_Request]) -> tuple[list[str], bool]:
         if request.expected:
             streams.update(request.expected)
     return list(streams), len(ids) != count
+
+
+def _presumed_new(batch: list[_Request], unknown: list[str]) -> set[str]:
+    """The streams among `unknown` whose first request in the batch expects them at version 0."""
+    left = set(unknown)
+    presumed: set[str] = set()
+    for request in batch:
+        expected = request.expected or {}
+        for stream_id in {enc.stream_id for enc in request.events} | set(expected):
+            if stream_id in left:
+                left.discard(stream_id)
+                if expected.get(stream_id, -1) == 0:
+                    presumed.add(stream_id)
+        if not left:
+            break
+    return presumed
 
 
 def _json_literal(pgconn: PGconn, values: list[str]) -> str:

@@ -37,6 +37,8 @@ import time
 import uuid
 from pathlib import Path
 
+import orjson
+
 ROOT = Path(__file__).resolve().parents[2]
 # Run as a script, Python puts ops/bench/ first on the path, where bench scripts named like packages
 # (ops/bench/graphql.py) would shadow them: import from the repository's root only.
@@ -113,7 +115,38 @@ def serve_gateway(data_dir: str, port: int) -> None:
     # The per-key rate limiter stays on the path, with a limit this load never reaches.
     container = bootstrap(Settings(data_dir=Path(data_dir), rate_limit_key_per_minute=60_000_000,
                                    rate_limit_key_burst=1_000_000))
-    uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    pauses = _record_gc_pauses()
+    try:
+        uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    finally:
+        (Path(data_dir) / GC_PAUSES_FILE).write_bytes(orjson.dumps(pauses))
+
+
+GC_PAUSES_FILE = "gateway-gc-pauses.json"
+
+
+def _record_gc_pauses() -> list[tuple[float, int, float]]:
+    """(wall time, generation, pause ms) of every garbage collection in this process, from now on."""
+    import gc
+
+    pauses: list[tuple[float, int, float]] = []
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((time.time(), info["generation"], (time.perf_counter() - started[0]) * 1000))
+
+    gc.callbacks.append(callback)
+    return pauses
+
+
+def _gc_summary(pauses: list[list[float]], since: float, until: float) -> dict[str, object]:
+    """The collections that ran while one load ran: how many per generation, the longest, the total."""
+    window = [p for p in pauses if since <= p[0] <= until]
+    return {f"gen{g}": {"collections": len(ms), "max_ms": round(max(ms), 2), "total_ms": round(sum(ms), 1)}
+            for g in (0, 1, 2) if (ms := [p[2] for p in window if p[1] == g])}
 
 
 # --- the LiteLLM proxy reference -------------------------------------------------------------------
@@ -309,6 +342,7 @@ def main() -> None:
         proxy = start_litellm_proxy(litellm, data_dir, up_port, proxy_port, master_key)
         processes.append(proxy)
     config = GatewayConfig()
+    windows: list[tuple[float, float, float]] = []  # (rate, start, end) of each load through the gateway
     result: dict = {"benchmark": "gateway overhead", "duration_s": args.duration, "ledger": "PostgreSQL 18 embedded,"
                     " synchronous_commit on", "content_sealing": True,
                     "gateway": {"server": "uvicorn, one worker, uvloop + httptools",
@@ -334,7 +368,9 @@ def main() -> None:
                                              "--format", "raw", "-o", args.profile, "-r", "200",
                                              "-d", str(int(args.duration)), "-p", str(gateway.pid)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            window_start = time.time()
             through = asyncio.run(run_load(gateway_url, auth, rate, args.duration))
+            windows.append((rate, window_start, time.time()))
             if profiler is not None:
                 profiler.wait(timeout=args.duration + 30)
             check = _check_receipts(container, through.pop("receipts"))
@@ -359,6 +395,11 @@ def main() -> None:
                 process.kill()
         container.close()
         stop_embedded_postgres(data_dir)
+    gc_file = data_dir / GC_PAUSES_FILE
+    if gc_file.exists():
+        pauses = orjson.loads(gc_file.read_bytes())
+        for entry, (_, since, until) in zip(result["rates"], windows, strict=False):
+            entry["gateway_gc_pauses"] = _gc_summary(pauses, since, until)
     report = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(report)

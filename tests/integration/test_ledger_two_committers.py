@@ -80,3 +80,24 @@ def test_concurrent_committers_in_threads_never_lose_or_reorder(ledger: Postgres
     assert sorted(p for r in results for p in r) == list(range(1, 401))
     assert all(r == sorted(r) for r in results)  # each caller's appends land in its own order
     assert verify_rows(ledger.genesis(), ledger.iter_entries(), ledger.heads()).size == 400
+
+
+def test_a_stream_presumed_new_that_exists_is_a_conflict_and_its_batch_mates_still_commit(
+    ledger: PostgresLedger, other: PostgresLedger
+):
+    # A committer does not read the version of a stream whose first append expects version 0 (each
+    # inference has a new stream): here one exists already, written by the other committer.
+    other.append([thing("order-9", 1)], {"order-9": 0})
+    ledger.append([thing("warmup", 0)])
+    ledger.append([thing("warmup", 1)])  # speculating again, without having seen order-9
+    stale = ledger.submit([thing("order-9", 2)], {"order-9": 0})
+    fresh = ledger.submit([thing("order-10", 1)], {"order-10": 0})
+    loose = ledger.submit([thing("order-11", 1)])
+    with pytest.raises(ConcurrencyError) as refused:
+        stale.result(timeout=10)
+    assert (refused.value.expected, refused.value.actual) == (0, 1)
+    assert [r.stream_version for r in fresh.result(timeout=10) + loose.result(timeout=10)] == [1, 1]
+    [receipt] = ledger.append([thing("order-9", 2)], {"order-9": 1})
+    assert (receipt.stream_version, receipt.position) == (2, 6)
+    assert [e.payload for e in ledger.read_stream("order-9")] == [b'{"n":1}', b'{"n":2}']
+    assert verify_rows(ledger.genesis(), ledger.iter_entries(), ledger.heads()).size == 6
