@@ -38,10 +38,9 @@ def up(
     port: int = typer.Option(None, help="Port (default NEXUS_PORT or 8000)"),
 ) -> None:
     """Start everything on this machine: database (embedded unless configured), API, signer."""
-    import uvicorn
-
     from api.app import create_app
     from api.bootstrap import bootstrap, nats_url_for
+    from api.serving import serve
     from api.settings import Settings
     from api.workers import BackgroundWorkers, in_process_workers
 
@@ -67,7 +66,7 @@ def up(
     url = f"http://{settings.host}:{settings.port}/"
     console.print(f"[bold green]NexusAI is up[/] at {url}  (ledger {container.ledger.genesis().ledger_id})", soft_wrap=True)
     try:
-        uvicorn.run(create_app(container), host=settings.host, port=settings.port, log_level="info")
+        serve(create_app(container), settings, log_level="info")
     finally:
         if local_model is not None:
             local_model.stop()

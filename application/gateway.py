@@ -41,7 +41,7 @@ import orjson
 from application.deployments import DeploymentService, Route
 from application.ports import Ledger
 from application.providers import Answer, Chunk, Provider, UpstreamCall, UpstreamFailure, UpstreamStream
-from domain.deployments import BROKEN_RESPONSE, TIMEOUT, Deployment, attempt_order, backoff_s
+from domain.deployments import BROKEN_RESPONSE, KEY_REVOKED, TIMEOUT, Deployment, attempt_order, backoff_s
 from domain.inference import (
     InferenceCompleted,
     InferenceFailed,
@@ -61,6 +61,8 @@ class ContentProtector(Protocol):
     def protect(self, tenant_id: str, subject_id: str, value: Any) -> dict[str, Any]: ...
 
     def sealer(self, tenant_id: str, subject_id: str) -> Callable[[Any], dict[str, Any]]: ...
+
+    async def sealer_async(self, tenant_id: str, subject_id: str) -> Callable[[Any], dict[str, Any]]: ...
 
 
 class TokenCounting(Protocol):
@@ -121,6 +123,9 @@ class InferenceRequest:
     request_id: str
     correlation_id: str
     causation_id: str
+    # The caller's API key went ahead unread (application/identity.py, recently_authenticated) and this is
+    # its read: no answer is handed out before it has said True.
+    key_confirmation: Awaitable[bool] | None = None
 
 
 class GatewayError(Exception):
@@ -303,6 +308,7 @@ class Gateway:
 
         try:
             answer, route, attempts = await self._route(request, routes, call, flight)
+            await _confirmed(request, route, attempts)
         except _Exhausted as exhausted:
             raise await self._record_failure(request, exhausted, started, flight) from None
         latency_us = (time.perf_counter_ns() - started) // 1000
@@ -342,6 +348,11 @@ class Gateway:
 
         try:
             (stream, first), route, attempts = await self._route(request, routes, call, flight)
+            try:
+                await _confirmed(request, route, attempts)
+            except _Exhausted:
+                await _quietly_close(stream)
+                raise
         except _Exhausted as exhausted:
             raise await self._record_failure(request, exhausted, started, flight) from None
         return InferenceStream(self, request, flight, route, attempts, stream, first, started)
@@ -404,6 +415,9 @@ class Gateway:
         except LedgerUnavailable:
             receipt = None
         tried = len(exhausted.attempts)
+        if reason == KEY_REVOKED.reason:
+            return GatewayError(401, "missing, malformed or revoked API key", "authentication_error",
+                                "invalid_api_key")  # no receipt: a revoked key is told nothing more
         if reason == "timeout":
             return GatewayError(504, f"the upstream did not answer in time ({tried} attempts)", "api_error",
                                 "upstream_timeout", receipt)
@@ -414,20 +428,20 @@ class Gateway:
                             "api_error", "upstream_error", receipt)
 
     def _sealer(self, request: InferenceRequest) -> asyncio.Future[Callable[[Any], Any] | None] | None:
-        """The reads sealing needs (the tenant's content switch, the subject's data key), started now in a
-        worker thread so that they overlap the upstream call; None without privacy."""
+        """The reads sealing needs (the tenant's content switch, the subject's data key), started now as a
+        task of their own so that they overlap the upstream call; None without privacy."""
         privacy = self._privacy
         if privacy is None:
             return None
 
-        def prepare() -> Callable[[Any], Any] | None:
+        async def prepare() -> Callable[[Any], Any] | None:
             try:
-                return privacy.sealer(request.tenant_id, request.subject_id)
+                return await privacy.sealer_async(request.tenant_id, request.subject_id)
             except Exception:  # recorded as sealing_failed: never plaintext
                 log.exception("preparing to seal the content of inference %s failed", request.request_id)
                 return None
 
-        return asyncio.ensure_future(asyncio.to_thread(prepare))
+        return asyncio.ensure_future(prepare())
 
     async def _seal(self, request: InferenceRequest, flight: _Flight, completion: Any, *,
                     with_completion: bool) -> Any:
@@ -686,6 +700,18 @@ class InferenceStream:
                                "total_tokens": tokens_in + tokens_out}}
         chunk["nexus_receipt"] = receipt_fields(receipt)
         return [orjson.dumps(chunk)]
+
+
+async def _confirmed(request: InferenceRequest, route: Route, attempts: list[dict[str, Any]]) -> None:
+    """Wait for the key's read if it went ahead unread; _Exhausted(key_revoked) if it was revoked meanwhile.
+
+    The upstream has answered by then, so the failure is recorded (its attempts show the call) and the
+    answer withheld. At most one such call per revoked key and process: the read forgets the key.
+    """
+    if request.key_confirmation is None or await request.key_confirmation:
+        return
+    raise _Exhausted(UpstreamFailure(KEY_REVOKED, "the API key was revoked while its request was in flight;"
+                                     " the answer was withheld"), route, attempts, out_of_time=False)
 
 
 def _attempt(number: int, d: Deployment, outcome: str, status: int | None, started_ns: int,

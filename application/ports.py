@@ -46,6 +46,10 @@ class Ledger(abc.ABC):
         """One stream's entries in version order."""
 
     @abc.abstractmethod
+    async def read_stream_async(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        """`read_stream` without leaving the event loop: for reads on a request's path."""
+
+    @abc.abstractmethod
     def find(self, event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         """Entries by event id."""
 

@@ -14,6 +14,7 @@ then is unreadable at once, which errs on the side of erasure. `open` never uses
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -145,6 +146,16 @@ class PrivacyService:
         key = self._sealing_key(tenant_id, subject_id)
         return lambda value: sealing.seal_with(key, value)
 
+    async def sealer_async(self, tenant_id: str, subject_id: str) -> Callable[[Any], dict[str, Any]]:
+        """`sealer` on the event loop; only a data key missing from the cache is fetched in a worker thread."""
+        validate_tenant_id(tenant_id)
+        sealing.validate_subject_id(subject_id)
+        events = await self._ledger.read_stream_async(tenant_stream(tenant_id))
+        if not sealing.content_storage_enabled(_switch_events(events)):
+            return lambda value: dict(REDACTED)
+        key = self._cache.get(tenant_id, subject_id) or await asyncio.to_thread(self._sealing_key, tenant_id, subject_id)
+        return lambda value: sealing.seal_with(key, value)
+
     @staticmethod
     def is_sealed(value: object) -> bool:
         return sealing.is_sealed(value)
@@ -261,7 +272,9 @@ class PrivacyService:
         raise AssertionError("unreachable")
 
     def _tenant_events(self, tenant_id: str) -> list[tuple[str, dict[str, Any]]]:
-        return [
-            (e.type, orjson.loads(e.payload) if e.type == CONTENT_STORAGE_POLICY_CHANGED else {})
-            for e in self._ledger.read_stream(tenant_stream(tenant_id))
-        ]
+        return _switch_events(self._ledger.read_stream(tenant_stream(tenant_id)))
+
+
+def _switch_events(events: list[RecordedEvent]) -> list[tuple[str, dict[str, Any]]]:
+    """A tenant stream as domain.sealing.content_storage_enabled reads it (only the switch's payloads)."""
+    return [(e.type, orjson.loads(e.payload) if e.type == CONTENT_STORAGE_POLICY_CHANGED else {}) for e in events]

@@ -176,6 +176,7 @@ class FailureKind:
 TIMEOUT = FailureKind("timeout", retry=False, fall_back=True)
 UNREACHABLE = FailureKind("upstream_error", retry=True, fall_back=True)
 BROKEN_RESPONSE = FailureKind("upstream_error", retry=False, fall_back=True)
+KEY_REVOKED = FailureKind("key_revoked", retry=False, fall_back=False)  # ours, not the upstream's: see Gateway
 
 
 def classify_status(status: int) -> FailureKind:

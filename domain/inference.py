@@ -79,9 +79,10 @@ class InferenceFailed:
         return asdict(self)
 
 
+KEY_REVOKED = "key_revoked"  # the caller's API key was revoked while its request was in flight: answer withheld
 FAILURE_REASONS = frozenset(
     {"timeout", "rate_limited", "upstream_error", "bad_request", "auth", "client_cancelled", "blocked",
-     GATEWAY_INTERRUPTED}
+     GATEWAY_INTERRUPTED, KEY_REVOKED}
 )
 OUTCOMES = frozenset({"InferenceCompleted", "InferenceFailed"})
 

@@ -41,6 +41,7 @@ from psycopg.pq import DiagnosticField, Escaping, ExecStatus, PGconn, PGresult, 
 from psycopg.waiting import Wait, wait
 from psycopg_pool import ConnectionPool
 
+from adapters.postgres.async_reads import AsyncReads
 from application.ports import Ledger
 from domain.canonical import NotCanonicalisable, canonical_json
 from domain.entry import FORMAT_VERSION, Genesis, entry_bytes, entry_hash, format_timestamp
@@ -73,6 +74,9 @@ ENTRY_COLUMNS = (
     "payload::text, metadata::text, "
     "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
     "prev_hash, entry_hash, chain_hash"
+)
+_READ_STREAM = (
+    f"SELECT {ENTRY_COLUMNS} FROM ledger.events WHERE stream_id = %s AND stream_version >= %s ORDER BY stream_version"
 )
 
 # --- the append transaction ------------------------------------------------------------------------
@@ -326,6 +330,7 @@ class PostgresLedger(Ledger):
         self._url = url
         self._max_batch = max_batch
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True})
+        self._async_reads = AsyncReads(url)
         self._genesis = self._load_genesis()
         self._hasher = self._genesis.hasher
         if self._hasher.size != 32:  # the COPY framing and the frontier slicing below assume it
@@ -378,6 +383,7 @@ class PostgresLedger(Ledger):
         self._wake.set()
         self._committer.join(timeout=10)
         self._pool.close()
+        self._async_reads.close()
 
     def __enter__(self) -> PostgresLedger:
         return self
@@ -576,11 +582,11 @@ class PostgresLedger(Ledger):
 
     def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {ENTRY_COLUMNS} FROM ledger.events WHERE stream_id = %s AND stream_version >= %s"
-                " ORDER BY stream_version",
-                (stream_id, from_version),
-            ).fetchall()
+            rows = conn.execute(_READ_STREAM, (stream_id, from_version)).fetchall()
+        return [row_to_event(r) for r in rows]
+
+    async def read_stream_async(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        rows = await self._async_reads.fetch(_READ_STREAM, (stream_id, from_version))
         return [row_to_event(r) for r in rows]
 
     def find(self, event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:

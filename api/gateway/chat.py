@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from api.errors import ApiError
 from api.gateway.common import (
-    InferencePrincipal,
+    ConfirmedLaterInferencePrincipal,
     bad_request,
-    gateway_error,
     inference_request,
     read_json,
     receipt_headers,
+    refused,
 )
 from api.gateway.sse import RecordedStreamResponse
 from application.gateway import GatewayError
@@ -19,14 +20,17 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, principal: InferencePrincipal) -> Response:
-    body = await read_json(request)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise bad_request("messages: a non-empty list of message objects is required", "messages")
-    stream = body.get("stream") is True
-    include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
-    inference = inference_request(request, principal, "chat", body, stream=stream, include_usage=include_usage)
+async def chat_completions(request: Request, principal: ConfirmedLaterInferencePrincipal) -> Response:
+    try:
+        body = await read_json(request)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise bad_request("messages: a non-empty list of message objects is required", "messages")
+        stream = body.get("stream") is True
+        include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+        inference = inference_request(request, principal, "chat", body, stream=stream, include_usage=include_usage)
+    except ApiError as exc:
+        return await refused(request, exc)
     gateway = request.app.state.container.gateway
     try:
         if not stream:
@@ -35,5 +39,5 @@ async def chat_completions(request: Request, principal: InferencePrincipal) -> R
                             headers=receipt_headers(done.receipt, inference))
         live = await gateway.open_stream(inference)
     except GatewayError as exc:
-        return gateway_error(exc, inference)
+        return await refused(request, exc, inference)
     return RecordedStreamResponse(live)

@@ -46,8 +46,41 @@ def _caller(request: Request) -> Principal:
     return current_principal(request)
 
 
+def _confirmed_later(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """`_scoped`, except that an API key this process authenticated lately goes ahead at once, its read
+    (`identity.authenticate`) started as `request.state.key_confirmation`: the gateway awaits it before
+    it hands out an answer (application/identity.py), so the read overlaps the upstream call."""
+    strict = _scoped(scope)
+
+    async def principal(request: Request) -> Principal:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token.count(".") != 2:  # not a console user's JWT
+            identity = request.app.state.container.identity
+            known = identity.recently_authenticated(token)
+            if known is not None and known.has(scope):
+                request.state.key_confirmation = asyncio.ensure_future(_confirm(identity, token, known, scope))
+                return known
+        return await strict(request)
+
+    return principal
+
+
+async def _confirm(identity: Any, token: str, known: Principal, scope: str) -> bool:
+    found = await identity.authenticate_async(token)
+    return found is not None and found.tenant_id == known.tenant_id and found.has(scope)
+
+
+async def still_authorized(request: Request) -> bool:
+    """False if the key went ahead unread (`_confirmed_later`) and its read found it revoked."""
+    pending: asyncio.Future[bool] | None = getattr(request.state, "key_confirmation", None)
+    return pending is None or await pending
+
+
 InferencePrincipal = Annotated[Principal, Depends(_scoped("inference"))]
 ReaderPrincipal = Annotated[Principal, Depends(_scoped("read"))]
+# chat completions and embeddings: the gateway confirms the key before any answer leaves
+ConfirmedLaterInferencePrincipal = Annotated[Principal, Depends(_confirmed_later("inference"))]
 
 TIMEOUT_HEADER = "nexus-timeout"  # seconds; the body field `timeout` wins over it
 CORRELATION_HEADER = "x-nexus-correlation-id"
@@ -119,6 +152,7 @@ def inference_request(request: Request, principal: Principal, kind: str, body: d
         include_usage=include_usage, timeout_s=timeout_s, subject_id=subject, request_id=request_id,
         correlation_id=_identifier(request, CORRELATION_HEADER, request_id),
         causation_id=_identifier(request, CAUSATION_HEADER, request_id),
+        key_confirmation=getattr(request.state, "key_confirmation", None),
     )
 
 
@@ -131,6 +165,16 @@ def receipt_headers(receipt: Receipt | None, inference: InferenceRequest) -> dic
     if receipt is not None:
         headers["nexus-receipt"] = receipt_header(receipt)
     return headers
+
+
+async def refused(request: Request, error: ApiError | GatewayError,
+                  inference: InferenceRequest | None = None) -> JSONResponse:
+    """A refusal, unless the key turns out revoked (`still_authorized`): then 401, and no more is said."""
+    if not await still_authorized(request):
+        raise unauthorized() from None
+    if isinstance(error, ApiError):
+        raise error
+    return gateway_error(error, inference)
 
 
 def gateway_error(exc: GatewayError, inference: InferenceRequest | None) -> JSONResponse:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from api.errors import ApiError
 from api.gateway.common import (
-    InferencePrincipal,
+    ConfirmedLaterInferencePrincipal,
     bad_request,
-    gateway_error,
     inference_request,
     read_json,
     receipt_headers,
+    refused,
 )
 from application.gateway import GatewayError
 
@@ -18,13 +19,16 @@ router = APIRouter()
 
 
 @router.post("/v1/embeddings")
-async def create_embeddings(request: Request, principal: InferencePrincipal) -> Response:
-    body = await read_json(request)
-    if body.get("input") in (None, "", []):
-        raise bad_request("input: text, or a list of texts or token arrays, is required", "input")
-    inference = inference_request(request, principal, "embeddings", body)
+async def create_embeddings(request: Request, principal: ConfirmedLaterInferencePrincipal) -> Response:
+    try:
+        body = await read_json(request)
+        if body.get("input") in (None, "", []):
+            raise bad_request("input: text, or a list of texts or token arrays, is required", "input")
+        inference = inference_request(request, principal, "embeddings", body)
+    except ApiError as exc:
+        return await refused(request, exc)
     try:
         done = await request.app.state.container.gateway.complete(inference)
     except GatewayError as exc:
-        return gateway_error(exc, inference)
+        return await refused(request, exc, inference)
     return Response(done.answer.data, media_type="application/json", headers=receipt_headers(done.receipt, inference))

@@ -106,18 +106,18 @@ def serve_upstream(port: int) -> None:
 
 
 def serve_gateway(data_dir: str, port: int) -> None:
-    import uvicorn
-
     from api.app import create_app
     from api.bootstrap import bootstrap
+    from api.serving import serve
     from api.settings import Settings
 
     # The per-key rate limiter stays on the path, with a limit this load never reaches.
-    container = bootstrap(Settings(data_dir=Path(data_dir), rate_limit_key_per_minute=60_000_000,
-                                   rate_limit_key_burst=1_000_000))
+    settings = Settings(data_dir=Path(data_dir), host="127.0.0.1", port=port, rate_limit_key_per_minute=60_000_000,
+                        rate_limit_key_burst=1_000_000)
+    container = bootstrap(settings)
     pauses = _record_gc_pauses()
     try:
-        uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        serve(create_app(container), settings, log_level="warning", access_log=False)
     finally:
         (Path(data_dir) / GC_PAUSES_FILE).write_bytes(orjson.dumps(pauses))
 
@@ -346,7 +346,8 @@ def main() -> None:
     result: dict = {"benchmark": "gateway overhead", "duration_s": args.duration, "ledger": "PostgreSQL 18 embedded,"
                     " synchronous_commit on", "content_sealing": True,
                     "gateway": {"server": "uvicorn, one worker, uvloop + httptools",
-                                "record_requested_after_s": config.record_requested_after_s},
+                                "record_requested_after_s": config.record_requested_after_s,
+                                "gil_switch_interval_ms": Settings().gil_switch_interval_ms},
                     "litellm_proxy_reference": "litellm 1.110.2 proxy, one worker, no database" if proxy else "not run",
                     "load": os.getloadavg(), "rates": []}
     try:

@@ -77,8 +77,9 @@ def main() -> None:
             base_url=f"http://127.0.0.1:{port}/v1", price=Price(2_500_000, 10_000_000, "USD", "bench"),
             api_key="sk-bench")
         identity, privacy, ledger, gateway = container.identity, container.privacy, container.ledger, container.gateway
-        identity.authenticate = timed("authentication: key stream read", identity.authenticate, False)  # type: ignore[method-assign]
-        privacy.sealer = timed("sealing reads (overlapped)", privacy.sealer, False)  # type: ignore[method-assign]
+        identity.authenticate = timed("authentication: key read (first request)", identity.authenticate, False)  # type: ignore[method-assign]
+        identity.authenticate_async = timed("key confirmation read (overlapped)", identity.authenticate_async, True)  # type: ignore[method-assign]
+        privacy.sealer_async = timed("sealing reads (overlapped)", privacy.sealer_async, True)  # type: ignore[method-assign]
         ledger.append_async = timed("ledger append (durable)", ledger.append_async, True)  # type: ignore[method-assign]
         gateway.complete = timed("Gateway.complete", gateway.complete, True)  # type: ignore[method-assign]
         for provider in set(gateway._providers.values()):

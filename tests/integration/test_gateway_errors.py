@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
@@ -34,6 +35,48 @@ def test_a_missing_or_revoked_key_is_401_and_records_nothing(gw):
         gw.client(token=key.token).chat.completions.create(model="gpt-test", messages=HELLO)
     assert gw.size() == after_revocation
     assert len(gw.events("InferenceCompleted")) == 1 and before < after_revocation
+
+
+def test_a_key_revoked_by_another_process_gets_no_answer_and_the_withheld_call_is_recorded(gw, database):
+    # This process remembers keys it authenticated and lets them go ahead, reading the key's stream while
+    # the upstream call runs; the answer waits for that read. Another process's revocation is only seen there.
+    from adapters.postgres.ledger_store import PostgresLedger
+    from application.identity import IdentityService
+
+    upstream = gw.deploy("primary")
+    key, _ = gw.container.identity.issue_key("acme", ["inference"])
+    gw.client(token=key.token).chat.completions.create(model="gpt-test", messages=HELLO)
+    with PostgresLedger(database.app_url) as other_ledger:
+        IdentityService(other_ledger).revoke_key("acme", key.key_id)
+    calls = len(gw.script(upstream).requests)
+    for stream in (False, True):
+        with pytest.raises(openai.AuthenticationError):
+            gw.client(token=key.token).chat.completions.create(model="gpt-test", messages=HELLO, stream=stream)
+    assert len(gw.script(upstream).requests) == calls + 1  # the first went ahead; the next was read first
+    [failed] = gw.payloads("InferenceFailed")
+    assert failed["reason"] == "key_revoked" and [a["outcome"] for a in failed["attempts"]] == ["ok"]
+    assert len(gw.events("InferenceRequested")) == 2 and len(gw.events("InferenceCompleted")) == 1
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"model": "gpt-secret", "messages": HELLO}),  # not 404: it learns no model names
+    ("/v1/chat/completions", b"{not json"),
+    ("/v1/embeddings", {"model": "gpt-test", "input": ""}),
+])
+def test_a_key_revoked_by_another_process_is_told_401_whatever_else_is_wrong(gw, database, path, body):
+    from adapters.postgres.ledger_store import PostgresLedger
+    from application.identity import IdentityService
+
+    gw.deploy("primary")
+    key, _ = gw.container.identity.issue_key("acme", ["inference"])
+    gw.client(token=key.token).chat.completions.create(model="gpt-test", messages=HELLO)
+    with PostgresLedger(database.app_url) as other_ledger:
+        IdentityService(other_ledger).revoke_key("acme", key.key_id)
+    before = gw.size()
+    with httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {key.token}"}, timeout=30) as http:
+        sent = http.post(path, content=body) if isinstance(body, bytes) else http.post(path, json=body)
+    assert_openai_error(sent, 401, "authentication_error")
+    assert gw.size() == before
 
 
 def test_a_key_without_the_inference_scope_is_403(gw):

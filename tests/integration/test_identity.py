@@ -51,6 +51,36 @@ def test_a_revoked_key_stops_working_at_once(identity):
         identity.revoke_key("acme", key.key_id)
 
 
+def test_a_key_is_remembered_once_read_and_forgotten_when_revoked_or_refused(identity, ledger):
+    identity.create_tenant("acme")
+    key, _ = identity.issue_key("acme", "inference", "ci")
+    assert identity.recently_authenticated(key.token) is None  # never read in this process
+    principal = identity.authenticate(key.token)
+    assert identity.recently_authenticated(key.token) == principal
+    assert identity.recently_authenticated(key.token + "x") is None
+    identity.revoke_key("acme", key.key_id)
+    assert identity.recently_authenticated(key.token) is None
+    other_process = IdentityService(ledger)  # its revocation is not seen here until a read
+    again, _ = identity.issue_key("acme", "inference", "ci")
+    identity.authenticate(again.token)
+    other_process.revoke_key("acme", again.key_id)
+    assert identity.recently_authenticated(again.token) is not None
+    assert identity.authenticate(again.token) is None
+    assert identity.recently_authenticated(again.token) is None
+
+
+def test_a_remembered_key_expires(ledger):
+    now = [0.0]
+    identity = IdentityService(ledger, verified_key_ttl_s=60, clock=lambda: now[0])
+    identity.create_tenant("acme")
+    key, _ = identity.issue_key("acme", "inference", "ci")
+    identity.authenticate(key.token)
+    now[0] = 59.9
+    assert identity.recently_authenticated(key.token) is not None
+    now[0] = 60.0
+    assert identity.recently_authenticated(key.token) is None
+
+
 def test_a_tenant_cannot_revoke_another_tenants_key(identity):
     identity.create_tenant("acme")
     identity.create_tenant("globex")
