@@ -36,6 +36,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -116,10 +117,87 @@ def serve_gateway(data_dir: str, port: int) -> None:
                         rate_limit_key_burst=1_000_000)
     container = bootstrap(settings)
     pauses = _record_gc_pauses()
+    phases = _time_phases() if os.environ.get(PHASES_ENV) else []
+    app = create_app(container)
     try:
-        serve(create_app(container), settings, log_level="warning", access_log=False)
+        serve(timed_app(app, phases) if os.environ.get(PHASES_ENV) else app, settings, log_level="warning",
+              access_log=False)
     finally:
         (Path(data_dir) / GC_PAUSES_FILE).write_bytes(orjson.dumps(pauses))
+        (Path(data_dir) / PHASES_FILE).write_bytes(orjson.dumps(phases))
+
+
+PHASES_ENV = "NEXUS_BENCH_PHASES"  # set by --phases
+PHASES_FILE = "gateway-phases.json"
+
+
+def _time_phases() -> list[tuple[float, str, float]]:
+    """(wall time, phase, ms) of the gateway's steps under the load, timed in its process (--phases)."""
+    import application.gateway as gateway_module
+    from adapters.postgres.ledger_store import PostgresLedger
+    from adapters.providers.openai_compatible import OpenAICompatibleProvider
+    from application.gateway import Gateway
+    from application.identity import IdentityService
+    from application.privacy import PrivacyService
+
+    phases: list[tuple[float, str, float]] = []
+
+    def timed(fn: Any, label: str) -> Any:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                phases.append((time.time(), label, (time.perf_counter() - started) * 1000))
+        return wrapper
+
+    for owner, name, label in (
+        (Gateway, "complete", "Gateway.complete"),
+        (OpenAICompatibleProvider, "complete", "of which: upstream round trip"),
+        (PostgresLedger, "append_async", "of which: durable append"),
+        (gateway_module, "_confirmed", "of which: waiting for the key's confirmation"),
+        (Gateway, "_seal", "of which: sealing, with the wait for its reads"),
+        (IdentityService, "authenticate_async", "overlapped: key confirmation read"),
+        (PrivacyService, "sealer_async", "overlapped: sealing reads"),
+    ):
+        setattr(owner, name, timed(getattr(owner, name), label))
+    return phases
+
+
+def timed_app(app: Any, phases: list[tuple[float, str, float]]) -> Any:
+    """The ASGI app, timed from each HTTP request to its response's start (also ops/bench/gateway_phases.py)."""
+    async def measured(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                phases.append((time.time(), "ASGI app, request to response start", (time.perf_counter() - started) * 1000))
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return measured
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _phases_summary(phases: list[list[Any]], since: float, until: float) -> dict[str, object]:
+    by_label: dict[str, list[float]] = {}
+    for at, label, ms in phases:
+        if since <= at <= until:
+            by_label.setdefault(label, []).append(ms)
+    summary: dict[str, object] = {}
+    for label, ms in by_label.items():
+        ms.sort()
+        summary[label] = {"n": len(ms), **{f"p{p}_ms": round(ms[min(len(ms) - 1, len(ms) * p // 100)], 3)
+                                           for p in (50, 90, 99)}}
+    return summary
 
 
 GC_PAUSES_FILE = "gateway-gc-pauses.json"
@@ -309,6 +387,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--profile", default="", help="py-spy the gateway during the 200/s gateway run; output file")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy reference")
+    parser.add_argument("--phases", action="store_true", help="time the gateway's steps in its process, per rate")
     parser.add_argument("--output", default="", help="also write the JSON report to this file")
     parser.add_argument("--median", nargs="+", default=None, metavar="RUN.json", help="medians of earlier reports")
     args = parser.parse_args()
@@ -332,7 +411,7 @@ def main() -> None:
     container.deployments.configure("bench", name="fast", provider="openai_compatible", model="bench-upstream",
                                     model_name="bench", base_url=f"http://127.0.0.1:{up_port}/v1",
                                     price=Price(2_500_000, 10_000_000, "USD", "bench"), api_key="sk-bench")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({PHASES_ENV: "1"} if args.phases else {})}
     upstream = subprocess.Popen([sys.executable, __file__, "_upstream", str(up_port)], env=env)
     gateway = subprocess.Popen([sys.executable, __file__, "_gateway", str(data_dir), str(gw_port)], env=env)
     processes = [gateway, upstream]
@@ -369,14 +448,17 @@ def main() -> None:
                                              "--format", "raw", "-o", args.profile, "-r", "200",
                                              "-d", str(int(args.duration)), "-p", str(gateway.pid)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            window_start = time.time()
+            window_start, cpu_before = time.time(), _cpu_seconds(gateway.pid)
             through = asyncio.run(run_load(gateway_url, auth, rate, args.duration))
             windows.append((rate, window_start, time.time()))
+            cpu_ms = (_cpu_seconds(gateway.pid) - cpu_before) * 1000
             if profiler is not None:
                 profiler.wait(timeout=args.duration + 30)
             check = _check_receipts(container, through.pop("receipts"))
             direct.pop("receipts")
             entry = {"rate_per_s": rate, "direct": direct, "gateway": through, "overhead": _overhead(through, direct),
+                     # the gateway process's CPU (all its threads) per answered request: steadier than latency
+                     "gateway_cpu_ms_per_request": round(cpu_ms / max(through["ok"], 1), 3),
                      "records": {**check, "all_recorded": check["lost"] == 0
                                  and check["responses_with_receipt"] == through["ok"] == through["sent"]}}
             if proxy is not None:
@@ -396,11 +478,13 @@ def main() -> None:
                 process.kill()
         container.close()
         stop_embedded_postgres(data_dir)
-    gc_file = data_dir / GC_PAUSES_FILE
-    if gc_file.exists():
-        pauses = orjson.loads(gc_file.read_bytes())
-        for entry, (_, since, until) in zip(result["rates"], windows, strict=False):
-            entry["gateway_gc_pauses"] = _gc_summary(pauses, since, until)
+    gc_file, phases_file = data_dir / GC_PAUSES_FILE, data_dir / PHASES_FILE
+    pauses = orjson.loads(gc_file.read_bytes()) if gc_file.exists() else []
+    phases = orjson.loads(phases_file.read_bytes()) if phases_file.exists() else []
+    for entry, (_, since, until) in zip(result["rates"], windows, strict=False):
+        entry["gateway_gc_pauses"] = _gc_summary(pauses, since, until)
+        if phases:
+            entry["gateway_phases"] = _phases_summary(phases, since, until)
     report = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(report)

@@ -42,6 +42,7 @@ def main() -> None:
     from api.bootstrap import bootstrap
     from api.settings import Settings
     from domain.pricing import Price
+    from ops.bench.gateway import timed_app
     from tests.fakes.server import ServerThread
 
     timings: dict[str, list[float]] = {}
@@ -98,18 +99,8 @@ def main() -> None:
         common.asyncio.to_thread = to_thread  # type: ignore[assignment]
         app = create_app(container)
 
-        async def measured(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                return await app(scope, receive, send)
-            started = time.perf_counter()
-
-            async def sending(message: Any) -> None:
-                if message["type"] == "http.response.start":
-                    timings.setdefault("ASGI app, request to response", []).append(
-                        (time.perf_counter() - started) * 1000)
-                await send(message)
-
-            await app(scope, receive, sending)
+        asgi: list[tuple[float, str, float]] = []
+        measured = timed_app(app, asgi)
 
         wait_for_port("127.0.0.1", port)
         server = ServerThread(measured, lifespan="on").start()
@@ -132,6 +123,8 @@ def main() -> None:
         upstream.kill()
         container.close()
         stop_embedded_postgres(data_dir)
+    for _, label, ms in asgi:
+        timings.setdefault(label, []).append(ms)
     print(f"{'phase':45s} {'n':>5s} {'p50':>8s} {'p90':>8s} {'p99':>8s}   (ms; load {os_load()})")
     for label, values in timings.items():
         kept = sorted(values[20:])
