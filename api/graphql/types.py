@@ -14,6 +14,7 @@ from strawberry.types import Info
 
 from adapters.nats import codec
 from api.graphql.loaders import loaders
+from api.graphql.scalars import Long
 from application import graph_queries as q
 from application.live_metrics import MetricsBucket as LiveBucket
 from domain.checkpoint import Checkpoint
@@ -35,18 +36,18 @@ class Granularity(enum.Enum):
 @strawberry.type
 class UsageBucket:
     start: dt.datetime | None
-    requests: int
-    errors: int
-    tokens_in: int
-    tokens_out: int
-    tokens_cached: int
-    tokens_reasoning: int
-    cost_micros: int
-    latency_mean_us: int | None
-    latency_max_us: int | None
-    p50_us: int | None
-    p95_us: int | None
-    p99_us: int | None
+    requests: Long
+    errors: Long
+    tokens_in: Long
+    tokens_out: Long
+    tokens_cached: Long
+    tokens_reasoning: Long
+    cost_micros: Long
+    latency_mean_us: Long | None
+    latency_max_us: Long | None
+    p50_us: Long | None
+    p95_us: Long | None
+    p99_us: Long | None
 
     @classmethod
     def of(cls, row: BucketRow) -> UsageBucket:
@@ -60,12 +61,12 @@ class CostLine:
     model: str
     currency: str
     price_table_version: str
-    requests: int
-    tokens_in: int
-    tokens_out: int
-    tokens_cached: int
-    tokens_reasoning: int
-    cost_micros: int
+    requests: Long
+    tokens_in: Long
+    tokens_out: Long
+    tokens_cached: Long
+    tokens_reasoning: Long
+    cost_micros: Long
 
     @classmethod
     def of(cls, row: CostLineRow) -> CostLine:
@@ -75,7 +76,7 @@ class CostLine:
 @strawberry.type
 class CurrencyTotal:
     currency: str
-    cost_micros: int
+    cost_micros: Long
 
 
 @strawberry.type
@@ -86,7 +87,7 @@ class CostReport:
 
 @strawberry.type
 class LedgerEntry:
-    position: int
+    position: Long
     event_id: uuid.UUID
     stream_id: str
     stream_version: int
@@ -107,7 +108,7 @@ class LedgerEntry:
 class LedgerEvent:
     """An event as delivered live: the same facts as a ledger entry, plus its tenant and category."""
 
-    position: int
+    position: Long
     event_id: uuid.UUID
     tenant_id: str
     stream_id: str
@@ -128,7 +129,7 @@ class LedgerEvent:
 class SignedCheckpoint:
     ledger_id: str
     hash_alg: str
-    tree_size: int
+    tree_size: Long
     root: str
     chain_head: str
     signed_at: str
@@ -142,9 +143,9 @@ class SignedCheckpoint:
 
 @strawberry.type
 class InclusionProof:
-    position: int
+    position: Long
     event_id: uuid.UUID
-    tree_size: int
+    tree_size: Long
     leaf_hash: str
     root: str
     path: list[str]
@@ -152,8 +153,8 @@ class InclusionProof:
 
 @strawberry.type
 class ConsistencyProof:
-    size1: int
-    size2: int
+    size1: Long
+    size2: Long
     root1: str
     root2: str
     path: list[str]
@@ -164,9 +165,9 @@ class ProjectionStatus:
     name: str
     code_version: int
     active_version: int | None
-    checkpoint: int
-    head: int
-    lag_events: int
+    checkpoint: Long
+    head: Long
+    lag_events: Long
     lag_seconds: float
     stopped: bool
     last_error: str | None
@@ -222,7 +223,7 @@ class Me:
 class Receipt:
     """Proof that a command was recorded: where its event sits in the ledger and what it hashed to."""
 
-    position: int
+    position: Long
     event_id: uuid.UUID
     stream_id: str
     stream_version: int
@@ -313,25 +314,25 @@ class RunGraph:
     nodes: JSON
     edges: JSON
     cost_micros: JSON = strawberry.field(description="Per currency")
-    inferences: int
+    inferences: Long
 
 
 @strawberry.type(description="One inference (request) as the inference log holds it")
 class Inference:
     id: strawberry.ID = strawberry.field(description="The inference (request) id: its stream is inference-<id>")
     event_id: uuid.UUID = strawberry.field(description="The outcome event (InferenceCompleted or InferenceFailed)")
-    position: int
+    position: Long
     status: InferenceStatus
     provider: str
     model: str
     deployment: str
     region: str
     kind: str | None
-    tokens_in: int
-    tokens_out: int
-    tokens_cached: int
-    tokens_reasoning: int
-    cost_micros: int
+    tokens_in: Long
+    tokens_out: Long
+    tokens_cached: Long
+    tokens_reasoning: Long
+    cost_micros: Long
     currency: str | None
     price_version: str | None
     latency_ms: float
@@ -401,14 +402,14 @@ class InferenceConnection:
 @strawberry.type(description="Live metrics of one time bucket so far")
 class MetricsBucket:
     bucket_start: dt.datetime
-    inferences: int
-    errors: int
+    inferences: Long
+    errors: Long
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
-    cost_micros: int
-    tokens_in: int
-    tokens_out: int
+    cost_micros: Long
+    tokens_in: Long
+    tokens_out: Long
 
     @classmethod
     def of(cls, b: LiveBucket) -> MetricsBucket:

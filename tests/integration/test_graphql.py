@@ -35,6 +35,28 @@ def test_usage_timeseries_summary_and_costs_come_from_the_read_models_for_the_ca
     assert report["totals"] == [{"currency": "USD", "costMicros": 3_000}]
 
 
+def test_costs_tokens_and_latencies_beyond_32_bits_come_back_exact(api):
+    # GraphQL's Int is 32-bit: USD 2,147.48 in micro-units, or a 36-minute stream in microseconds.
+    big = {"tokens_in": 3_000_000_000, "tokens_out": 2_500_000_000, "tokens_cached": 2_200_000_000,
+           "latency_us": 2_400_000_000, "cost_micros": 9_000_000_000_123}
+    api.append(completed(tenant="acme", **big), completed(tenant="acme", **big))
+    api.project()
+    data = api.data("""query($start: DateTime!, $end: DateTime!, $d: Date!) {
+        usageTimeseries(granularity: MINUTE, start: $start, end: $end) { costMicros tokensIn latencyMaxUs p99Us }
+        usageSummary(start: $start, end: $end) { costMicros tokensIn tokensOut tokensCached latencyMaxUs }
+        costReport(firstDay: $d, lastDay: $d) { lines { costMicros tokensIn } totals { costMicros } }
+        inferences(first: 2) { edges { node { costMicros tokensIn latencyMs } } }
+    }""", {**RANGE, "d": NOW.date().isoformat()})
+    assert sum(b["costMicros"] for b in data["usageTimeseries"]) == 18_000_000_000_246
+    assert data["usageSummary"] == {"costMicros": 18_000_000_000_246, "tokensIn": 6_000_000_000,
+                                    "tokensOut": 5_000_000_000, "tokensCached": 4_400_000_000,
+                                    "latencyMaxUs": 2_400_000_000}
+    assert data["costReport"]["lines"] == [{"costMicros": 18_000_000_000_246, "tokensIn": 6_000_000_000}]
+    assert data["costReport"]["totals"] == [{"costMicros": 18_000_000_000_246}]
+    assert [e["node"] for e in data["inferences"]["edges"]] == [
+        {"costMicros": 9_000_000_000_123, "tokensIn": 3_000_000_000, "latencyMs": 2_400_000.0}] * 2
+
+
 BY_STREAM = "query($s: String!) { ledgerEntries(streamId: $s) { position } }"
 PROVE = "query($id: UUID!) { inclusionProof(eventId: $id) { position treeSize leafHash root path } }"
 
