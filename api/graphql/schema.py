@@ -19,6 +19,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
 from api.graphql import sso
@@ -27,6 +28,7 @@ from api.graphql import users as u
 from api.graphql.context import GraphContext, commands, reader
 from api.graphql.errors import call, should_mask, translate
 from api.graphql.recheck import while_credential_stands
+from api.graphql.scalars import SCALARS
 from api.graphql.settings import GraphQLSettings
 from domain.pricing import Price
 
@@ -259,4 +261,5 @@ def build_schema(settings: GraphQLSettings) -> strawberry.Schema:
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
-    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions,
+                  config=StrawberryConfig(scalar_map=SCALARS))
