@@ -10,13 +10,12 @@ hands out an answer: the read then overlaps the upstream call instead of precedi
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import orjson
 
+from application.expiring_cache import ExpiringLru
 from application.ports import Ledger
 from domain import identity
 from domain.identity import NewApiKey, Principal
@@ -24,46 +23,6 @@ from domain.ledger import ConcurrencyError, NewEvent, Receipt
 
 VERIFIED_KEY_TTL_S = 60.0
 VERIFIED_KEYS_MAX = 10_000
-
-
-class _VerifiedKeys:
-    """Principals of keys authenticated lately, by the token's digest (never the token): a bounded LRU."""
-
-    def __init__(self, ttl_s: float, size: int, clock: Callable[[], float]) -> None:
-        self._ttl = ttl_s
-        self._size = size
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._found: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
-
-    def get(self, digest: bytes) -> Principal | None:
-        with self._lock:
-            found = self._found.get(digest)
-            if found is None:
-                return None
-            if found[1] <= self._clock():
-                del self._found[digest]
-                return None
-            self._found.move_to_end(digest)
-            return found[0]
-
-    def put(self, digest: bytes, principal: Principal) -> None:
-        if self._ttl <= 0 or self._size <= 0:
-            return
-        with self._lock:
-            self._found[digest] = (principal, self._clock() + self._ttl)
-            self._found.move_to_end(digest)
-            while len(self._found) > self._size:
-                self._found.popitem(last=False)
-
-    def forget(self, digest: bytes) -> None:
-        with self._lock:
-            self._found.pop(digest, None)
-
-    def forget_key(self, key_id: str) -> None:
-        with self._lock:
-            for digest in [d for d, (p, _) in self._found.items() if p.key_id == key_id]:
-                del self._found[digest]
 
 
 def _digest(token: str) -> bytes:
@@ -74,7 +33,8 @@ class IdentityService:
     def __init__(self, ledger: Ledger, *, verified_key_ttl_s: float = VERIFIED_KEY_TTL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._ledger = ledger
-        self._verified = _VerifiedKeys(verified_key_ttl_s, VERIFIED_KEYS_MAX, clock)
+        # principals of keys authenticated lately, by the token's digest (never the token)
+        self._verified: ExpiringLru[bytes, Principal] = ExpiringLru(verified_key_ttl_s, VERIFIED_KEYS_MAX, clock)
 
     def _stream(self, stream_id: str) -> list[tuple[str, dict]]:
         return [(e.type, orjson.loads(e.payload)) for e in self._ledger.read_stream(stream_id)]
@@ -121,13 +81,13 @@ class IdentityService:
             raise identity.ApiKeyAlreadyRevoked(key_id)
         event = NewEvent(stream, "ApiKeyRevoked", {"key_id": key_id, "reason": reason}, tenant_id=tenant_id,
                          metadata={"actor": actor})
-        self._verified.forget_key(key_id)
+        self._verified.pop_where(lambda p: p.key_id == key_id)
         try:
             [receipt] = self._ledger.append([event], {stream: len(events)})
         except ConcurrencyError:
             raise identity.ApiKeyAlreadyRevoked(key_id) from None
         finally:
-            self._verified.forget_key(key_id)  # again: an authentication may have been reading meanwhile
+            self._verified.pop_where(lambda p: p.key_id == key_id)  # again: an authentication may have been reading meanwhile
         return receipt
 
     def authenticate(self, token: str) -> Principal | None:
@@ -148,7 +108,7 @@ class IdentityService:
     def _authenticated(self, token: str, stream: list[tuple[str, dict]]) -> Principal | None:
         principal = identity.authenticate(token, stream)
         if principal is None:
-            self._verified.forget(_digest(token))
+            self._verified.pop(_digest(token))
         else:
             self._verified.put(_digest(token), principal)
         return principal

@@ -18,12 +18,12 @@ import asyncio
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
+from application.expiring_cache import ExpiringLru
 from application.ports import Ledger, SubjectKeyStore
 from domain import sealing
 from domain.identity import UnknownTenant, tenant_stream, validate_tenant_id
@@ -56,43 +56,26 @@ def shredding_event_id(tenant_id: str, subject_id: str, kid: str) -> uuid.UUID:
 
 
 class _KeyCache:
-    """A bounded LRU of data keys with an expiry, and an epoch that every eviction advances."""
+    """Data keys in an expiring LRU, and an epoch that every eviction advances."""
 
     def __init__(self, ttl_s: float, size: int, clock: Callable[[], float]) -> None:
-        self._ttl = ttl_s
-        self._size = size
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._keys: OrderedDict[tuple[str, str], tuple[DataKey, float]] = OrderedDict()
+        self._keys: ExpiringLru[tuple[str, str], DataKey] = ExpiringLru(ttl_s, size, clock)
+        self._lock = threading.Lock()  # makes "check the epoch, then put" atomic against evict
         self.epoch = 0
 
     def get(self, tenant_id: str, subject_id: str) -> DataKey | None:
-        with self._lock:
-            found = self._keys.get((tenant_id, subject_id))
-            if found is None:
-                return None
-            if found[1] <= self._clock():
-                del self._keys[(tenant_id, subject_id)]
-                return None
-            self._keys.move_to_end((tenant_id, subject_id))
-            return found[0]
+        return self._keys.get((tenant_id, subject_id))
 
     def put(self, key: DataKey, epoch: int) -> None:
         """Cache unless an eviction happened since the caller read `epoch` (its key may be destroyed)."""
-        if self._ttl <= 0 or self._size <= 0:
-            return
         with self._lock:
-            if epoch != self.epoch:
-                return
-            self._keys[(key.tenant_id, key.subject_id)] = (key, self._clock() + self._ttl)
-            self._keys.move_to_end((key.tenant_id, key.subject_id))
-            while len(self._keys) > self._size:
-                self._keys.popitem(last=False)
+            if epoch == self.epoch:
+                self._keys.put((key.tenant_id, key.subject_id), key)
 
     def evict(self, tenant_id: str, subject_id: str) -> None:
         with self._lock:
             self.epoch += 1
-            self._keys.pop((tenant_id, subject_id), None)
+            self._keys.pop((tenant_id, subject_id))
 
     def __len__(self) -> int:
         return len(self._keys)
