@@ -37,11 +37,12 @@ import blake3
 import orjson
 import psycopg
 from psycopg.generators import execute
-from psycopg.pq import DiagnosticField, Escaping, ExecStatus, PGconn, PGresult, TransactionStatus
+from psycopg.pq import Escaping, ExecStatus, PGconn, PGresult, TransactionStatus
 from psycopg.waiting import Wait, wait
 from psycopg_pool import ConnectionPool
 
-from adapters.postgres.async_reads import AsyncReads
+from adapters.postgres.async_reads import AsyncStreamReads
+from adapters.postgres.libpq import check_results
 from application.ports import Ledger
 from domain.canonical import NotCanonicalisable, canonical_json
 from domain.entry import FORMAT_VERSION, Genesis, entry_bytes, entry_hash, format_timestamp
@@ -77,6 +78,10 @@ ENTRY_COLUMNS = (
 )
 _READ_STREAM = (
     f"SELECT {ENTRY_COLUMNS} FROM ledger.events WHERE stream_id = %s AND stream_version >= %s ORDER BY stream_version"
+)
+_READ_STREAMS = (  # AsyncStreamReads: the streams read in one turn of an event loop, in one query
+    f"SELECT {ENTRY_COLUMNS} FROM ledger.events WHERE stream_id = ANY($1) AND stream_version >= $2"
+    " ORDER BY stream_id, stream_version"
 )
 
 # --- the append transaction ------------------------------------------------------------------------
@@ -179,6 +184,25 @@ def row_to_event(row: Sequence[Any]) -> RecordedEvent:
         prev_hash=bytes(row[10]),
         entry_hash=bytes(row[11]),
         chain_hash=bytes(row[12]),
+    )
+
+
+def _text_row_to_event(row: Sequence[Any]) -> RecordedEvent:
+    """An ENTRY_COLUMNS row in PostgreSQL's text format (bytea as hex)."""
+    return RecordedEvent(
+        position=int(row[0]),
+        event_id=uuid.UUID(row[1].decode()),
+        tenant_id=row[2].decode(),
+        stream_id=row[3].decode(),
+        stream_version=int(row[4]),
+        type=row[5].decode(),
+        schema_version=int(row[6]),
+        payload=row[7],
+        metadata=row[8],
+        recorded_at=row[9].decode(),
+        prev_hash=bytes.fromhex(row[10][2:].decode()),
+        entry_hash=bytes.fromhex(row[11][2:].decode()),
+        chain_hash=bytes.fromhex(row[12][2:].decode()),
     )
 
 
@@ -330,7 +354,7 @@ class PostgresLedger(Ledger):
         self._url = url
         self._max_batch = max_batch
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True})
-        self._async_reads = AsyncReads(url)
+        self._async_reads = AsyncStreamReads(url, _READ_STREAMS, stream_column=3, version_column=4)
         self._genesis = self._load_genesis()
         self._hasher = self._genesis.hasher
         if self._hasher.size != 32:  # the COPY framing and the frontier slicing below assume it
@@ -586,8 +610,7 @@ class PostgresLedger(Ledger):
         return [row_to_event(r) for r in rows]
 
     async def read_stream_async(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
-        rows = await self._async_reads.fetch(_READ_STREAM, (stream_id, from_version))
-        return [row_to_event(r) for r in rows]
+        return [_text_row_to_event(r) for r in await self._async_reads.read(stream_id, from_version)]
 
     def find(self, event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         with self._pool.connection() as conn:
@@ -1076,13 +1099,13 @@ def _run(
     pgconn.send_query(statement.encode())
     results = wait(execute(pgconn), pgconn.socket, interval=_POLL_INTERVAL)  # in C, the GIL released
     if copy_in is not None:
-        _check(results, expected)
+        check_results(results, expected)
         if results[-1].status != ExecStatus.COPY_IN:
             raise psycopg.InternalError(f"expected COPY IN, got {ExecStatus(results[-1].status).name}")
         wait(_copy_gen(pgconn, copy_in), pgconn.socket, interval=_POLL_INTERVAL)
         results = results[:-1] + wait(execute(pgconn), pgconn.socket, interval=_POLL_INTERVAL)
         expected += 1
-    _check(results, expected)
+    check_results(results, expected)
     if commits and results[-1].command_status != b"COMMIT":
         raise psycopg.InternalError(f"expected COMMIT, got {results[-1].command_status!r}")
     return results
@@ -1097,20 +1120,6 @@ def _copy_gen(pgconn: PGconn, data: bytes) -> Iterator[Wait]:
     while pgconn.put_copy_end(None) == 0:
         yield Wait.W
         pgconn.flush()
-
-
-def _check(results: list[PGresult], expected: int) -> None:
-    for result in results:
-        if result.status == ExecStatus.FATAL_ERROR:
-            state = result.error_field(DiagnosticField.SQLSTATE)
-            message = (result.error_message or b"").decode(errors="replace").strip()
-            try:
-                error_class = psycopg.errors.lookup(state.decode()) if state else psycopg.DatabaseError
-            except KeyError:
-                error_class = psycopg.DatabaseError
-            raise error_class(message)
-    if len(results) != expected:
-        raise psycopg.InternalError(f"expected {expected} results, got {len(results)}")
 
 
 def _replayed(

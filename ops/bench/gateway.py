@@ -385,7 +385,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rates", default="50,200,500")
     parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--profile", default="", help="py-spy the gateway during the 200/s gateway run; output file")
+    parser.add_argument("--profile", default="", help="py-spy the gateway during the 200/s gateway run, only samples holding the GIL (its Python CPU); output file")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy reference")
     parser.add_argument("--phases", action="store_true", help="time the gateway's steps in its process, per rate")
     parser.add_argument("--output", default="", help="also write the JSON report to this file")
@@ -444,7 +444,7 @@ def main() -> None:
             direct = asyncio.run(run_load(direct_url, auth, rate, args.duration))
             profiler = None
             if args.profile and rate == 200:
-                profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--gil",
                                              "--format", "raw", "-o", args.profile, "-r", "200",
                                              "-d", str(int(args.duration)), "-p", str(gateway.pid)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
