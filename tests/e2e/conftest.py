@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,27 @@ def browser() -> Iterator[Any]:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Opens a page in a browser context of its own, closed after the test however it ends: at `viewport`,
+    its console errors collected into `errors` when given, each wait bounded by `timeout_ms`."""
+    contexts: list[Any] = []
+
+    def open_page(viewport: dict[str, int] = DESKTOP, errors: list[str] | None = None, *,
+                  timeout_ms: int = 15_000) -> Any:
+        context = browser.new_context(viewport=viewport)  # downloads accepted: Playwright's default
+        contexts.append(context)
+        page = context.new_page()
+        if errors is not None:
+            watch(page, errors)
+        page.set_default_timeout(timeout_ms)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,18 +10,15 @@ import re
 from pathlib import Path
 
 from domain.audit import load_bundle, verify_bytes
-from tests.e2e.conftest import DESKTOP, PHONE, shot, sign_in_with_key, watch
+from tests.e2e.conftest import DESKTOP, PHONE, shot, sign_in_with_key
 from tests.fakes.oidc_provider import FakeOidcProvider, TestUser
 from tests.fakes.upstream import REPLY, drip
 from tests.integration.test_auth_support import PASSWORD, user_with_password
 
 
-def test_sign_in_chat_log_dashboard_trust_center_and_api_keys(browser, console, upstreams):
+def test_sign_in_chat_log_dashboard_trust_center_and_api_keys(new_page, console, upstreams):
     errors: list[str] = []
-    context = browser.new_context(viewport=DESKTOP)
-    page = context.new_page()
-    watch(page, errors)
-    page.set_default_timeout(15_000)
+    page = new_page(DESKTOP, errors)
 
     # Sign in: a wrong key is refused, the admin key is accepted.
     page.goto(console.url + "/")
@@ -117,13 +114,10 @@ def test_sign_in_chat_log_dashboard_trust_center_and_api_keys(browser, console, 
         assert http.get("/v1/models").status_code == 401
 
     assert errors == [], errors
-    context.close()
 
 
-def test_phone_width_navigation_and_spa_routes(browser, console):
-    context = browser.new_context(viewport=PHONE)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
+def test_phone_width_navigation_and_spa_routes(new_page, console):
+    page = new_page(PHONE)
     page.goto(console.url + "/keys")  # a deep link is served index.html, then asks for sign-in
     page.get_by_label("Password").wait_for()
     shot(page, "10-phone-sign-in")
@@ -149,7 +143,6 @@ def test_phone_width_navigation_and_spa_routes(browser, console):
     page.get_by_role("button", name="Refresh").click()
     page.get_by_role("status").filter(has_text="Your session ended").wait_for()
     page.get_by_role("button", name="Sign in").wait_for()
-    context.close()
     # The API's own paths never fall back to the console.
     with console.http(console.keys["acme"]) as http:
         assert http.get("/v1/nope").status_code == 404
@@ -162,16 +155,13 @@ SSO = "mutation($i: ConfigureSsoProviderInput!) { configureSsoProvider(input: $i
 SESSION_TOKEN = "JSON.parse(sessionStorage.getItem('nexus.session')).token"
 
 
-def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, console, upstreams):
+def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(new_page, console, upstreams):
     acme = user_with_password(console, "admin", tenant="acme")
     globex = user_with_password(console, "admin", tenant="globex")
     errors: list[str] = []
     console.data(SSO, {"i": {"providerId": "corp", "name": "Corp IdP", "kind": "oidc", "issuer": "https://idp.example.com",
                              "clientId": "nexus", "clientSecret": "s3cret", "allowedDomains": ["example.com"]}})
-    context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
-    page = context.new_page()
-    watch(page, errors)
-    page.set_default_timeout(15_000)
+    page = new_page(DESKTOP, errors)
     page.clock.install()  # time flows as usual until the test fast-forwards it (token renewal below)
     elsewhere: list[str] = []  # Monaco and everything else come from our own origin, never a CDN
     page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(console.url) else None)
@@ -284,7 +274,6 @@ def test_password_sign_in_costs_monaco_audit_bundle_and_tenant_switch(browser, c
         assert http.post("/graphql", json={"query": "{ me { tenantId } }"}).json().get("errors")
     assert errors == [], errors
     assert elsewhere == [], elsewhere
-    context.close()
 
 
 def verify_and_read(path: Path) -> bytes:
@@ -300,17 +289,14 @@ def _sign_in_with_password(page, tenant: str, email: str, password: str) -> None
     page.get_by_role("button", name="Sign in").click()
 
 
-def test_single_sign_on_from_the_button_to_a_session(browser, console):
+def test_single_sign_on_from_the_button_to_a_session(new_page, console):
     """The whole OpenID Connect dance in the browser, against a local provider that signs its user in at once."""
     with FakeOidcProvider("nexus-console", "s3cret", TestUser("ada@example.com")) as idp:
         console.data(SSO, {"i": {"providerId": "corp", "name": "Corp IdP", "kind": "oidc", "issuer": idp.issuer,
                                  "clientId": "nexus-console", "clientSecret": "s3cret",
                                  "allowedDomains": ["example.com"], "defaultRole": "developer"}})
         errors: list[str] = []
-        context = browser.new_context(viewport=DESKTOP)
-        page = context.new_page()
-        watch(page, errors)
-        page.set_default_timeout(15_000)
+        page = new_page(DESKTOP, errors)
         page.goto(console.url + "/")
         page.get_by_label("Tenant", exact=True).fill("acme")
         page.get_by_role("link", name="Sign in with Corp IdP").click()  # to the provider and back to /
@@ -335,4 +321,3 @@ def test_single_sign_on_from_the_button_to_a_session(browser, console):
         with console.http(before) as http:
             assert http.post("/graphql", json={"query": "{ me { tenantId } }"}).json().get("errors")
         assert errors == [], errors
-        context.close()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from application.routing_table import RoutingTableService
-from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, shot, sign_in_with_key, watch
+from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, shot, sign_in_with_key
 from tests.fakes.upstream import REPLY, slow, status
 from tests.integration.test_graphql_harness import Api
 from tests.integration.test_graphql_subscriptions import RelayThread
@@ -41,10 +41,8 @@ def chat(console: Api, text: str = "Say hello") -> None:
     assert r.status_code == 200, r.text
 
 
-def open_console(browser: Any, console: Api, errors: list[str], viewport: dict[str, int] = DESKTOP) -> Any:
-    page = browser.new_context(viewport=viewport, accept_downloads=True).new_page()
-    watch(page, errors)
-    page.set_default_timeout(20_000)
+def open_console(new_page: Any, console: Api, errors: list[str], viewport: dict[str, int] = DESKTOP) -> Any:
+    page = new_page(viewport, errors, timeout_ms=20_000)
     page.goto(console.url + "/")
     sign_in_with_key(page, console.keys["acme"])
     page.get_by_role("heading", name="Dashboard").wait_for()
@@ -78,7 +76,7 @@ def go(page: Any, link: str, heading: str) -> None:
 
 
 def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_its_mesh(
-        browser, console, upstreams, scripted, console_errors):
+        new_page, console, upstreams, scripted, console_errors):
     lead, math = deploy(console, scripted, "lead"), deploy(console, scripted, "math")
     routing = RoutingTableService(console.container.ledger)
     for kind, model in (("planner", "lead"), ("math", "math"), ("writing", "lead"), ("general", "lead")):
@@ -93,7 +91,7 @@ def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_i
     upstreams.script("console-e2e").then(slow(12.0))
 
     with RelayThread(console):  # the ledger reaches NATS, as under `nexus up`: the mesh page follows run events
-        page = open_console(browser, console, console_errors)
+        page = open_console(new_page, console, console_errors)
         go(page, "Chat", "Chat")
         page.get_by_role("radio", name="NEXUS run").click()
         page.get_by_label("Message").fill("What is six times seven, and a colour?")
@@ -172,7 +170,7 @@ def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_i
         shot(page, "live-06-conversations")
 
         # Phone width: the mesh and the chat fit without sideways scrolling.
-        phone = open_console(browser, console, console_errors, PHONE)
+        phone = open_console(new_page, console, console_errors, PHONE)
         phone.goto(console.url + f"/mesh?run={run_id}")
         phone.get_by_test_id("run-status").filter(has_text="completed").wait_for()
         for path, name in ((f"/mesh?run={run_id}", "live-07-phone-mesh"), ("/chat", "live-08-phone-chat")):
@@ -184,11 +182,11 @@ def test_a_nexus_run_from_the_chat_shows_plan_subtasks_consensus_synthesis_and_i
         assert console_errors == [], console_errors
 
 
-def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, console_errors):
+def test_the_dashboard_and_the_log_follow_new_inferences_live(new_page, console, console_errors):
     console.append(*[completed(tenant="acme", model="gpt-older") for _ in range(60)])  # history: more than one page
     console.project()
     with RelayThread(console):
-        page = open_console(browser, console, console_errors)
+        page = open_console(new_page, console, console_errors)
 
         # The dashboard's live card counts a chat message as it is recorded (metrics subscription).
         page.get_by_test_id("live-state").filter(has_text="live").wait_for()
@@ -264,7 +262,7 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
         shot(page, "live-13-log-detail")
 
         # Phone width: the dashboard and the log fit without sideways scrolling.
-        phone = open_console(browser, console, console_errors, PHONE)
+        phone = open_console(new_page, console, console_errors, PHONE)
         phone.get_by_label("Totals", exact=True).wait_for()
         fits(phone, "the dashboard")
         shot(phone, "live-14-phone-dashboard")
@@ -275,11 +273,11 @@ def test_the_dashboard_and_the_log_follow_new_inferences_live(browser, console, 
     assert console_errors == [], console_errors
 
 
-def test_a_failed_run_says_why_in_the_chat_and_its_mesh_shows_the_failed_call(browser, console, upstreams,
+def test_a_failed_run_says_why_in_the_chat_and_its_mesh_shows_the_failed_call(new_page, console, upstreams,
                                                                               console_errors):
     upstreams.script("console-e2e").then(*[status(503)] * 4)  # the planner (the default model) is down
 
-    page = open_console(browser, console, console_errors)
+    page = open_console(new_page, console, console_errors)
     go(page, "Chat", "Chat")
     page.get_by_role("radio", name="NEXUS run").click()
     page.get_by_label("Message").fill("Plan something")
