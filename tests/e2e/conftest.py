@@ -28,7 +28,8 @@ from tests.integration.test_graphql_harness import Api, start_api
 CHROMIUM = os.environ.get("NEXUS_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+# NEXUS_TEST_ARTIFACTS: another folder, for a second run at the same time (.ci/run runs two).
+ARTIFACTS = Path(os.environ.get("NEXUS_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts" / "console")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
