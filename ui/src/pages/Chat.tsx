@@ -30,6 +30,9 @@ export default function Chat() {
   const mode = conv.mode;
   const messages = conv.messages;
   const busy = messages.some((m) => m.streaming); // still true when the page is left and opened again mid-answer
+  // Until the signed-in identity is known, the conversations are a placeholder that its own (stored)
+  // conversations replace: a choice made there (the mode, a message) would be lost, so none can be made.
+  const ready = !!me?.me;
 
   const loadModels = () => {
     setModelsError("");
@@ -44,7 +47,7 @@ export default function Chat() {
 
   async function send(e: FormEvent) {
     e.preventDefault();
-    if (!input.trim() || (mode === "model" && !model)) return;
+    if (!ready || !input.trim() || (mode === "model" && !model)) return;
     const question: Msg = { id: crypto.randomUUID(), role: "user", content: input };
     const history = [...messages.filter((m) => !m.error), question];
     const title = conv.messages.length ? conv.title : input.trim().slice(0, 60);
@@ -68,7 +71,7 @@ export default function Chat() {
       <div className={tw.head}>
         <h1 className={cls.h1}>Chat</h1>
         <div className={tw.bar}>
-          <Segmented label="Mode" options={MODES} value={mode} onChange={setMode} disabled={busy} />
+          <Segmented label="Mode" options={MODES} value={mode} onChange={setMode} disabled={busy || !ready} />
           {mode === "model" ? (
             <>
               <label htmlFor="model" className={cls.label}>Model</label>
@@ -148,9 +151,9 @@ export default function Chat() {
       <form className="sticky bottom-0 flex gap-2 bg-surface pt-2" onSubmit={send}>
         <label htmlFor="prompt" className="sr-only">Message</label>
         <textarea id="prompt" rows={2} value={input} placeholder={mode === "nexus" ? "Task for NEXUS…" : "Message…"}
-          className={`${cls.input} flex-1 resize-y`} onChange={(e) => setInput(e.target.value)}
+          className={`${cls.input} flex-1 resize-y`} onChange={(e) => setInput(e.target.value)} disabled={!ready}
           onKeyDown={(e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); e.currentTarget.form?.requestSubmit(); } }} />
-        <button type="submit" className={cls.btn} disabled={busy || !input.trim() || (mode === "model" && !model)}>
+        <button type="submit" className={cls.btn} disabled={!ready || busy || !input.trim() || (mode === "model" && !model)}>
           {busy ? (mode === "nexus" ? "Running…" : "Streaming…") : mode === "nexus" ? "Run" : "Send"}
         </button>
       </form>
