@@ -44,7 +44,9 @@ class FakeOidcProvider:
     def __init__(self, client_id: str, client_secret: str, user: TestUser) -> None:
         self.client_id, self.client_secret, self.user = client_id, client_secret, user
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = "test-key-1"
+        # Its own key id: the API caches a provider's keys by URL, and a later provider on a reused port
+        # with the same id would be checked against this one's key.
+        self.kid = f"test-key-{secrets.token_hex(4)}"
         self._denial: str | None = None
         self._algorithm = "RS256"
         self._rogue: rsa.RSAPrivateKey | None = None
