@@ -229,7 +229,10 @@ def test_a_deleted_swapped_or_renumbered_row_is_caught_at_the_first_position_it_
     n = built.size
     position = data.draw(st.integers(1, n), label="position")
     deleted = verify_tampered(tamper_db, segment_size, ("DELETE FROM ledger.events WHERE position = %s", (position,)))
-    assert_caught(deleted, position, {FaultKind.POSITION_MISSING, FaultKind.HEAD_MISSING_ENTRIES})
+    # Deleting the last row of a complete stored subtree (32 of 32, say) also leaves that subtree's stored
+    # node dangling: at the same position, that finding is as true as the head's missing entry.
+    assert_caught(deleted, position,
+                  {FaultKind.POSITION_MISSING, FaultKind.HEAD_MISSING_ENTRIES, FaultKind.NODE_UNEXPECTED})
 
     renumbered_to = n + data.draw(st.integers(1, 5), label="beyond")
     renumbered = verify_tampered(
