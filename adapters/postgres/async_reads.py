@@ -46,6 +46,7 @@ class _LoopReads:
         self.idle: list[psycopg.AsyncConnection[Any]] = []
         self.slots = asyncio.Semaphore(size)  # bounds this loop's connections: bursts wait, not connect
         self.wanted: list[_Wanted] = []  # asked for since the pending query's task was made; it takes them
+        self.fetching: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references to tasks
 
 
 class AsyncStreamReads:
@@ -82,7 +83,9 @@ class AsyncStreamReads:
         if not here.wanted:
             # The query's own task, started at the loop's next turn: it takes every read asked for
             # until then. A caller that stops waiting does not cut the query short for the others.
-            asyncio.ensure_future(self._fetch(here))
+            task = asyncio.ensure_future(self._fetch(here))
+            here.fetching.add(task)
+            task.add_done_callback(here.fetching.discard)
         here.wanted.append(_Wanted(stream_id, from_version, future))
         return await future
 
