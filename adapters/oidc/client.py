@@ -97,9 +97,8 @@ class OidcIdentityProvider(FederatedIdentityProvider):
                             code_challenge_method="S256", timeout=self._timeout_s)
 
     def _get(self, url: str, *, fresh: bool = False) -> dict[str, Any]:
-        cached = _documents.get(url)
-        if cached is not None and not fresh and time.monotonic() - cached[0] < DISCOVERY_TTL_S:
-            return cached[1]
+        if not fresh and self._is_cached(url):
+            return _documents[url][1]
         refuse_internal(url)
         try:
             answer = httpx.get(url, timeout=self._timeout_s)
@@ -109,6 +108,10 @@ class OidcIdentityProvider(FederatedIdentityProvider):
             raise IdentityProviderUnavailable(f"GET {url}: {exc}") from None
         _documents[url] = (time.monotonic(), document)
         return document
+
+    def _is_cached(self, url: str) -> bool:
+        cached = _documents.get(url)
+        return cached is not None and time.monotonic() - cached[0] < DISCOVERY_TTL_S
 
     def metadata(self) -> dict[str, Any]:
         document = self._get(f"{self.issuer}/.well-known/openid-configuration")
@@ -150,13 +153,17 @@ class OidcIdentityProvider(FederatedIdentityProvider):
     def _verified_claims(self, token: Mapping[str, Any], metadata: Mapping[str, Any], nonce: str) -> CodeIDToken:
         offered = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
         registry = JWSRegistry(algorithms=[a for a in offered if a in ASYMMETRIC] or ["RS256"])
+        jwks_uri = metadata["jwks_uri"]
         try:
+            keys_were_cached = self._is_cached(jwks_uri)
             try:
-                decoded = jwt.decode(token["id_token"], KeySet.import_key_set(self._get(metadata["jwks_uri"])),
-                                     registry=registry)
-            except InvalidKeyIdError:  # the provider rotated its keys since we cached them
-                decoded = jwt.decode(token["id_token"],
-                                     KeySet.import_key_set(self._get(metadata["jwks_uri"], fresh=True)),
+                decoded = jwt.decode(token["id_token"], KeySet.import_key_set(self._get(jwks_uri)), registry=registry)
+            except (InvalidKeyIdError, BadSignatureError):
+                if not keys_were_cached:
+                    raise
+                # The provider rotated its keys since we cached them: under a new key id, or (some providers)
+                # under the same one, which only shows as a bad signature. One fresh fetch settles which.
+                decoded = jwt.decode(token["id_token"], KeySet.import_key_set(self._get(jwks_uri, fresh=True)),
                                      registry=registry)
         except (BadSignatureError, InvalidKeyIdError):
             raise InvalidAssertion("the ID token's signature does not verify with the provider's published keys") from None

@@ -76,10 +76,11 @@ class FakeOidcProvider:
         algorithm confusion: a relying party that accepts it lets anyone with the secret forge tokens)."""
         self._algorithm = algorithm
 
-    def rotate_key(self) -> None:
-        """Replace the signing key and its id, as providers do now and then."""
+    def rotate_key(self, *, keep_id: bool = False) -> None:
+        """Replace the signing key and (unless `keep_id`, as some providers do) its id."""
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = f"test-key-{secrets.token_hex(4)}"
+        if not keep_id:
+            self.kid = f"test-key-{secrets.token_hex(4)}"
 
     def deny(self, error: str = "access_denied") -> None:
         """The next /authorize sends the browser back with an error instead of a code (the user said no)."""

@@ -216,11 +216,12 @@ def test_an_id_token_that_proves_nothing_is_refused(api, idp, bad):
     refused(api, idp, 401, words)
 
 
-def test_a_rotated_signing_key_is_fetched_again(api, idp):
+@pytest.mark.parametrize("keep_id", [False, True], ids=["under a new key id", "under the same key id"])
+def test_a_rotated_signing_key_is_fetched_again(api, idp, keep_id):
     configure(api, idp)
     with browser(api) as client:
         assert sign_in(client).status_code == 302  # the provider's keys are now cached
-    idp.rotate_key()
+    idp.rotate_key(keep_id=keep_id)
     with browser(api) as client:
         assert sign_in(client).status_code == 302
 
