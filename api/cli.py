@@ -36,8 +36,11 @@ console = Console()
 def up(
     host: str = typer.Option(None, help="Interface to listen on (default NEXUS_HOST or 127.0.0.1)"),
     port: int = typer.Option(None, help="Port (default NEXUS_PORT or 8000)"),
+    api_processes: int = typer.Option(
+        None, min=1, help="Processes serving the API on one port (default NEXUS_API_PROCESSES or 1); one per core"),
 ) -> None:
     """Start everything on this machine: database (embedded unless configured), API, signer."""
+    from api import api_processes as more_api
     from api.app import create_app
     from api.bootstrap import bootstrap, nats_url_for
     from api.serving import serve
@@ -51,6 +54,8 @@ def up(
         settings.host = host
     if port:
         settings.port = port
+    if api_processes:
+        settings.api_processes = api_processes
     container = bootstrap(settings)
     first_start = not container.identity.tenant_exists("default")
     _first_run_admin_key(container)
@@ -65,9 +70,12 @@ def up(
     local_model = _start_local_model(container, first_start)  # loads in the background; the API does not wait
     url = f"http://{settings.host}:{settings.port}/"
     console.print(f"[bold green]NexusAI is up[/] at {url}  (ledger {container.ledger.genesis().ledger_id})", soft_wrap=True)
+    others = more_api.spawn(settings.api_processes - 1, settings, database_url=container.database.admin_url,
+                            app_database_url=container.database.app_url, nats_url=nats_url)
     try:
-        serve(create_app(container), settings, log_level="info")
+        serve(create_app(container), settings, reuse_port=settings.api_processes > 1, log_level="info")
     finally:
+        more_api.stop(others)
         if local_model is not None:
             local_model.stop()
         stop.set()

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     ledger_hash: Literal["blake3", "sha256"] = Field(default="blake3", description="Hash of a NEW ledger")
     host: str = "127.0.0.1"
     port: int = 8000
+    api_processes: int = Field(default=1, ge=1, le=64, description="Processes serving the API on one port (SO_REUSEPORT)")
     checkpoint_interval_s: float = Field(default=1.0, ge=0.05)
     # How long a Python thread may hold the GIL while another waits (Python's default is 5 ms). The API's
     # event loop shares it with the ledger's committer and the workers; 0.5 ms cut the gateway's p90 at

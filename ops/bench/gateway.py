@@ -121,14 +121,16 @@ def serve_gateway(data_dir: str, port: int) -> None:
     app = create_app(container)
     try:
         serve(timed_app(app, phases) if os.environ.get(PHASES_ENV) else app, settings, log_level="warning",
-              access_log=False)
+              access_log=False, reuse_port=True)
     finally:
-        (Path(data_dir) / GC_PAUSES_FILE).write_bytes(orjson.dumps(pauses))
-        (Path(data_dir) / PHASES_FILE).write_bytes(orjson.dumps(phases))
+        n = os.environ.get(PROCESS_ENV, "0")
+        (Path(data_dir) / GC_PAUSES_FILE.format(n=n)).write_bytes(orjson.dumps(pauses))
+        (Path(data_dir) / PHASES_FILE.format(n=n)).write_bytes(orjson.dumps(phases))
 
 
 PHASES_ENV = "NEXUS_BENCH_PHASES"  # set by --phases
-PHASES_FILE = "gateway-phases.json"
+PHASES_FILE = "gateway-phases-{n}.json"
+PROCESS_ENV = "NEXUS_BENCH_GATEWAY_PROCESS"  # which of --gateway-processes this one is
 
 
 def _time_phases() -> list[tuple[float, str, float]]:
@@ -200,7 +202,7 @@ def _phases_summary(phases: list[list[Any]], since: float, until: float) -> dict
     return summary
 
 
-GC_PAUSES_FILE = "gateway-gc-pauses.json"
+GC_PAUSES_FILE = "gateway-gc-pauses-{n}.json"
 
 
 def _record_gc_pauses() -> list[tuple[float, int, float]]:
@@ -386,6 +388,8 @@ def main() -> None:
     parser.add_argument("--rates", default="50,200,500")
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--profile", default="", help="py-spy the gateway during the 200/s gateway run, only samples holding the GIL (its Python CPU); output file")
+    parser.add_argument("--gateway-processes", type=int, default=1,
+                        help="API processes sharing the port (SO_REUSEPORT), as `nexus up --processes N` runs them")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy reference")
     parser.add_argument("--phases", action="store_true", help="time the gateway's steps in its process, per rate")
     parser.add_argument("--output", default="", help="also write the JSON report to this file")
@@ -413,8 +417,9 @@ def main() -> None:
                                     price=Price(2_500_000, 10_000_000, "USD", "bench"), api_key="sk-bench")
     env = {**os.environ, "PYTHONPATH": str(ROOT), **({PHASES_ENV: "1"} if args.phases else {})}
     upstream = subprocess.Popen([sys.executable, __file__, "_upstream", str(up_port)], env=env)
-    gateway = subprocess.Popen([sys.executable, __file__, "_gateway", str(data_dir), str(gw_port)], env=env)
-    processes = [gateway, upstream]
+    gateways = [subprocess.Popen([sys.executable, __file__, "_gateway", str(data_dir), str(gw_port)],
+                                 env={**env, PROCESS_ENV: str(n)}) for n in range(args.gateway_processes)]
+    processes = [*gateways, upstream]
     master_key = "sk-bench-" + secrets.token_hex(16)
     proxy = None
     if litellm is not None:
@@ -424,7 +429,7 @@ def main() -> None:
     windows: list[tuple[float, float, float]] = []  # (rate, start, end) of each load through the gateway
     result: dict = {"benchmark": "gateway overhead", "duration_s": args.duration, "ledger": "PostgreSQL 18 embedded,"
                     " synchronous_commit on", "content_sealing": True,
-                    "gateway": {"server": "uvicorn, one worker, uvloop + httptools",
+                    "gateway": {"server": f"uvicorn, {args.gateway_processes} process(es) on one port, uvloop + httptools",
                                 "record_requested_after_s": config.record_requested_after_s,
                                 "gil_switch_interval_ms": Settings().gil_switch_interval_ms},
                     "litellm_proxy_reference": "litellm 1.110.2 proxy, one worker, no database" if proxy else "not run",
@@ -446,12 +451,12 @@ def main() -> None:
             if args.profile and rate == 200:
                 profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--gil",
                                              "--format", "raw", "-o", args.profile, "-r", "200",
-                                             "-d", str(int(args.duration)), "-p", str(gateway.pid)],
+                                             "-d", str(int(args.duration)), "-p", str(gateways[0].pid)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            window_start, cpu_before = time.time(), _cpu_seconds(gateway.pid)
+            window_start, cpu_before = time.time(), sum(_cpu_seconds(g.pid) for g in gateways)
             through = asyncio.run(run_load(gateway_url, auth, rate, args.duration))
             windows.append((rate, window_start, time.time()))
-            cpu_ms = (_cpu_seconds(gateway.pid) - cpu_before) * 1000
+            cpu_ms = (sum(_cpu_seconds(g.pid) for g in gateways) - cpu_before) * 1000
             if profiler is not None:
                 profiler.wait(timeout=args.duration + 30)
             check = _check_receipts(container, through.pop("receipts"))
@@ -478,9 +483,11 @@ def main() -> None:
                 process.kill()
         container.close()
         stop_embedded_postgres(data_dir)
-    gc_file, phases_file = data_dir / GC_PAUSES_FILE, data_dir / PHASES_FILE
-    pauses = orjson.loads(gc_file.read_bytes()) if gc_file.exists() else []
-    phases = orjson.loads(phases_file.read_bytes()) if phases_file.exists() else []
+    pauses, phases = [], []
+    for n in range(args.gateway_processes):
+        gc_file, phases_file = data_dir / GC_PAUSES_FILE.format(n=n), data_dir / PHASES_FILE.format(n=n)
+        pauses += orjson.loads(gc_file.read_bytes()) if gc_file.exists() else []
+        phases += orjson.loads(phases_file.read_bytes()) if phases_file.exists() else []
     for entry, (_, since, until) in zip(result["rates"], windows, strict=False):
         entry["gateway_gc_pauses"] = _gc_summary(pauses, since, until)
         if phases:

@@ -1,0 +1,185 @@
+"""Several API processes on one port (`nexus up --api-processes N`) behave as one API.
+
+The kernel spreads connections among the processes (SO_REUSEPORT); each test finds out which process
+served a connection from /proc, so that it can speak to each process on purpose. What one process
+keeps in memory must never let it answer what another has already refused: a key revoked through one
+process is refused by every process at once, and every answer carries a receipt for a record in the
+one ledger.
+"""
+# ruff: noqa: F811  (pytest fixtures imported from tests/fakes/harness.py are parameters here)
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.embedded import free_port, wait_for_port
+from api import api_processes
+from api.bootstrap import bootstrap
+from api.settings import Settings
+from tests.fakes.harness import Gateway, upstreams  # noqa: F401 - fixtures
+
+HELLO = [{"role": "user", "content": "Say hello to every process"}]
+PROCESSES = 2
+
+
+@pytest.fixture
+def processes(database: Any, nats_url: str, tmp_path: Path, upstreams,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gateway, list[subprocess.Popen[bytes]]]]:
+    """Tenant acme and its key made here; PROCESSES API processes serving them on one port."""
+    data_dir = tmp_path / "data"
+    container = bootstrap(Settings(database_url=database.admin_url, data_dir=data_dir))
+    container.identity.create_tenant("acme")
+    key, _ = container.identity.issue_key("acme", ["inference", "read"], "tests")
+    settings = Settings(data_dir=data_dir, host="127.0.0.1", port=free_port())
+    monkeypatch.setenv("NEXUS_LOCAL_MODEL", "off")
+    started = api_processes.spawn(PROCESSES, settings, database_url=database.admin_url,
+                                  app_database_url=database.app_url, nats_url=nats_url)
+    try:
+        wait_for_port("127.0.0.1", settings.port, timeout=60)
+        gateway = Gateway(f"http://127.0.0.1:{settings.port}", key.token, container, upstreams)
+        wait_until_each_serves(gateway, started)
+        yield gateway, started
+    finally:
+        api_processes.stop(started)
+        container.close()
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def serving_pid(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which process holds the server side of the connection from client_port (from /proc/net/tcp)."""
+    wanted = f":{server_port:04X}", f":{client_port:04X}"
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(wanted[0]) and fields[2].endswith(wanted[1]):
+            inode = fields[9]
+    if inode is None:
+        return None
+    return next((pid for pid in pids if inode in _socket_inodes(pid)), None)
+
+
+def connection_to(gw: Gateway, pid: int, pids: list[int], attempts: int = 200) -> httpx.Client:
+    """A client whose one keep-alive connection is served by process `pid`."""
+    port = int(gw.url.rsplit(":", 1)[1])
+    for _ in range(attempts):
+        client = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {gw.token}"}, timeout=10,
+                              limits=httpx.Limits(max_connections=1))
+        assert client.get("/healthz").status_code == 200
+        stream = client._transport._pool.connections[0]._connection._network_stream  # type: ignore[attr-defined]
+        client_port = stream.get_extra_info("socket").getsockname()[1]
+        if serving_pid(port, client_port, pids) == pid:
+            return client
+        client.close()
+    raise AssertionError(f"no connection was served by process {pid} in {attempts} tries")
+
+
+def wait_until_each_serves(gw: Gateway, started: list[subprocess.Popen[bytes]]) -> None:
+    for process in started:  # each process has bound the port once it answers a connection of its own
+        connection_to(gw, process.pid, [p.pid for p in started], attempts=400).close()
+
+
+def chat(client: httpx.Client) -> httpx.Response:
+    return client.post("/v1/chat/completions", json={"model": "gpt-test", "messages": HELLO})
+
+
+def test_every_process_answers_with_a_receipt_for_the_one_ledger(processes):
+    gw, started = processes
+    gw.deploy("primary")
+    pids = [p.pid for p in started]
+    receipts = []
+    for pid in pids:
+        with closing(connection_to(gw, pid, pids)) as client:
+            for _ in range(2):
+                answer = chat(client)
+                assert answer.status_code == 200, answer.text
+                receipts.append(answer.headers["nexus-receipt"])
+    positions = sorted(int(r.split(";")[0].removeprefix("position=")) for r in receipts)
+    assert len(set(positions)) == 4  # one chain: no two processes handed out one position
+    assert len(gw.events("InferenceCompleted")) == 4
+
+
+def test_a_key_revoked_through_one_process_is_refused_by_every_process_at_once(processes):
+    gw, started = processes
+    gw.deploy("primary")
+    pids = [p.pid for p in started]
+    clients = [connection_to(gw, pid, pids) for pid in pids]
+    try:
+        for client in clients:  # each process has now seen the key work, and goes ahead on it unread
+            assert chat(client).status_code == 200
+        [key] = gw.container.identity.list_keys("acme")
+        gw.container.identity.revoke_key("acme", key["key_id"], reason="leaked")  # by yet another process: this one
+        for client in clients:
+            refused = chat(client)
+            assert refused.status_code == 401, refused.text
+            assert "nexus-receipt" not in refused.headers
+    finally:
+        for client in clients:
+            client.close()
+    assert len(gw.events("InferenceCompleted")) == len(pids)  # no answer went out for the revoked key
+    # each process went ahead once on what it remembered, and withheld that answer (tests/integration/test_gateway_errors.py)
+    assert [p["reason"] for p in gw.payloads("InferenceFailed")] == ["key_revoked"] * len(pids)
+
+
+def test_stopping_the_processes_ends_them_all(processes):
+    gw, started = processes
+    api_processes.stop(started)
+    assert all(p.poll() is not None for p in started)
+
+
+def listening_pids(port: int) -> set[int]:
+    """The processes holding a listening socket on `port` (state 0A in /proc/net/tcp)."""
+    inodes = {fields[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+              if (fields := line.split())[1].endswith(f":{port:04X}") and fields[3] == "0A"}
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if inodes & _socket_inodes(int(entry.name)):
+                    pids.add(int(entry.name))
+            except OSError:  # gone, or not ours to read
+                continue
+    return pids
+
+
+def test_nexus_up_serves_one_port_from_as_many_processes_as_asked_and_stops_them_all(database, nats_url, tmp_path):
+    port = free_port()
+    env = {**os.environ, "NEXUS_DATABASE_URL": database.admin_url, "NEXUS_NATS_URL": nats_url,
+           "NEXUS_DATA_DIR": str(tmp_path / "data"), "NEXUS_LOCAL_MODEL": "off", "NEXUS_PORT": str(port)}
+    up = subprocess.Popen([sys.executable, "-m", "api.cli", "up", "--api-processes", "3"], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        deadline = time.monotonic() + 60
+        while len(pids := listening_pids(port)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert up.pid in pids and len(pids) == 3
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) is not None
+        assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
