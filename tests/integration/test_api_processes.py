@@ -10,6 +10,7 @@ one ledger.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -17,10 +18,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from adapters.embedded import free_port, wait_for_port
@@ -80,28 +83,51 @@ def serving_pid(server_port: int, client_port: int, pids: list[int]) -> int | No
     return next((pid for pid in pids if inode in _socket_inodes(pid)), None)
 
 
-def connection_to(gw: Gateway, pid: int, pids: list[int], attempts: int = 200) -> httpx.Client:
-    """A client whose one keep-alive connection is served by process `pid`."""
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection to the port, and so to whichever process accepted it."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self._http = http.client.HTTPConnection(gw.url.removeprefix("http://"), timeout=10)
+        self._http.connect()
+        self._token = gw.token
+        self.client_port = self._http.sock.getsockname()[1]
+
+    def chat(self) -> Answer:
+        body = orjson.dumps({"model": "gpt-test", "messages": HELLO})
+        self._http.request("POST", "/v1/chat/completions", body, {
+            "authorization": f"Bearer {self._token}", "content-type": "application/json"})
+        answer = self._http.getresponse()
+        return Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read().decode())
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def connection_to(gw: Gateway, pid: int, pids: list[int], attempts: int = 200) -> Connection:
+    """A connection served by process `pid`: new ones are made until the kernel gives one to it."""
     port = int(gw.url.rsplit(":", 1)[1])
     for _ in range(attempts):
-        client = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {gw.token}"}, timeout=10,
-                              limits=httpx.Limits(max_connections=1))
-        assert client.get("/healthz").status_code == 200
-        stream = client._transport._pool.connections[0]._connection._network_stream  # type: ignore[attr-defined]
-        client_port = stream.get_extra_info("socket").getsockname()[1]
-        if serving_pid(port, client_port, pids) == pid:
-            return client
-        client.close()
+        connection = Connection(gw)
+        for _ in range(50):  # accepted by then, unless that process is still starting
+            if (served_by := serving_pid(port, connection.client_port, pids)) is not None:
+                break
+            time.sleep(0.01)
+        if served_by == pid:
+            return connection
+        connection.close()
     raise AssertionError(f"no connection was served by process {pid} in {attempts} tries")
 
 
 def wait_until_each_serves(gw: Gateway, started: list[subprocess.Popen[bytes]]) -> None:
-    for process in started:  # each process has bound the port once it answers a connection of its own
+    for process in started:  # each process has bound the port once it accepts a connection of its own
         connection_to(gw, process.pid, [p.pid for p in started], attempts=400).close()
-
-
-def chat(client: httpx.Client) -> httpx.Response:
-    return client.post("/v1/chat/completions", json={"model": "gpt-test", "messages": HELLO})
 
 
 def test_every_process_answers_with_a_receipt_for_the_one_ledger(processes):
@@ -110,10 +136,10 @@ def test_every_process_answers_with_a_receipt_for_the_one_ledger(processes):
     pids = [p.pid for p in started]
     receipts = []
     for pid in pids:
-        with closing(connection_to(gw, pid, pids)) as client:
+        with closing(connection_to(gw, pid, pids)) as connection:
             for _ in range(2):
-                answer = chat(client)
-                assert answer.status_code == 200, answer.text
+                answer = connection.chat()
+                assert answer.status == 200, answer.text
                 receipts.append(answer.headers["nexus-receipt"])
     positions = sorted(int(r.split(";")[0].removeprefix("position=")) for r in receipts)
     assert len(set(positions)) == 4  # one chain: no two processes handed out one position
@@ -127,12 +153,12 @@ def test_a_key_revoked_through_one_process_is_refused_by_every_process_at_once(p
     clients = [connection_to(gw, pid, pids) for pid in pids]
     try:
         for client in clients:  # each process has now seen the key work, and goes ahead on it unread
-            assert chat(client).status_code == 200
+            assert client.chat().status == 200
         [key] = gw.container.identity.list_keys("acme")
         gw.container.identity.revoke_key("acme", key["key_id"], reason="leaked")  # by yet another process: this one
         for client in clients:
-            refused = chat(client)
-            assert refused.status_code == 401, refused.text
+            refused = client.chat()
+            assert refused.status == 401, refused.text
             assert "nexus-receipt" not in refused.headers
     finally:
         for client in clients:
