@@ -69,11 +69,12 @@ def in_process_workers(container, nats_url: str) -> dict[str, Worker]:  # type: 
             await nc.close()
 
     from adapters.nats.projection_consumer import ProjectionConsumer
+    from adapters.postgres.resume_positions import PostgresResumePositions
     from application.inference_sweeper import InferenceSweeper
     from projections.registry import DEPLOYED
     from projections.store import ProjectionStore
 
-    sweeper = InferenceSweeper(container.ledger)
+    sweeper = InferenceSweeper(container.ledger, resume=PostgresResumePositions(container.database.app_url))
 
     async def sweep(stop: asyncio.Event) -> None:  # closes inferences and runs a dead process left open
         await sweeper.run(stop)

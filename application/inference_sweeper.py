@@ -13,8 +13,11 @@ position order (in memory: the open inferences and runs), and every close is an 
 stream's expected version, so of two sweepers racing, or a sweeper racing a late live outcome, exactly
 one append wins; the loser re-reads the stream and sees it closed.
 
-On start it reads from the first entry recorded `lookback_s` before now (found by bisection on
-positions): an orphan older than that when no sweeper ran at all is not seen.
+Where it resumes after a restart (`ResumePositions`): after each sweep it saves the position of the
+oldest stream it still holds open (or, with none open, the next position to read), so a restarted
+sweeper, even days later, reads from there and closes what was open when it stopped. Without a saved
+position (the first start, or no store given) it reads from the first entry recorded `lookback_s`
+before now (found by bisection on positions): an orphan older than that is not seen.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from application.ports import Ledger
+from application.ports import Ledger, ResumePositions
 from domain.entry import format_timestamp
 from domain.inference import INFERENCE_STREAM_PREFIX, OUTCOMES, interrupted, parse_instant
 from domain.ledger import ConcurrencyError, LedgerUnavailable, NewEvent, RecordedEvent
@@ -71,9 +74,13 @@ class SweepReport:
 
 
 class InferenceSweeper:
+    WORKER = "inference-sweeper"  # its name in ResumePositions
+
     def __init__(self, ledger: Ledger, *, clock: Clock = _utc_now, lookback_s: float = 24 * 3600,
-                 batch: int = 1000) -> None:
+                 batch: int = 1000, resume: ResumePositions | None = None) -> None:
         self._ledger = ledger
+        self._resume = resume
+        self._saved: int | None = None  # the resume position saved last
         self._clock = clock
         self._lookback = dt.timedelta(seconds=lookback_s)
         self._batch = batch
@@ -85,8 +92,12 @@ class InferenceSweeper:
     # --- following the ledger -----------------------------------------------------------------------
 
     def _start_position(self) -> int:
-        """The first position recorded at or after now - lookback (positions are in commit order)."""
+        """The saved resume position, else the first position recorded at or after now - lookback
+        (positions are in commit order)."""
         size = self._ledger.head().size
+        if self._resume is not None and (saved := self._resume.load(self.WORKER)) is not None:
+            self._saved = saved
+            return min(saved, size + 1)  # a ledger restored from an older backup ends before it
         since = self._clock() - self._lookback
         low, high = 1, size + 1
         while low < high:
@@ -150,7 +161,23 @@ class InferenceSweeper:
                 payload = {"run_id": orjson.loads(opened.opening.payload)["run_id"],
                            **run_interrupted(deadline, format_timestamp(now), opened.inferences)}
                 self._close(stream, opened, "OrchestrationFailed", payload, report, report.closed_runs)
+        self._save_resume_position()
         return report
+
+    def _save_resume_position(self) -> None:
+        """Everything before the oldest stream still open is done with: a restart may begin there."""
+        if self._resume is None or self._position is None:
+            return
+        position = min((o.opening.position for o in (*self._inferences.values(), *self._runs.values())),
+                       default=self._position)
+        if self._saved is not None and position <= self._saved:
+            return
+        try:
+            self._resume.advance(self.WORKER, position)
+        except Exception:  # bookkeeping only: a restart would re-read more; sweeping goes on regardless
+            log.warning("could not save the sweeper's resume position %d; will retry", position, exc_info=True)
+            return
+        self._saved = position
 
     def _close(self, stream: str, opened: _Open, event_type: str, payload: dict[str, Any], report: SweepReport,
                closed: list[str]) -> None:

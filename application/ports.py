@@ -135,3 +135,15 @@ class SubjectKeyStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+
+class ResumePositions(abc.ABC):
+    """Where a worker that follows the ledger may resume: every position before it is done with."""
+
+    @abc.abstractmethod
+    def load(self, worker: str) -> int | None:
+        """The position saved for `worker`, or None if it never saved one."""
+
+    @abc.abstractmethod
+    def advance(self, worker: str, position: int) -> None:
+        """Save `position` unless a later one is saved already (several copies of a worker may save)."""
