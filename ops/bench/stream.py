@@ -135,14 +135,20 @@ def lag_at(servers: Servers, rate: int, seconds: float) -> dict[str, float | int
     visible: dict[int, float] = {}
     store = ProjectionStore(app_url_for(admin))
     with PostgresLedger(app_url_for(admin)) as ledger:
-        # Warm up: wait until both workers are running (the projection has caught up with one event).
-        ledger.append([inference(-1)])
-        while store.checkpoint("usage") < 1:
-            time.sleep(0.05)
+        # Warm up: wait until both workers are running and the projection follows the stream, not only
+        # the ledger it catches up from (a consumer that started before the relay made the stream waits
+        # for it): until a warm-up event shows up in the read model within 200 ms.
+        while True:
+            ledger.append([inference(-1)])
+            warm, appended = ledger.head().size, time.monotonic()
+            while store.checkpoint("usage") < warm:
+                time.sleep(0.005)
+            if time.monotonic() - appended < 0.2:
+                break
         done = threading.Event()
 
         def watch() -> None:
-            seen = 1
+            seen = warm
             while not done.is_set() or seen < ledger.head().size:
                 checkpoint = store.checkpoint("usage")
                 now = time.time()
@@ -181,7 +187,7 @@ def lag_at(servers: Servers, rate: int, seconds: float) -> dict[str, float | int
         watcher.join(timeout=120)
         committed = {
             e.position: dt.datetime.fromisoformat(e.recorded_at.replace("Z", "+00:00")).timestamp()
-            for e in ledger.iter_entries(2)
+            for e in ledger.iter_entries(warm + 1)
         }
     for worker in workers:
         worker.send_signal(signal.SIGTERM)

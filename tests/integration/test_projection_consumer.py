@@ -126,6 +126,71 @@ def test_a_consumer_starting_late_catches_up_from_the_ledger_then_follows_nats(l
     assert _report(store, Counting()) == expected_from_ledger(ledger)
 
 
+def test_a_consumer_started_before_the_relay_made_the_stream_waits_for_it(ledger, store, nats_url, stream_names):
+    """`nexus project NAME` may start before `nexus relay` has ever run: it waits, and then follows."""
+    _append(ledger, 5)
+
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names)
+        consumer.stream_wait_s = 0.05
+        stop = asyncio.Event()
+        consuming = asyncio.create_task(consumer.run(stop))
+        await asyncio.sleep(0.5)
+        assert not consuming.done()  # waiting for the stream, not failed
+        assert consumer.checkpoint == 5  # what the ledger held, caught up from PostgreSQL meanwhile
+        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
+        await asyncio.to_thread(_append, ledger, 5, 5)
+        deadline = time.monotonic() + 30
+        while consumer.checkpoint < 10:
+            assert not consuming.done() and time.monotonic() < deadline, f"stuck at {consumer.checkpoint}"
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.gather(consuming, relaying)
+        await nc.close()
+
+    asyncio.run(scenario())
+    assert _report(store, Counting()) == expected_from_ledger(ledger)
+
+
+def test_caught_up_it_applies_what_gathered_in_its_linger_as_one_batch(ledger, database, nats_url, stream_names):
+    """A steady trickle is applied a batch per linger, not a transaction per event."""
+    applied: list[int] = []
+
+    class Recorded(ProjectionStore):
+        def apply(self, projection, events):  # type: ignore[no-untyped-def]
+            applied.append(len(events))
+            return super().apply(projection, events)
+
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        stop = asyncio.Event()
+        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
+        with Recorded(database.app_url) as recorded:
+            consumer = ProjectionConsumer(Counting(), recorded, ledger, js, stream_names, linger_s=0.5)
+            consuming = asyncio.create_task(consumer.run(stop))
+            while consumer.checkpoint < 0 or not applied:  # started: its first (empty) catch-up is done
+                await asyncio.sleep(0.02)
+            applied.clear()
+            for i in range(20):  # 40 events a second for half a second
+                await asyncio.to_thread(_append, ledger, 1, i)
+                await asyncio.sleep(0.025)
+            deadline = time.monotonic() + 30
+            while consumer.checkpoint < 20:
+                assert time.monotonic() < deadline, f"stuck at {consumer.checkpoint}"
+                await asyncio.sleep(0.02)
+            stop.set()
+            await asyncio.gather(consuming, relaying)
+        await nc.close()
+
+    asyncio.run(scenario())
+    assert sum(applied) == 20 and len(applied) <= 4  # about one batch per half second, not 20
+    with ProjectionStore(database.app_url) as store:
+        assert _report(store, Counting()) == expected_from_ledger(ledger)
+
+
 def test_a_failing_handler_stops_the_projection_loudly_and_nothing_is_skipped(ledger, store, nats_url, stream_names):
     class Fragile(Counting):
         name = "counting_test"
