@@ -96,8 +96,13 @@ class InferenceSweeper:
         (positions are in commit order)."""
         size = self._ledger.head().size
         if self._resume is not None and (saved := self._resume.load(self.WORKER)) is not None:
+            if saved > size + 1:  # a ledger restored from an older backup ends before it: it is void
+                log.warning("the sweeper's resume position %d is past the ledger's end %d; starting there",
+                            saved, size)
+                saved = size + 1
+                self._resume.reset(self.WORKER, saved)
             self._saved = saved
-            return min(saved, size + 1)  # a ledger restored from an older backup ends before it
+            return saved
         since = self._clock() - self._lookback
         low, high = 1, size + 1
         while low < high:

@@ -147,3 +147,7 @@ class ResumePositions(abc.ABC):
     @abc.abstractmethod
     def advance(self, worker: str, position: int) -> None:
         """Save `position` unless a later one is saved already (several copies of a worker may save)."""
+
+    @abc.abstractmethod
+    def reset(self, worker: str, position: int) -> None:
+        """Save `position` even if a later one is saved: the ledger was restored to before that one."""

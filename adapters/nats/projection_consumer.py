@@ -10,8 +10,8 @@ checkpoint skips. A handler error stops the projection loudly (the store records
 Batches, not single events: once caught up, the consumer lets the next batch gather for `linger_s`
 (50 ms) before applying it. Under a steady trickle (a gateway at 200 req/s writes 400 events/s) it
 would otherwise pay a transaction and a JetStream round trip for every event or two, in every
-projection: with five projections in the `nexus up` process that alone saturated it at 100 req/s
-(docs/projections.md). The cost is up to `linger_s` more lag.
+projection, and an apply costs a few milliseconds of CPU whatever its size. The cost is up to
+`linger_s` more lag (docs/projections.md has both sides measured).
 
 A consumer started before the relay has created the stream waits for it rather than failing.
 """
@@ -95,7 +95,7 @@ class ProjectionConsumer:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        waited = False  # for the stream: said once, not every second
+        waited = False  # for the stream: said once, not at every look
         while not stop.is_set():
             try:
                 await self._follow(stop)

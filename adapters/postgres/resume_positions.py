@@ -24,3 +24,11 @@ class PostgresResumePositions(ResumePositions):
                 " WHERE r.position < excluded.position",
                 (worker, position),
             )
+
+    def reset(self, worker: str, position: int) -> None:
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO workers.resume_positions (worker, position) VALUES (%s, %s)"
+                " ON CONFLICT (worker) DO UPDATE SET position = excluded.position, saved_at = now()",
+                (worker, position),
+            )

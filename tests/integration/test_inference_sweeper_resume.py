@@ -98,9 +98,13 @@ def test_a_saved_position_beyond_the_ledger_restarts_at_its_end(ledger, position
     positions.advance(InferenceSweeper.WORKER, ledger.head().size + 1000)
     sweeper = InferenceSweeper(ledger, clock=at(NOW), resume=positions)
     sweeper.sweep_once()
+    assert positions.load(InferenceSweeper.WORKER) == ledger.head().size + 1  # the void position is gone
     orphan = requested(ledger)
+    # a sweeper started later, before the ledger has grown past the void position, still sees the orphan
+    later = InferenceSweeper(ledger, clock=at(THREE_DAYS_LATER), resume=positions)
+    assert later.sweep_once().closed_inferences == [orphan]
     sweeper._clock = at(THREE_DAYS_LATER)
-    assert sweeper.sweep_once().closed_inferences == [orphan]
+    assert sweeper.sweep_once().closed_inferences == []  # the one still running reads it closed
 
 
 def test_without_a_store_the_sweeper_keeps_its_lookback(ledger):
