@@ -4,8 +4,9 @@ One Python process serves one core at most: its event loop and the ledger's comm
 one GIL. Further API processes bind the same port with SO_REUSEPORT, so the kernel spreads new
 connections among them. They serve HTTP only: the checkpoint signer and the local model stay in the
 `nexus up` process (the background workers have their own, api/worker_process.py), which also owns
-the embedded PostgreSQL and NATS and hands their URLs to the API processes. What each process keeps in memory is per process, as with
-several hosts behind a load balancer (docs/architecture.md, "API processes").
+the embedded PostgreSQL and NATS and hands their URLs to the API processes. What each process keeps
+in memory is per process, as with several hosts behind a load balancer (docs/architecture.md, "API
+processes").
 
     python -m api.api_processes        # one API process, configured by NEXUS_* (set by spawn())
 """

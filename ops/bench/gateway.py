@@ -158,7 +158,7 @@ def serve_gateway(data_dir: str, port: int) -> None:
 PHASES_ENV = "NEXUS_BENCH_PHASES"  # set by --phases
 PHASES_FILE = "gateway-phases-{n}.json"
 PROCESS_ENV = "NEXUS_BENCH_GATEWAY_PROCESS"  # which of --gateway-processes this one is
-WORKERS_ENV = "NEXUS_BENCH_WORKERS"  # set by --with-workers
+WORKERS_ENV = "NEXUS_BENCH_WORKERS"  # --workers: none, process or in-process
 
 
 def _time_phases() -> list[tuple[float, str, float]]:

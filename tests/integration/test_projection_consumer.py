@@ -41,6 +41,17 @@ async def _consume_until(consumer: ProjectionConsumer, position: int, timeout: f
     await task
 
 
+async def _until_checkpoint(consumer: ProjectionConsumer, position: int, *workers: asyncio.Task) -> None:
+    """Wait until the consumer's checkpoint reaches `position`; a crashed worker fails with its own error."""
+    deadline = time.monotonic() + 30
+    while consumer.checkpoint < position:
+        for task in workers:
+            if task.done():
+                task.result()
+        assert time.monotonic() < deadline, f"consumer stuck at {consumer.checkpoint} < {position}"
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def store(database):
     with ProjectionStore(database.app_url) as opened:
@@ -57,13 +68,7 @@ def test_live_events_reach_the_read_model_exactly_once(ledger, store, nats_url, 
         consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, batch=7)
         consuming = asyncio.create_task(consumer.run(stop))
         await asyncio.to_thread(_append, ledger, 150)
-        deadline = time.monotonic() + 30
-        while consumer.checkpoint < ledger.head().size:
-            for task in (relaying, consuming):
-                if task.done():
-                    task.result()  # a crashed worker fails the test with its own error
-            assert time.monotonic() < deadline, f"consumer stuck at {consumer.checkpoint}"
-            await asyncio.sleep(0.02)
+        await _until_checkpoint(consumer, ledger.head().size, relaying, consuming)
         stop.set()
         await asyncio.gather(relaying, consuming)
         await nc.close()
@@ -142,10 +147,7 @@ def test_a_consumer_started_before_the_relay_made_the_stream_waits_for_it(ledger
         assert consumer.checkpoint == 5  # what the ledger held, caught up from PostgreSQL meanwhile
         relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
         await asyncio.to_thread(_append, ledger, 5, 5)
-        deadline = time.monotonic() + 30
-        while consumer.checkpoint < 10:
-            assert not consuming.done() and time.monotonic() < deadline, f"stuck at {consumer.checkpoint}"
-            await asyncio.sleep(0.02)
+        await _until_checkpoint(consumer, 10, relaying, consuming)
         stop.set()
         await asyncio.gather(consuming, relaying)
         await nc.close()
@@ -171,16 +173,13 @@ def test_caught_up_it_applies_what_gathered_in_its_linger_as_one_batch(ledger, d
         with Recorded(database.app_url) as recorded:
             consumer = ProjectionConsumer(Counting(), recorded, ledger, js, stream_names, linger_s=0.5)
             consuming = asyncio.create_task(consumer.run(stop))
-            while consumer.checkpoint < 0 or not applied:  # started: its first (empty) catch-up is done
+            while not applied:  # started: its first (empty) catch-up is done
                 await asyncio.sleep(0.02)
             applied.clear()
             for i in range(20):  # 40 events a second for half a second
                 await asyncio.to_thread(_append, ledger, 1, i)
                 await asyncio.sleep(0.025)
-            deadline = time.monotonic() + 30
-            while consumer.checkpoint < 20:
-                assert time.monotonic() < deadline, f"stuck at {consumer.checkpoint}"
-                await asyncio.sleep(0.02)
+            await _until_checkpoint(consumer, 20, relaying, consuming)
             stop.set()
             await asyncio.gather(consuming, relaying)
         await nc.close()
