@@ -132,5 +132,31 @@ def _local_model_deployment(container, base_url: str, first_start: bool) -> None
     )
 
 
+def main() -> None:
+    """The `nexus` command. A bad NEXUS_* setting is a one-line error and exit status 2, not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        app()
+    except ValidationError as exc:
+        settings_class = _settings_classes().get(exc.title)
+        if settings_class is None:
+            raise
+        prefix = str(settings_class.model_config.get("env_prefix", ""))
+        for error in exc.errors():
+            name = prefix + "_".join(str(part) for part in error["loc"]).upper()
+            console.print(f"[red]Invalid setting {name}[/]: {error['msg']} (got {error.get('input')!r})",
+                          soft_wrap=True)
+        raise SystemExit(2) from None
+
+
+def _settings_classes() -> dict[str, type]:
+    from api.auth.settings import AuthSettings
+    from api.graphql.settings import GraphQLSettings
+    from api.settings import Settings
+
+    return {cls.__name__: cls for cls in (Settings, AuthSettings, GraphQLSettings)}
+
+
 if __name__ == "__main__":
-    app()
+    main()
