@@ -39,8 +39,13 @@ def relay() -> None:
     typer.echo("relay stopped")
 
 
-def project(name: str = typer.Argument(..., help="A deployed projection (see `nexus projections status`)")) -> None:
-    """Feed one projection from JetStream (catching up from the ledger first); runs until stopped."""
+def project(
+    names: list[str] = typer.Argument(..., metavar="NAME...", help="Deployed projections (`nexus projections status`)"),
+) -> None:
+    """Feed projections from JetStream (catching up from the ledger first); runs until stopped.
+
+    Several names share one consumer and one transaction per batch, as `nexus up` runs them all.
+    """
     from adapters.nats.projection_consumer import ProjectionConsumer
     from api.bootstrap import bootstrap, nats_url_for
     from projections.registry import by_name
@@ -48,7 +53,7 @@ def project(name: str = typer.Argument(..., help="A deployed projection (see `ne
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        projection = by_name(name)
+        projections = [by_name(name) for name in names]
     except KeyError as exc:
         typer.echo(str(exc.args[0]), err=True)
         raise typer.Exit(2) from None
@@ -60,11 +65,11 @@ def project(name: str = typer.Argument(..., help="A deployed projection (see `ne
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        nc = await connect(nats_url_for(container), f"nexus-projection-{name}")
+        nc = await connect(nats_url_for(container), f"nexus-projection-{'+'.join(names)}")
         try:
-            names = StreamNames(settings.nats_stream, settings.nats_subject_prefix)
+            stream = StreamNames(settings.nats_stream, settings.nats_subject_prefix)
             with ProjectionStore(container.database.app_url) as store:
-                await ProjectionConsumer(projection, store, container.ledger, nc.jetstream(), names).run(stop)
+                await ProjectionConsumer(projections, store, container.ledger, nc.jetstream(), stream).run(stop)
         finally:
             await nc.close()
 

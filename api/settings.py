@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     port: int = 8000
     api_processes: int = Field(default=1, ge=1, le=64, description="Processes serving the API on one port (SO_REUSEPORT)")
     checkpoint_interval_s: float = Field(default=1.0, ge=0.05)
+    # How `nexus up` feeds its projections: one consumer for all of them (one fetch, one transaction
+    # per batch), or one each, as the at-scale deployment's `nexus project NAME` commands do.
+    projection_consumers: Literal["grouped", "separate"] = Field(
+        default="grouped", description="grouped = one NATS consumer and transaction for all projections"
+    )
     # How long a Python thread may hold the GIL while another waits (Python's default is 5 ms). The API's
     # event loop shares it with the ledger's committer and the workers; 0.5 ms cut the gateway's p90 at
     # 200 req/s from 5.8-8.5 to 4.0-4.4 ms and its p99 from 8.5-15.5 to 6.2-7.4 ms (docs/gateway.md).

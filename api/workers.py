@@ -82,16 +82,19 @@ def in_process_workers(container, nats_url: str) -> dict[str, Worker]:  # type: 
     store = ProjectionStore(container.database.app_url)
     workers: dict[str, Worker] = {"relay": relay, "sweeper": sweep}
 
-    def consumer_for(projection):  # type: ignore[no-untyped-def]
+    def consumer_for(projections, label: str):  # type: ignore[no-untyped-def]
         async def consume(stop: asyncio.Event) -> None:
-            nc = await connect(nats_url, f"nexus-projection-{projection.name}")
+            nc = await connect(nats_url, f"nexus-projection-{label}")
             try:
-                await ProjectionConsumer(projection, store, container.ledger, nc.jetstream(), names).run(stop)
+                await ProjectionConsumer(projections, store, container.ledger, nc.jetstream(), names).run(stop)
             finally:
                 await nc.close()
 
         return consume
 
-    for projection in DEPLOYED:
-        workers[f"projection:{projection.name}"] = consumer_for(projection)
+    if settings.projection_consumers == "grouped":
+        workers["projections"] = consumer_for(DEPLOYED, "all")
+    else:
+        for projection in DEPLOYED:
+            workers[f"projection:{projection.name}"] = consumer_for(projection, projection.name)
     return workers

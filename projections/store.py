@@ -13,7 +13,10 @@ The interface the NATS consumer (and everything else) uses:
                                                   # stopped and the error recorded), ProjectionStopped
                                                   # while stopped, ProjectionOutdated while the active
                                                   # read model was built by another code version.
-    store.catch_up_from_ledger(projection, ledger, until=None, batch=5000) -> int
+    store.apply_many(projections, events) -> {name: checkpoint}
+                                                  # the same for several projections in one
+                                                  # transaction; a stopped one is skipped
+    store.catch_up_from_ledger(projection(s), ledger, until=None, batch=5000) -> int
                                                   # apply ledger entries checkpoint+1 .. until (default
                                                   # the head) in batches; returns the checkpoint
     with store.reading(name) as conn: usage.timeseries(conn, tenant, ...)
@@ -142,42 +145,74 @@ class ProjectionStore:
             return 0
 
     def apply(self, projection: Projection[Any], events: Sequence[RecordedEvent]) -> int:
-        self.ensure_deployed(projection)
-        schema = "?"
+        return self.apply_many([projection], events)[projection.name]
+
+    def apply_many(self, projections: Sequence[Projection[Any]], events: Sequence[RecordedEvent]) -> dict[str, int]:
+        """Apply the same events to several projections in ONE transaction; returns each one's checkpoint.
+
+        A stopped projection is skipped (it is absent from the result) while the others go on;
+        ProjectionStopped is raised only when every one is stopped. A failure in any rolls back all of
+        them and stops the one that failed, so the next call goes on without it.
+
+        The commit does not wait for the WAL flush (synchronous_commit off): a read model is rebuilt
+        from the ledger, and its checkpoint commits with its rows, so a database crash can only take
+        back whole batches, effects and checkpoint together. The next apply then finds a gap, and the
+        consumer catches up from the ledger (docs/projections.md, "Exactly-once effects").
+        """
+        for projection in projections:
+            self.ensure_deployed(projection)
+        schemas: dict[str, str] = {}
         try:
             with self._engine.begin() as conn:
-                row = conn.execute(
-                    text(
-                        "SELECT active_schema, version, stopped, last_error FROM projections.registry"
-                        " WHERE name = :n FOR NO KEY UPDATE"
-                    ),
-                    {"n": projection.name},
-                ).one()
-                schema = row.active_schema
-                if row.stopped:
-                    raise ProjectionStopped(projection.name, row.last_error)
-                if row.version != projection.version:
-                    raise ProjectionOutdated(projection.name, row.version, projection.version)
-                conn.execution_options(schema_translate_map={None: schema})
-                return apply_events(conn, projection, events)
+                conn.execute(text("SET LOCAL synchronous_commit = off"))
+                rows = {
+                    row.name: row
+                    for row in conn.execute(
+                        text(
+                            "SELECT name, active_schema, version, stopped, last_error FROM projections.registry"
+                            " WHERE name = ANY(:names) ORDER BY name FOR NO KEY UPDATE"
+                        ),
+                        {"names": [p.name for p in projections]},
+                    )
+                }
+                checkpoints: dict[str, int] = {}
+                for projection in projections:
+                    row = rows[projection.name]
+                    if row.stopped:
+                        continue
+                    if row.version != projection.version:
+                        raise ProjectionOutdated(projection.name, row.version, projection.version)
+                    schemas[projection.name] = row.active_schema
+                    conn.execution_options(schema_translate_map={None: row.active_schema})
+                    checkpoints[projection.name] = apply_events(conn, projection, events)
+                if not checkpoints:
+                    first = rows[projections[0].name]
+                    raise ProjectionStopped(first.name, first.last_error)
+                return checkpoints
         except ProjectionFailed as failed:
             log.error("%s; projection stopped", failed, exc_info=failed.cause)
-            self.record_failure(failed, schema, stop=True)
+            self.record_failure(failed, schemas.get(failed.name, "?"), stop=True)
             raise
 
     def catch_up_from_ledger(
         self,
-        projection: Projection[Any],
+        projection: Projection[Any] | Sequence[Projection[Any]],
         ledger: Ledger,
         until: int | None = None,
         batch: int = 5000,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> int:
-        """Apply ledger entries after the checkpoint up to `until` (default: the head now), batch by batch."""
-        checkpoint = self.apply(projection, [])  # also refuses a stopped or outdated projection up front
+        """Apply ledger entries after the checkpoint up to `until` (default: the head now), batch by batch.
+
+        Given several projections, each batch goes to all of them in one transaction, from the
+        earliest of their checkpoints (each skips what it has); returns the earliest checkpoint.
+        """
+        projections = [projection] if isinstance(projection, Projection) else list(projection)
+        # An empty apply also refuses a stopped or outdated projection up front.
+        checkpoint = min(self.apply_many(projections, []).values())
         last = until if until is not None else ledger.head().size
         for chunk in chunked(ledger.iter_entries(checkpoint + 1, last), batch):
-            checkpoint = self.apply(projection, chunk)
+            checkpoint = min(self.apply_many(projections, chunk).values())
             if on_batch is not None:
                 on_batch(checkpoint, last)
         return checkpoint

@@ -1,4 +1,4 @@
-"""Feeds one projection from a durable JetStream consumer, catching up from the ledger when needed.
+"""Feeds projections from one durable JetStream consumer, catching up from the ledger when needed.
 
 The read model's checkpoint (written with the view update) is the truth; the consumer only
 delivers. On start, and whenever a gap shows up, the projection first catches up from the ledger
@@ -14,6 +14,12 @@ projection, and an apply costs a few milliseconds of CPU whatever its size. The 
 `linger_s` more lag (docs/projections.md has both sides measured).
 
 A consumer started before the relay has created the stream waits for it rather than failing.
+
+One consumer may feed several projections (`nexus up` feeds all of them from one): each batch is
+fetched and decoded once and applied to all of them in one transaction (`ProjectionStore.apply_many`).
+Four consumers of the same stream cost four fetches, four decodes and four commits per batch; one
+costs a quarter of that (docs/projections.md, "One consumer for all"). A projection that fails is
+stopped and the others go on; once resumed it rejoins through the gap its checkpoint leaves.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
@@ -47,7 +54,7 @@ class StreamNotFound(Exception):
 class ProjectionConsumer:
     def __init__(
         self,
-        projection: Projection[Any],
+        projections: Projection[Any] | Sequence[Projection[Any]],
         store: ProjectionStore,
         ledger: Ledger,
         js: JetStreamContext,
@@ -55,20 +62,21 @@ class ProjectionConsumer:
         batch: int = 1000,
         linger_s: float = 0.05,
     ) -> None:
-        self.projection = projection
+        self.projections = [projections] if isinstance(projections, Projection) else list(projections)
+        self.name = "+".join(p.name for p in self.projections)  # for the logs
         self._store = store
         self._ledger = ledger
         self._js = js
         self._names = names
         self._batch = batch
-        self.durable = f"nexus_proj_{projection.name}"
+        self.durable = "nexus_proj_" + "-".join(p.name for p in self.projections)
         self.checkpoint = 0
         self.linger_s = linger_s
         self.stream_wait_s = 0.25  # between looks for a stream the relay has not created yet
 
     async def resync(self) -> None:
         """Catch up from the ledger, then point the durable consumer at checkpoint + 1."""
-        self.checkpoint = await asyncio.to_thread(self._store.catch_up_from_ledger, self.projection, self._ledger)
+        self.checkpoint = await asyncio.to_thread(self._store.catch_up_from_ledger, self.projections, self._ledger)
         try:
             await self._js.delete_consumer(self._names.stream, self.durable)
         except NotFoundError:  # no such consumer, or no such stream (add_consumer tells which)
@@ -102,22 +110,23 @@ class ProjectionConsumer:
             except StreamNotFound:
                 (log.debug if waited else log.warning)(
                     "projection %s: stream %s does not exist yet (the relay creates it); waiting",
-                    self.projection.name, self._names.stream)
+                    self.name, self._names.stream)
                 waited = True
                 try:
                     await asyncio.wait_for(stop.wait(), self.stream_wait_s)
                 except TimeoutError:
                     pass
             except ProjectionGap as gap:
-                log.warning("projection %s: %s; catching up from the ledger", self.projection.name, gap)
+                log.warning("projection %s: %s; catching up from the ledger", self.name, gap)
             except (ProjectionFailed, ProjectionStopped) as exc:
-                log.error("projection %s stopped: %s", self.projection.name, exc)
-                await self._wait_until_resumed(stop)
+                log.error("projection %s stopped: %s", exc.name, exc)
+                await self._wait_until_resumed(stop)  # at once while another in the group still runs
             except ProjectionOutdated as exc:
                 # New projection code was deployed: build its read model from the ledger, then swap.
-                log.warning("projection %s: %s; rebuilding from the ledger", self.projection.name, exc)
+                log.warning("projection %s: %s; rebuilding from the ledger", exc.name, exc)
+                outdated = next(p for p in self.projections if p.name == exc.name)
                 try:
-                    await asyncio.to_thread(self._store.rebuild, self.projection, self._ledger)
+                    await asyncio.to_thread(self._store.rebuild, outdated, self._ledger)
                 except RebuildRunning:  # another process is rebuilding it: wait for that one
                     await asyncio.sleep(1.0)
 
@@ -137,7 +146,8 @@ class ProjectionConsumer:
                     await asyncio.sleep(0.1)
                     continue
                 events = [codec.decode(m.data, dict(m.headers or {})) for m in messages]
-                self.checkpoint = await asyncio.to_thread(self._store.apply, self.projection, events)
+                checkpoints = await asyncio.to_thread(self._store.apply_many, self.projections, events)
+                self.checkpoint = min(checkpoints.values())
                 await messages[-1].ack()  # AckAll: only after the view update and checkpoint committed
                 if len(messages) < self._batch:  # caught up: let the next batch gather
                     rest = self.linger_s - (time.monotonic() - started)
@@ -154,8 +164,8 @@ class ProjectionConsumer:
 
     async def _wait_until_resumed(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            status = await asyncio.to_thread(self._store.status, [self.projection])
-            if not status[0].stopped:
+            status = await asyncio.to_thread(self._store.status, self.projections)
+            if not all(s.stopped for s in status):
                 return
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)

@@ -161,9 +161,9 @@ def test_caught_up_it_applies_what_gathered_in_its_linger_as_one_batch(ledger, d
     applied: list[int] = []
 
     class Recorded(ProjectionStore):
-        def apply(self, projection, events):  # type: ignore[no-untyped-def]
+        def apply_many(self, projections, events):  # type: ignore[no-untyped-def]
             applied.append(len(events))
-            return super().apply(projection, events)
+            return super().apply_many(projections, events)
 
     async def scenario():
         nc = await connect(nats_url, "test")
@@ -236,3 +236,67 @@ def test_new_projection_code_rebuilds_its_read_model_and_carries_on(ledger, stor
     [status] = store.status([CountingV2()])
     assert (status.active_version, status.checkpoint) == (2, 30)
     assert _report(store, CountingV2()) == expected_from_ledger(ledger)
+
+
+class Tally(Counting):
+    name = "tally_test"
+
+
+class FragileTally(Counting):
+    name = "fragile_tally_test"
+
+    def completed(self, batch, event, payload):
+        if payload.get("i") == 13:
+            raise ValueError("cannot count thirteen")
+        super().completed(batch, event, payload)
+
+
+class MendedTally(Counting):
+    name = "fragile_tally_test"
+
+
+def test_one_consumer_feeds_several_projections_and_a_failing_one_stops_alone(ledger, store, nats_url, stream_names):
+    """`nexus up` feeds every projection from one consumer; one that fails does not hold the others up."""
+    _append(ledger, 20)
+    asyncio.run(_relay_until_caught_up(ledger, nats_url, stream_names))
+
+    async def consume(projections) -> None:
+        nc = await connect(nats_url, "test")
+        await _consume_until(ProjectionConsumer(projections, store, ledger, nc.jetstream(), stream_names), 20)
+        await nc.close()
+
+    asyncio.run(consume([Tally(), FragileTally()]))
+    tally, fragile = store.status([Tally(), FragileTally()])
+    assert tally.checkpoint == 20 and not tally.stopped
+    assert _report(store, Tally()) == expected_from_ledger(ledger)
+    assert fragile.stopped and fragile.checkpoint < 14 and "thirteen" in (fragile.last_error or "")
+
+    # Mended and resumed, it rejoins the group through the gap its checkpoint leaves.
+    store.resume(MendedTally.name)
+    _append(ledger, 5, start=20)
+    asyncio.run(_relay_until_caught_up(ledger, nats_url, stream_names))
+    asyncio.run(consume([Tally(), MendedTally()]))
+    assert [s.checkpoint for s in store.status([Tally(), MendedTally()])] == [25, 25]
+    assert _report(store, MendedTally()) == _report(store, Tally()) == expected_from_ledger(ledger)
+
+
+def test_a_group_applies_each_batch_in_one_transaction_for_all(ledger, database, nats_url, stream_names):
+    calls: list[tuple[str, ...]] = []
+
+    class Recorded(ProjectionStore):
+        def apply_many(self, projections, events):  # type: ignore[no-untyped-def]
+            calls.append(tuple(p.name for p in projections))
+            return super().apply_many(projections, events)
+
+    _append(ledger, 12)
+    asyncio.run(_relay_until_caught_up(ledger, nats_url, stream_names))
+
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        with Recorded(database.app_url) as recorded:
+            await _consume_until(ProjectionConsumer([Tally(), Counting()], recorded, ledger, nc.jetstream(),
+                                                    stream_names), 12)
+        await nc.close()
+
+    asyncio.run(scenario())
+    assert calls and set(calls) == {("tally_test", Counting.name)}
