@@ -16,10 +16,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Column, Connection, DateTime, MetaData, SmallInteger, Table, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    MetaData,
+    Select,
+    SmallInteger,
+    Table,
+    Update,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from domain.ledger import RecordedEvent
+from projections import bulk
 from projections.base import EVERY, Projection, ProjectionFailed, ProjectionGap
 
 CHECKPOINT_METADATA = MetaData()
@@ -94,7 +109,19 @@ class Folded:
 
 
 def read_checkpoint(conn: Connection) -> int:
-    return conn.execute(select(checkpoint_table.c.position).where(checkpoint_table.c.id == 1)).scalar_one()
+    def build() -> Select[Any]:
+        return select(checkpoint_table.c.position).where(checkpoint_table.c.id == 1)
+
+    [position] = bulk.execute_once_compiled(conn, "read checkpoint", build).fetchone()
+    return int(position)
+
+
+def _move_checkpoint(conn: Connection, position: int) -> None:
+    def build() -> Update:
+        return (update(checkpoint_table).where(checkpoint_table.c.id == 1)
+                .values(position=bindparam("position"), updated_at=func.now()))
+
+    bulk.execute_once_compiled(conn, "move checkpoint", build, {"position": position})
 
 
 def fold(
@@ -134,9 +161,7 @@ def write_folded(conn: Connection, projection: Projection[Any], folded: Folded) 
         raise  # the connection, not the projection, failed: retryable, stops nothing
     except Exception as exc:
         raise ProjectionFailed(projection.name, exc) from exc
-    conn.execute(
-        update(checkpoint_table).where(checkpoint_table.c.id == 1).values(position=folded.last, updated_at=func.now())
-    )
+    _move_checkpoint(conn, folded.last)
     return folded.last
 
 

@@ -195,18 +195,25 @@ class InferenceLog(Projection[LogBatch]):
         with bulk.staged(conn, log, batch.rows) as stage:
             # Outcomes whose InferenceRequested was applied in an earlier batch take its cause from
             # inference_pending, and the pending row goes: the outcome closed it.
-            joined = stage.outerjoin(pending, (pending.c.tenant_id == stage.c.tenant_id)
-                                     & (pending.c.inference_id == stage.c.inference_id))
-            columns = list(stage.columns)
-            columns[_CAUSE] = func.coalesce(stage.c.causation_id, pending.c.causation_id)
-            bulk.merge_into(conn, log, select(*columns).select_from(joined))
-            conn.execute(delete(pending).where(pending.c.tenant_id == stage.c.tenant_id,
-                                               pending.c.inference_id == stage.c.inference_id))
+            bulk.merge_into(conn, log, "with their causes", lambda: _with_causes(stage))
+            bulk.execute_once_compiled(conn, ("close pending", stage.name), lambda: _closing(stage))
 
     def report(self, conn: Connection) -> list[dict[str, Any]]:
         stmt = (select(log.c.tenant_id, log.c.status, func.count().label("inferences"))
                 .group_by(log.c.tenant_id, log.c.status).order_by(log.c.tenant_id, log.c.status))
         return [dict(row) for row in conn.execute(stmt).mappings()]
+
+
+def _with_causes(stage: Table) -> Any:
+    joined = stage.outerjoin(pending, (pending.c.tenant_id == stage.c.tenant_id)
+                             & (pending.c.inference_id == stage.c.inference_id))
+    columns = list(stage.columns)
+    columns[_CAUSE] = func.coalesce(stage.c.causation_id, pending.c.causation_id)
+    return select(*columns).select_from(joined)
+
+
+def _closing(stage: Table) -> Any:
+    return delete(pending).where(pending.c.tenant_id == stage.c.tenant_id, pending.c.inference_id == stage.c.inference_id)
 
 
 def create(**params: str) -> InferenceLog:

@@ -137,9 +137,9 @@ class Usage(Projection[UsageBatch]):
         with bulk.staged(conn, buckets, rows) as minutes:
             # The batch's minutes go in as they are; its hours and days are their roll-ups, added up
             # by the database (on the other core) rather than here.
-            bulk.merge_into(conn, buckets, select(*minutes.columns), _MERGE)
+            bulk.merge_into(conn, buckets, "minute", lambda: select(*minutes.columns), _MERGE)
             for granularity in ("hour", "day"):
-                bulk.merge_into(conn, buckets, _rollup(minutes, granularity), _MERGE)
+                bulk.merge_into(conn, buckets, granularity, lambda g=granularity: _rollup(minutes, g), _MERGE)
 
     def report(self, conn: Connection) -> list[dict[str, Any]]:
         """Totals per tenant, provider and model over everything in this read model (day buckets)."""
