@@ -68,7 +68,7 @@ class Relay:
         js: JetStreamContext,
         names: StreamNames = StreamNames(),
         batch: int = 2000,
-        poll_interval: float = 0.005,
+        poll_interval: float = 0.01,
         idle_poll_interval: float = 0.025,
         idle_after_s: float = 1.0,
     ) -> None:
@@ -78,10 +78,11 @@ class Relay:
         self._names = names
         self._batch = batch
         self._poll = poll_interval
-        # Polled every 5 ms, an idle ledger cost the workers' process about 0.1 of a core (a read
-        # through the thread pool each time). After `idle_after_s` with nothing new the relay polls
-        # every 25 ms: the first event after a quiet spell reaches the stream up to 20 ms later, well
-        # inside the 50 ms a projection lets a batch gather anyway.
+        # Each poll is a read through the thread pool, and polls are a fixed cost whatever the
+        # traffic: every 5 ms they took about 0.1 of a core even with the ledger idle. So the relay
+        # polls every 10 ms (at 400 events/s that cut the workers' CPU from 333-363 to 258-300 ms/s
+        # and did not lengthen the projections' lag, which their 50 ms linger dominates), and after
+        # `idle_after_s` with nothing new every 25 ms (ops/bench/workers.py measures both).
         self._idle_poll = idle_poll_interval
         self._idle_after = idle_after_s
         self._ledger_id = ledger.genesis().ledger_id
