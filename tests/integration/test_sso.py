@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from adapters.oidc import client as oidc_client
 from domain.rbac import actor_for_role
 from tests.fakes.oidc_provider import FakeOidcProvider, TestUser
 from tests.integration.test_auth_support import email, invite
@@ -33,6 +34,9 @@ def plain_http_cookies(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def idp() -> Iterator[FakeOidcProvider]:
+    # The discovery cache is per process and keyed by URL: an earlier test's provider on a port the OS
+    # hands out again would answer for this one (seen once in a full run: a redirect to a dead port).
+    oidc_client._documents.clear()
     with FakeOidcProvider(CLIENT_ID, CLIENT_SECRET, TestUser("ada@example.com")) as provider:
         yield provider
 
