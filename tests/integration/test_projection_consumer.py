@@ -185,9 +185,11 @@ def test_caught_up_it_applies_what_gathered_in_its_linger_as_one_batch(ledger, d
         await nc.close()
 
     asyncio.run(scenario())
-    assert sum(applied) == 20 and len(applied) <= 4  # about one batch per half second, not 20
     with ProjectionStore(database.app_url) as store:
-        assert _report(store, Counting()) == expected_from_ledger(ledger)
+        assert _report(store, Counting()) == expected_from_ledger(ledger)  # each event counted once
+    # About one batch per half second, not 20. An event may be offered twice (seen once in CI: 21
+    # offered for 20 appended); the checkpoint skips the second, as the report above shows.
+    assert len(applied) <= 4 and sum(applied) >= 20
 
 
 def test_a_failing_handler_stops_the_projection_loudly_and_nothing_is_skipped(ledger, store, nats_url, stream_names):
