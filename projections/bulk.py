@@ -50,6 +50,10 @@ def int_array(values: Sequence[int]) -> str:
 
 
 _STAGES: dict[tuple[str, Table], Table] = {}
+_CACHE_MAX = 2048
+"""Entries kept in each per-schema cache below. Every rebuild makes a new schema (rm_<name>_<n>) and
+the old one's entries would otherwise stay for the process's life: past the bound they are all
+forgotten, and the few in use are built again on their next batch."""
 
 
 def _stage_table(stage_name: str, table: Table) -> Table:
@@ -62,6 +66,8 @@ def _stage_table(stage_name: str, table: Table) -> Table:
     key = (stage_name, table)
     stage = _STAGES.get(key)
     if stage is None:
+        if len(_STAGES) >= _CACHE_MAX:
+            _STAGES.clear()
         stage = Table(stage_name, MetaData(), *(Column(c.name, c.type) for c in table.columns), schema="pg_temp")
         _STAGES[key] = stage
     return stage
@@ -121,6 +127,8 @@ def execute_once_compiled(
         assert isinstance(statement, ClauseElement)
         compiled = statement.compile(dialect=conn.dialect, schema_translate_map={None: schema},
                                      render_schema_translate=True)
+        if len(_SQL) >= _CACHE_MAX:
+            _SQL.clear()
         cached = _SQL[(schema, key)] = (str(compiled), dict(compiled.params))
     sql, bound = cached
     return conn.connection.driver_connection.execute(sql, {**bound, **params} if params else bound)  # type: ignore[union-attr]

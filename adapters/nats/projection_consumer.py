@@ -15,6 +15,14 @@ projection, and an apply costs a few milliseconds of CPU whatever its size. The 
 
 A consumer started before the relay has created the stream waits for it rather than failing.
 
+The durable consumer holds nothing that matters (it is recreated at every resync from the checkpoint),
+so it is made to expire: JetStream deletes it after `idle_expiry_s` (1 h) without a pull. Durables
+that nothing follows any more (a projection renamed or removed, consumers grouped differently after
+an upgrade) therefore go away by themselves. And when the one being followed disappears (expired
+during a long outage, or deleted by an operator), the consumer recreates it from the checkpoint.
+It has to look: a pull on a deleted consumer is a plain timeout to nats-py against NATS 2.9 (so an
+idle consumer looks every `presence_check_s`) and a 503 against 2.15.
+
 One consumer may feed several projections (`nexus up` feeds all of them from one): each batch is
 fetched and decoded once and applied to all of them in one transaction (`ProjectionStore.apply_many`).
 Four consumers of the same stream cost four fetches, four decodes and four commits per batch; one
@@ -33,7 +41,7 @@ from typing import Any
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from adapters.nats import codec
 from adapters.nats.relay import StreamNames
@@ -51,6 +59,10 @@ class StreamNotFound(Exception):
     """The JetStream stream is not there (yet): the relay creates it on its first start."""
 
 
+class ConsumerLost(Exception):
+    """The durable consumer being followed is gone: expired, or deleted by someone else."""
+
+
 class ProjectionConsumer:
     def __init__(
         self,
@@ -61,6 +73,8 @@ class ProjectionConsumer:
         names: StreamNames = StreamNames(),
         batch: int = 1000,
         linger_s: float = 0.05,
+        idle_expiry_s: float = 3600.0,
+        presence_check_s: float = 5.0,
     ) -> None:
         self.projections = [projections] if isinstance(projections, Projection) else list(projections)
         self.name = "+".join(p.name for p in self.projections)  # for the logs
@@ -73,6 +87,9 @@ class ProjectionConsumer:
         self.checkpoint = 0
         self.linger_s = linger_s
         self.stream_wait_s = 0.25  # between looks for a stream the relay has not created yet
+        self.idle_expiry_s = idle_expiry_s
+        self.presence_check_s = presence_check_s
+        self._seen_at = 0.0  # when the durable consumer was last known to exist
 
     async def resync(self) -> None:
         """Catch up from the ledger, then point the durable consumer at checkpoint + 1."""
@@ -99,8 +116,22 @@ class ProjectionConsumer:
                 ack_wait=30.0,
                 max_ack_pending=100_000,
                 filter_subject=f"{self._names.subject_prefix}.>",
+                inactive_threshold=self.idle_expiry_s,
             ),
         )
+        self._seen_at = time.monotonic()
+
+    async def _check_present(self) -> None:
+        """ConsumerLost if the durable consumer is gone; looks at most every `presence_check_s`."""
+        if time.monotonic() - self._seen_at < self.presence_check_s:
+            return
+        try:
+            await self._js.consumer_info(self._names.stream, self.durable)
+        except NotFoundError:  # the consumer, or its whole stream
+            raise ConsumerLost(self.durable) from None
+        except (nats.errors.Error, TimeoutError):  # NATS unreachable: nothing is known; look again later
+            return
+        self._seen_at = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         waited = False  # for the stream: said once, not at every look
@@ -118,6 +149,9 @@ class ProjectionConsumer:
                     pass
             except ProjectionGap as gap:
                 log.warning("projection %s: %s; catching up from the ledger", self.name, gap)
+            except ConsumerLost:
+                log.warning("projection %s: its durable consumer %s is gone (expired or deleted); recreating it"
+                            " from the checkpoint", self.name, self.durable)
             except (ProjectionFailed, ProjectionStopped) as exc:
                 log.error("projection %s stopped: %s", exc.name, exc)
                 await self._wait_until_resumed(stop)  # at once while another in the group still runs
@@ -141,10 +175,18 @@ class ProjectionConsumer:
                     # then for more until linger_s has passed or the batch is full.
                     messages = await sub.fetch(self._batch, timeout=self.linger_s)
                 except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when idle
+                    await self._check_present()
+                    continue
+                except APIError as exc:  # a pull on a deleted consumer, as newer servers answer it (503)
+                    log.debug("projection %s: pull refused (%s); is the consumer still there?", self.name, exc)
+                    self._seen_at = 0.0
+                    await self._check_present()
+                    await asyncio.sleep(0.1)  # it is: a passing refusal
                     continue
                 if not messages:  # nats-py returns nothing while the connection is down
                     await asyncio.sleep(0.1)
                     continue
+                self._seen_at = time.monotonic()
                 events = [codec.decode(m.data, dict(m.headers or {})) for m in messages]
                 checkpoints = await asyncio.to_thread(self._store.apply_many, self.projections, events)
                 self.checkpoint = min(checkpoints.values())

@@ -337,3 +337,74 @@ def test_a_batch_acked_then_lost_by_the_database_is_recovered_from_the_ledger(le
     with ProjectionStore(database.app_url) as store:
         assert [s.checkpoint for s in store.status([Tally(), Counting()])] == [10, 10]
         assert _report(store, Tally()) == _report(store, Counting()) == expected_from_ledger(ledger)
+
+
+def test_a_durable_consumer_nothing_follows_expires_by_itself(ledger, store, nats_url, stream_names):
+    """Durables left behind (a projection renamed or removed, consumers grouped differently) go away."""
+    from nats.js.errors import NotFoundError
+
+    _append(ledger, 3)
+    asyncio.run(_relay_until_caught_up(ledger, nats_url, stream_names))
+
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, idle_expiry_s=1.0)
+        await consumer.resync()  # made, then abandoned: no process pulls from it
+        info = await js.consumer_info(stream_names.stream, consumer.durable)
+        assert info.config.inactive_threshold == 1.0
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                await js.consumer_info(stream_names.stream, consumer.durable)
+            except NotFoundError:
+                break
+            assert time.monotonic() < deadline, "the abandoned durable consumer is still there"
+            await asyncio.sleep(0.25)
+        await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_followed_consumer_outlives_its_idle_expiry(ledger, store, nats_url, stream_names):
+    """Its pulls keep it alive, however quiet the ledger is."""
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        stop = asyncio.Event()
+        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
+        await asyncio.to_thread(_append, ledger, 3)
+        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, idle_expiry_s=1.0)
+        consuming = asyncio.create_task(consumer.run(stop))
+        await _until_checkpoint(consumer, 3, relaying, consuming)
+        await asyncio.sleep(3.0)  # three expiry periods without a new event
+        info = await js.consumer_info(stream_names.stream, consumer.durable)
+        assert info.config.durable_name == consumer.durable
+        stop.set()
+        await asyncio.gather(consuming, relaying)
+        await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_deleted_durable_consumer_is_recreated_and_nothing_is_missed(ledger, store, nats_url, stream_names):
+    """A pull on a deleted consumer looks like an idle one to nats-py: the consumer must notice by itself."""
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        stop = asyncio.Event()
+        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
+        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, presence_check_s=0.2)
+        consuming = asyncio.create_task(consumer.run(stop))
+        await asyncio.to_thread(_append, ledger, 10)
+        await _until_checkpoint(consumer, 10, relaying, consuming)
+        await js.delete_consumer(stream_names.stream, consumer.durable)  # by an operator, or expired
+        await asyncio.to_thread(_append, ledger, 10, 10)
+        await _until_checkpoint(consumer, 20, relaying, consuming)
+        await js.consumer_info(stream_names.stream, consumer.durable)  # there again
+        stop.set()
+        await asyncio.gather(consuming, relaying)
+        await nc.close()
+
+    asyncio.run(scenario())
+    assert _report(store, Counting()) == expected_from_ledger(ledger)

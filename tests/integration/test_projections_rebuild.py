@@ -183,3 +183,20 @@ def test_a_rebuild_deploys_a_projection_that_was_never_applied(ledger, store):
     result = store.rebuild(USAGE, ledger, swap_tail=0)
     assert (result.replaced, result.checkpoint, store.checkpoint("usage")) == (None, 3, 3)
     assert acme_tokens_in(store) == 21
+
+
+def test_rebuild_after_rebuild_in_one_process_keeps_its_statement_caches_bounded(ledger, store, monkeypatch):
+    """Each rebuild writes to a new schema; what was compiled for the old ones must not pile up."""
+    from projections import bulk
+
+    monkeypatch.setattr(bulk, "_CACHE_MAX", 6)
+    monkeypatch.setattr(bulk, "_SQL", {})  # as in a fresh process
+    monkeypatch.setattr(bulk, "_STAGES", {})
+    rng = random.Random(5)
+    for round_ in range(4):
+        ledger.append(traffic(rng, 30))
+        store.apply(USAGE, list(ledger.iter_entries(store.checkpoint(USAGE.name) + 1)))
+        live = rows_of(store, USAGE)
+        store.rebuild(USAGE, ledger, batch=11, swap_tail=5)
+        assert rows_of(store, USAGE) == live, f"round {round_}"
+        assert len(bulk._SQL) <= 6 and len(bulk._STAGES) <= 6
