@@ -27,7 +27,9 @@ One consumer may feed several projections (`nexus up` feeds all of them from one
 fetched and decoded once and applied to all of them in one transaction (`ProjectionStore.apply_many`).
 Four consumers of the same stream cost four fetches, four decodes and four commits per batch; one
 costs a quarter of that (docs/projections.md, "One consumer for all"). A projection that fails is
-stopped and the others go on; once resumed it rejoins through the gap its checkpoint leaves.
+stopped and the others go on; once resumed it rejoins through the gap its checkpoint leaves. One whose
+code is new (ProjectionOutdated) is rebuilt from the ledger aside, in a task of its own, while the
+others go on; once swapped it rejoins the same way.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class ConsumerLost(Exception):
     """The durable consumer being followed is gone: expired, or deleted by someone else."""
 
 
+class _Rejoin(Exception):
+    """A projection's rebuild ended: follow again with it among the others."""
+
+
 class ProjectionConsumer:
     def __init__(
         self,
@@ -90,10 +96,17 @@ class ProjectionConsumer:
         self.idle_expiry_s = idle_expiry_s
         self.presence_check_s = presence_check_s
         self._seen_at = 0.0  # when the durable consumer was last known to exist
+        self._rebuilds: dict[str, asyncio.Task[None]] = {}  # outdated projections, rebuilt aside
+        self._rejoin = False  # a rebuild ended: resync with the rebuilt projection back in
+        self.rebuild_retry_s = 2.0  # after a rebuild that failed
+
+    def _active(self) -> list[Projection[Any]]:
+        """The projections fed now: all but those being rebuilt."""
+        return [p for p in self.projections if p.name not in self._rebuilds]
 
     async def resync(self) -> None:
         """Catch up from the ledger, then point the durable consumer at checkpoint + 1."""
-        self.checkpoint = await asyncio.to_thread(self._store.catch_up_from_ledger, self.projections, self._ledger)
+        self.checkpoint = await asyncio.to_thread(self._store.catch_up_from_ledger, self._active(), self._ledger)
         try:
             await self._js.delete_consumer(self._names.stream, self.durable)
         except NotFoundError:  # no such consumer, or no such stream (add_consumer tells which)
@@ -136,6 +149,11 @@ class ProjectionConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         waited = False  # for the stream: said once, not at every look
         while not stop.is_set():
+            if not self._active():  # every one is being rebuilt
+                await self._wait_for_rejoin(stop)
+            self._rejoin = False
+            if stop.is_set() or not self._active():
+                continue
             try:
                 await self._follow(stop)
             except StreamNotFound:
@@ -157,18 +175,44 @@ class ProjectionConsumer:
                 await self._wait_until_resumed(stop)  # at once while another in the group still runs
             except ProjectionOutdated as exc:
                 # New projection code was deployed: build its read model from the ledger, then swap.
+                # Aside, so that the others in the group go on meanwhile; it rejoins once swapped.
                 log.warning("projection %s: %s; rebuilding from the ledger", exc.name, exc)
-                outdated = next(p for p in self.projections if p.name == exc.name)
-                try:
-                    await asyncio.to_thread(self._store.rebuild, outdated, self._ledger)
-                except RebuildRunning:  # another process is rebuilding it: wait for that one
-                    await asyncio.sleep(1.0)
+                self._start_rebuild(next(p for p in self.projections if p.name == exc.name))
+            except _Rejoin:
+                log.info("projection %s: a rebuild ended; following again with every projection", self.name)
+        for task in list(self._rebuilds.values()):  # as before: stopping waits for a rebuild under way
+            await task
+
+    def _start_rebuild(self, outdated: Projection[Any]) -> None:
+        if outdated.name not in self._rebuilds:
+            self._rebuilds[outdated.name] = asyncio.create_task(self._rebuild(outdated))
+
+    async def _rebuild(self, outdated: Projection[Any]) -> None:
+        try:
+            await asyncio.to_thread(self._store.rebuild, outdated, self._ledger)
+        except RebuildRunning:  # another process is rebuilding it: wait for that one
+            await asyncio.sleep(1.0)
+        except Exception:  # the old version keeps serving (the store recorded why); try again
+            log.exception("projection %s: rebuild failed; trying again in %.0f s", outdated.name, self.rebuild_retry_s)
+            await asyncio.sleep(self.rebuild_retry_s)
+        finally:
+            del self._rebuilds[outdated.name]
+            self._rejoin = True
+
+    async def _wait_for_rejoin(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() and not self._rejoin:
+            try:
+                await asyncio.wait_for(stop.wait(), 0.1)
+            except TimeoutError:
+                pass
 
     async def _follow(self, stop: asyncio.Event) -> None:
         await self.resync()
         sub = await self._js.pull_subscribe_bind(self.durable, self._names.stream)
         try:
             while not stop.is_set():
+                if self._rejoin:
+                    raise _Rejoin()
                 started = time.monotonic()
                 try:
                     # Returns what is there at once; when nothing is, waits for a first message and
@@ -188,7 +232,7 @@ class ProjectionConsumer:
                     continue
                 self._seen_at = time.monotonic()
                 events = [codec.decode(m.data, dict(m.headers or {})) for m in messages]
-                checkpoints = await asyncio.to_thread(self._store.apply_many, self.projections, events)
+                checkpoints = await asyncio.to_thread(self._store.apply_many, self._active(), events)
                 self.checkpoint = min(checkpoints.values())
                 await messages[-1].ack()  # AckAll: only after the view update and checkpoint committed
                 if len(messages) < self._batch:  # caught up: let the next batch gather
@@ -205,8 +249,9 @@ class ProjectionConsumer:
                 pass
 
     async def _wait_until_resumed(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            status = await asyncio.to_thread(self._store.status, self.projections)
+        while not stop.is_set() and not self._rejoin:
+            active = self._active()
+            status = await asyncio.to_thread(self._store.status, active) if active else []
             if not all(s.stopped for s in status):
                 return
             try:

@@ -389,6 +389,18 @@ def test_a_followed_consumer_outlives_its_idle_expiry(ledger, store, nats_url, s
 
 def test_a_deleted_durable_consumer_is_recreated_and_nothing_is_missed(ledger, store, nats_url, stream_names):
     """A pull on a deleted consumer looks like an idle one to nats-py: the consumer must notice by itself."""
+    from nats.js.errors import NotFoundError
+
+    async def until_made(js, consumer: ProjectionConsumer) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                await js.consumer_info(stream_names.stream, consumer.durable)
+                return
+            except NotFoundError:
+                assert time.monotonic() < deadline, "the durable consumer was not made"
+                await asyncio.sleep(0.05)
+
     async def scenario():
         nc = await connect(nats_url, "test")
         js = nc.jetstream()
@@ -398,13 +410,65 @@ def test_a_deleted_durable_consumer_is_recreated_and_nothing_is_missed(ledger, s
         consuming = asyncio.create_task(consumer.run(stop))
         await asyncio.to_thread(_append, ledger, 10)
         await _until_checkpoint(consumer, 10, relaying, consuming)
+        await until_made(js, consumer)  # the checkpoint moves in the catch-up, before the consumer is made
         await js.delete_consumer(stream_names.stream, consumer.durable)  # by an operator, or expired
         await asyncio.to_thread(_append, ledger, 10, 10)
-        await _until_checkpoint(consumer, 20, relaying, consuming)
-        await js.consumer_info(stream_names.stream, consumer.durable)  # there again
+        await _until_checkpoint(consumer, 20, relaying, consuming)  # from the ledger, as it resyncs
+        await until_made(js, consumer)  # and made again after the catch-up
         stop.set()
         await asyncio.gather(consuming, relaying)
         await nc.close()
 
     asyncio.run(scenario())
     assert _report(store, Counting()) == expected_from_ledger(ledger)
+
+
+def test_while_one_projection_of_a_group_is_rebuilt_the_others_keep_up(ledger, database, nats_url, stream_names):
+    """New code for one projection must not hold every dashboard's lag for the length of its rebuild."""
+    import threading
+
+    release = threading.Event()
+    rebuilding = threading.Event()
+
+    class SlowRebuilds(ProjectionStore):
+        def rebuild(self, projection, ledger, *args, **kwargs):  # type: ignore[no-untyped-def]
+            rebuilding.set()
+            assert release.wait(30), "the test never released the rebuild"
+            return super().rebuild(projection, ledger, *args, **kwargs)
+
+    class TallyV2(Tally):
+        version = 2
+
+    _append(ledger, 10)
+    with ProjectionStore(database.app_url) as store:
+        store.catch_up_from_ledger([Tally(), Counting()], ledger)  # both deployed at version 1
+
+    async def scenario():
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        stop = asyncio.Event()
+        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
+        with SlowRebuilds(database.app_url) as store:
+            consumer = ProjectionConsumer([TallyV2(), Counting()], store, ledger, js, stream_names)
+            consuming = asyncio.create_task(consumer.run(stop))
+            while not rebuilding.is_set():
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(_append, ledger, 10, 10)
+            await _until_checkpoint(consumer, 20, relaying, consuming)  # Counting, while TallyV2 is held
+            assert store.checkpoint(Counting.name) == 20
+            assert [s.active_version for s in store.status([TallyV2()])] == [1]  # not swapped yet
+            release.set()
+            await asyncio.to_thread(_append, ledger, 5, 20)
+            deadline = time.monotonic() + 30
+            while [s.checkpoint for s in store.status([TallyV2(), Counting()])] != [25, 25]:
+                assert time.monotonic() < deadline, "the rebuilt projection did not rejoin"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(consuming, relaying)
+        await nc.close()
+
+    asyncio.run(scenario())
+    with ProjectionStore(database.app_url) as store:
+        [tally] = store.status([TallyV2()])
+        assert tally.active_version == 2
+        assert _report(store, TallyV2()) == _report(store, Counting()) == expected_from_ledger(ledger)
