@@ -46,6 +46,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from adapters.nats import codec
+from adapters.nats.cancellation import raise_if_cancelled
 from adapters.nats.relay import StreamNames
 from application.ports import Ledger
 from projections.base import Projection, ProjectionOutdated
@@ -149,6 +150,7 @@ class ProjectionConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         waited = False  # for the stream: said once, not at every look
         while not stop.is_set():
+            raise_if_cancelled()
             if not self._active():  # every one is being rebuilt
                 await self._wait_for_rejoin(stop)
             self._rejoin = False
@@ -201,6 +203,7 @@ class ProjectionConsumer:
 
     async def _wait_for_rejoin(self, stop: asyncio.Event) -> None:
         while not stop.is_set() and not self._rejoin:
+            raise_if_cancelled()
             try:
                 await asyncio.wait_for(stop.wait(), 0.1)
             except TimeoutError:
@@ -211,6 +214,7 @@ class ProjectionConsumer:
         sub = await self._js.pull_subscribe_bind(self.durable, self._names.stream)
         try:
             while not stop.is_set():
+                raise_if_cancelled()
                 if self._rejoin:
                     raise _Rejoin()
                 started = time.monotonic()
@@ -250,6 +254,7 @@ class ProjectionConsumer:
 
     async def _wait_until_resumed(self, stop: asyncio.Event) -> None:
         while not stop.is_set() and not self._rejoin:
+            raise_if_cancelled()
             active = self._active()
             status = await asyncio.to_thread(self._store.status, active) if active else []
             if not all(s.stopped for s in status):

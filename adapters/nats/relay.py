@@ -18,6 +18,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import APIError, NotFoundError
 
 from adapters.nats import codec
+from adapters.nats.cancellation import raise_if_cancelled
 from application.ports import Ledger
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
         while not stop.is_set():
+            raise_if_cancelled()
             try:
                 sent = await self.step()
             except Exception as exc:  # NATS or Postgres away: back off, then re-sync from the stream
