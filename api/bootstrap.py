@@ -21,7 +21,7 @@ from adapters.providers.tokens import token_counter
 from adapters.secrets import AesGcmCredentialSealer
 from api.settings import Settings
 from application.deployments import DeploymentService
-from application.gateway import Gateway
+from application.gateway import Gateway, GatewayConfig
 from application.identity import IdentityService
 from application.privacy import PrivacyService
 from application.sessions import SessionService, load_jwt_key
@@ -119,7 +119,8 @@ def wire_gateway(container: Container) -> None:
     direct, translated = OpenAICompatibleProvider(), LitellmProvider()
     providers = {WIRE_OPENAI: direct, WIRE_ANTHROPIC: translated, WIRE_GEMINI: translated}
     container.gateway = Gateway(container.ledger, container.deployments, providers, privacy=container.privacy,
-                                token_counter=token_counter)
+                                token_counter=token_counter,
+                                config=GatewayConfig(record_before_upstream=container.settings.record_before_upstream))
 
 
 def nats_url_for(container: Container) -> str:

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # event loop shares it with the ledger's committer and the workers; 0.5 ms cut the gateway's p90 at
     # 200 req/s from 5.8-8.5 to 4.0-4.4 ms and its p99 from 8.5-15.5 to 6.2-7.4 ms (docs/gateway.md).
     gil_switch_interval_ms: float = Field(default=0.5, gt=0, le=100, description="sys.setswitchinterval, in ms")
+    # Strict recording: each inference's InferenceRequested commits before its upstream call, at the price
+    # of a second commit on every response path (docs/gateway.md, "In flight, and after a crash").
+    record_before_upstream: bool = Field(
+        default=False, description="NEXUS_RECORD_BEFORE_UPSTREAM=on: no upstream call without a committed record"
+    )
     # pydantic reads on/off (and true/false, 1/0) as a bool
     local_model: bool = Field(default=True, description="NEXUS_LOCAL_MODEL=on|off: serve the embedded SmolLM2 model")
     # browsers: origins other than the API's own that may call it with credentials (docs/auth.md, "CORS")

@@ -8,7 +8,8 @@ process killed mid-request leaves it behind, and the sweeper (application/infere
 later closes it with InferenceFailed(gateway_interrupted). A call that ends sooner is recorded in one
 atomic append of both events (one group-commit slot). Either way nothing is half-recorded for a
 request that was answered, and requests refused before any upstream call (bad JSON, unknown model,
-auth) record nothing.
+auth) record nothing. With `record_before_upstream` (NEXUS_RECORD_BEFORE_UPSTREAM) the InferenceRequested
+is committed before the first attempt instead, and a ledger that cannot take it means no upstream call.
 
 Streams. The response starts once an upstream has produced its first chunk, so retries and fallbacks
 cover everything before that. The InferenceCompleted event id is fixed up front and announced in the
@@ -102,6 +103,10 @@ class GatewayConfig:
     # killed mid-request leaves a record the sweeper closes); a call that ends sooner is recorded in one
     # append with its outcome. 0: always at once. Docs: docs/gateway.md, "Events and receipts".
     record_requested_after_s: float = 0.005
+    # Strict recording: InferenceRequested is committed before any byte goes upstream, so that no process
+    # can die having made a call it left no record of (with the timer above, one killed within its 5 ms
+    # can). The price is a second commit on every response path (docs/gateway.md, "In flight").
+    record_before_upstream: bool = False
     # Added to a request's timeout for its deadline_at: past it, the sweeper closes a request left open.
     sweep_grace_s: float = 30.0
     # The longest a stream may run after its first chunk (each wait between chunks is bounded by the
@@ -250,6 +255,9 @@ class Gateway:
         busy = {r.deployment.name: self._busy[(request.tenant_id, r.deployment.name)] for r in routes}
         order = attempt_order([r.deployment for r in routes], busy, next(turn))
         flight.start(by_name[order[0].name])
+        if self.config.record_before_upstream and not await flight.record_requested_now():
+            raise GatewayError(503, "the ledger could not record this inference before calling the upstream, so"
+                               " no call was made; retry later", "api_error", "ledger_unavailable")
         attempts: list[dict[str, Any]] = []
         last: tuple[UpstreamFailure, Route] | None = None
         for deployment in order:
@@ -514,10 +522,19 @@ class _Flight:
         self.event = NewEvent(self._stream, "InferenceRequested", payload, tenant_id=r.tenant_id,
                               event_id=uuid.uuid4(),
                               metadata={"correlation_id": r.correlation_id, "causation_id": r.causation_id})
+        if config.record_before_upstream:
+            return  # the caller awaits record_requested_now() before the first attempt
         if config.record_requested_after_s <= 0:
             self._fire()
         else:
             self._timer = asyncio.get_running_loop().call_later(config.record_requested_after_s, self._fire)
+
+    async def record_requested_now(self) -> bool:
+        """Append the InferenceRequested and wait for its commit; False if the ledger would not take it."""
+        if self._pending is None:
+            self._fire()
+        assert self._pending is not None
+        return await asyncio.shield(self._pending)
 
     def _fire(self) -> None:
         self._timer = None

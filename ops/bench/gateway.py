@@ -423,6 +423,8 @@ def main() -> None:
                         help="also run the relay, projections, sweeper and signer: in a process of their own, as"
                              " `nexus up` does, or in the (first) API process, as it did before")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy reference")
+    parser.add_argument("--record-before-upstream", action="store_true",
+                        help="strict recording (NEXUS_RECORD_BEFORE_UPSTREAM=on): a commit before each upstream call")
     parser.add_argument("--phases", action="store_true", help="time the gateway's steps in its process, per rate")
     parser.add_argument("--output", default="", help="also write the JSON report to this file")
     parser.add_argument("--median", nargs="+", default=None, metavar="RUN.json", help="medians of earlier reports")
@@ -448,7 +450,7 @@ def main() -> None:
                                     model_name="bench", base_url=f"http://127.0.0.1:{up_port}/v1",
                                     price=Price(2_500_000, 10_000_000, "USD", "bench"), api_key="sk-bench")
     env = {**os.environ, "PYTHONPATH": str(ROOT), **({PHASES_ENV: "1"} if args.phases else {}),
-           WORKERS_ENV: args.workers}
+           WORKERS_ENV: args.workers, "NEXUS_RECORD_BEFORE_UPSTREAM": "on" if args.record_before_upstream else "off"}
     upstream = subprocess.Popen([sys.executable, __file__, "_upstream", str(up_port)], env=env)
     gateways = [subprocess.Popen([sys.executable, __file__, "_gateway", str(data_dir), str(gw_port)],
                                  env={**env, PROCESS_ENV: str(n)}) for n in range(args.gateway_processes)]
@@ -465,6 +467,7 @@ def main() -> None:
                     "gateway": {"server": f"uvicorn, {args.gateway_processes} process(es) on one port, uvloop + httptools",
                                 "workers": args.workers,
                                 "record_requested_after_s": config.record_requested_after_s,
+                                "record_before_upstream": args.record_before_upstream,
                                 "gil_switch_interval_ms": Settings().gil_switch_interval_ms},
                     "litellm_proxy_reference": "litellm 1.110.2 proxy, one worker, no database" if proxy else "not run",
                     "load": os.getloadavg(), "rates": []}

@@ -27,7 +27,7 @@ import base64
 import struct
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,7 @@ class Script:
     default: Behaviour = field(default_factory=ok)
     queue: deque[Behaviour] = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    on_request: Callable[[], None] | None = None  # called as each request arrives, before any answer
 
     def then(self, *behaviours: Behaviour) -> Script:
         self.queue.extend(behaviours)
@@ -126,6 +127,8 @@ async def _begin(request: Request, upstreams: Upstreams) -> tuple[Script, Behavi
     body = orjson.loads(await request.body())
     script.requests.append({"path": request.url.path, "query": str(request.url.query),
                             "headers": dict(request.headers), "body": body})
+    if script.on_request is not None:
+        script.on_request()
     behaviour = script.next()
     if behaviour.kind == "slow":
         await asyncio.sleep(behaviour.delay_s)

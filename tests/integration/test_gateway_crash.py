@@ -194,6 +194,48 @@ def test_a_slow_call_is_recorded_as_requested_while_in_flight_and_a_fast_one_in_
     assert requested[1].recorded_at == completed[1].recorded_at  # the fast call: one
 
 
+def test_by_default_a_fast_call_reaches_the_upstream_before_its_record_commits(gw):
+    """The window strict recording closes: a process killed now would leave no record of this call."""
+    # The timer made long, so that a loaded machine cannot make this call outlast it.
+    gw.container.gateway.config = replace(gw.container.gateway.config, record_requested_after_s=30.0)
+    upstream = gw.deploy("primary")
+    seen: list[int] = []
+    gw.script(upstream).on_request = lambda: seen.append(len(gw.events("InferenceRequested")))
+    gw.client().chat.completions.create(model="gpt-test", messages=HELLO)
+    assert seen == [0]
+    assert len(gw.events("InferenceRequested", "InferenceCompleted")) == 2
+
+
+def test_with_strict_recording_no_byte_goes_upstream_before_the_request_is_committed(gw):
+    gw.container.gateway.config = replace(gw.container.gateway.config, record_before_upstream=True)
+    upstream = gw.deploy("primary")
+    seen: list[int] = []
+    gw.script(upstream).on_request = lambda: seen.append(len(gw.events("InferenceRequested")))
+    client = gw.client()
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-test", messages=HELLO)
+    with client.chat.completions.create(model="gpt-test", messages=HELLO, stream=True) as stream:
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert seen == [1, 2, 3, 4]  # each call found its own record committed already
+    requested, completed = gw.events("InferenceRequested"), gw.events("InferenceCompleted")
+    assert len(completed) == 4
+    assert [e.stream_version for e in requested] == [1] * 4 and [e.stream_version for e in completed] == [2] * 4
+    assert all(r.position < c.position for r, c in zip(requested, completed, strict=True))
+
+
+def test_with_strict_recording_a_ledger_that_cannot_record_means_no_upstream_call(gw):
+    gw.container.gateway.config = replace(gw.container.gateway.config, record_before_upstream=True)
+    upstream = gw.deploy("primary")
+    gateway = gw.container.gateway
+    flaky = _FlakyLedger(gateway._ledger)
+    gateway._ledger = flaky
+    response = gw.http().post("/v1/chat/completions", json={"model": "gpt-test", "messages": HELLO})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "ledger_unavailable"
+    assert flaky.refused == 3 and gw.script(upstream).requests == []
+    assert gw.events("InferenceRequested", "InferenceCompleted", "InferenceFailed") == []
+
+
 class _FlakyLedger:
     """The real ledger, except that InferenceRequested appended on its own fails (the ledger is down)."""
 
@@ -257,3 +299,12 @@ def test_a_live_stream_never_outlasts_the_deadline_it_recorded(gw):
     deadline = deadline_of(gw, "InferenceRequested")
     assert parse_instant(completed.recorded_at) < deadline <= parse_instant(requested.recorded_at) + dt.timedelta(
         seconds=2.0)
+
+
+def test_strict_recording_is_a_setting(database, tmp_path):
+    container = bootstrap(Settings(database_url=database.admin_url, data_dir=tmp_path / "data",
+                                   record_before_upstream=True))
+    try:
+        assert container.gateway.config.record_before_upstream
+    finally:
+        container.close()
