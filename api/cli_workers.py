@@ -69,7 +69,8 @@ def project(
         try:
             stream = StreamNames(settings.nats_stream, settings.nats_subject_prefix)
             with ProjectionStore(container.database.app_url) as store:
-                await ProjectionConsumer(projections, store, container.ledger, nc.jetstream(), stream).run(stop)
+                await ProjectionConsumer(projections, store, container.ledger, nc.jetstream(), stream,
+                                         linger_s=settings.projection_linger_ms / 1000).run(stop)
         finally:
             await nc.close()
 

@@ -86,7 +86,8 @@ def in_process_workers(container, nats_url: str) -> dict[str, Worker]:  # type: 
         async def consume(stop: asyncio.Event) -> None:
             nc = await connect(nats_url, f"nexus-projection-{label}")
             try:
-                await ProjectionConsumer(projections, store, container.ledger, nc.jetstream(), names).run(stop)
+                await ProjectionConsumer(projections, store, container.ledger, nc.jetstream(), names,
+                                         linger_s=settings.projection_linger_ms / 1000).run(stop)
             finally:
                 await nc.close()
 

@@ -1,6 +1,6 @@
 """Benchmark: what `nexus up`'s background workers cost, idle and under a gateway's stream of events. Prints JSON.
 
-    .venv/bin/python ops/bench/workers.py [--rate 400] [--seconds 20] [--idle-seconds 10]
+    .venv/bin/python ops/bench/workers.py [--rate 400] [--seconds 20] [--idle-seconds 10] [--linger-ms 50,150]
                                           [--consumers separate,grouped] [--output run.json]
 
 For each way of running the projection consumers (`NEXUS_PROJECTION_CONSUMERS`), on a fresh embedded
@@ -122,7 +122,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_mode(mode: str, args: argparse.Namespace, linger_ms: str = "") -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="nexus-bench-workers-"))
     settings = Settings(data_dir=data_dir, local_model=False)
     container = bootstrap(settings)
@@ -131,6 +131,10 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     # Something in the ledger before the workers start, so that "following" has a head to reach.
     head = ledger.append(pair(0))[-1].position
     os.environ["NEXUS_PROJECTION_CONSUMERS"] = mode
+    if linger_ms:
+        os.environ["NEXUS_PROJECTION_LINGER_MS"] = linger_ms
+    else:
+        os.environ.pop("NEXUS_PROJECTION_LINGER_MS", None)
     from api.worker_process import spawn
 
     worker = spawn(settings, database_url=container.database.admin_url, app_database_url=container.database.app_url,
@@ -201,6 +205,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                 lags.append(samples[i][0] - at)
         return {
             "consumers": mode,
+            "linger_ms": float(linger_ms) if linger_ms else Settings().projection_linger_ms,
             "idle": idle,
             "load": {
                 "offered_events_per_s": args.rate,
@@ -227,10 +232,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--consumers", default="separate,grouped", help="comma-separated NEXUS_PROJECTION_CONSUMERS")
+    parser.add_argument("--linger-ms", default="", help="comma-separated NEXUS_PROJECTION_LINGER_MS to compare (default: the setting's)")
     parser.add_argument("--output")
     args = parser.parse_args()
     result = {"benchmark": "background workers of nexus up", "load_average": os.getloadavg(),
-              "modes": [run_mode(mode, args) for mode in args.consumers.split(",")]}
+              "modes": [run_mode(mode, args, linger) for mode in args.consumers.split(",")
+                        for linger in (args.linger_ms.split(",") if args.linger_ms else [""])]}
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:

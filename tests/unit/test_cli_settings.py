@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
     (["up"], "NEXUS_API_PROCESSES", "0", "Input should be greater than or equal to 1 (got '0')"),
     (["ledger", "head"], "NEXUS_PORT", "abc", "Input should be a valid integer"),
     (["ledger", "head"], "NEXUS_LEDGER_HASH", "md5", "Input should be 'blake3' or 'sha256'"),
+    (["ledger", "head"], "NEXUS_PROJECTION_LINGER_MS", "-5", "Input should be greater than or equal to 0"),
+    (["ledger", "head"], "NEXUS_RECORD_BEFORE_UPSTREAM", "maybe", "Input should be a valid boolean"),
 ])
 def test_a_bad_setting_is_named_with_what_was_wrong(tmp_path, command, variable, value, words):
     env = {**os.environ, variable: value, "NEXUS_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
