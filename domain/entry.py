@@ -18,7 +18,10 @@ def format_timestamp(moment: dt.datetime) -> str:
     """RFC 3339 UTC with exactly six fractional digits: the only time format the ledger hashes."""
     if moment.tzinfo is None:
         raise ValueError("ledger timestamps must be timezone-aware")
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: the same text for years 1000-9999 (tested), and strftime goes through the C
+    # library's time zone and locale code, 1.6 µs hot but 26 µs on the gateway's cold path (one call per
+    # append and one per inference; docs/gateway.md, "Cold code").
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 @dataclass(frozen=True)
