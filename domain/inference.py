@@ -7,7 +7,7 @@ micro-units of cost with the currency and price-table version, latencies in micr
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from domain.entry import format_timestamp
@@ -18,6 +18,12 @@ GATEWAY_INTERRUPTED = "gateway_interrupted"
 
 def inference_stream(request_id: str) -> str:
     return f"{INFERENCE_STREAM_PREFIX}{request_id}"
+
+
+def _flat_fields(event: object) -> dict[str, Any]:
+    # Every field of these events is a str, int, bool or None, so a shallow copy is what
+    # dataclasses.asdict gives, without its deep copy of each value: 0.3 µs instead of 9 (two per request).
+    return dict(vars(event))
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class InferenceRequested:
     schema_version = 1
 
     def payload(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat_fields(self)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class InferenceCompleted:
     schema_version = 1
 
     def payload(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat_fields(self)
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class InferenceFailed:
     schema_version = 1
 
     def payload(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat_fields(self)
 
 
 KEY_REVOKED = "key_revoked"  # the caller's API key was revoked while its request was in flight: answer withheld
