@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
@@ -19,7 +20,7 @@ from api.ratelimit import install_rate_limits
 
 
 def create_app(container: Container) -> FastAPI:
-    app = FastAPI(title="NexusAI", version="0.1.0")
+    app = FastAPI(title="NexusAI", version="0.1.0", telemetry=_fastapi_telemetry())
     app.state.container = container
     install_error_handlers(app)
     mount_gateway(app)
@@ -60,6 +61,16 @@ def create_app(container: Container) -> FastAPI:
 
     serve_console(app)  # keep last: the console's SPA fallback answers only what no API route did
     return app
+
+
+def _fastapi_telemetry() -> dict[str, bool] | None:
+    """FastAPI's own OpenTelemetry instrumentation only where it was asked for (FASTAPI_OTEL_AUTO_CONFIGURE=true).
+
+    Otherwise every request would still ask OpenTelemetry whether a provider was configured: about 4 %
+    of the gateway's Python time at 200 req/s (py-spy), for a provider no one configured."""
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
+        return None
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 CONSOLE_DIR = Path(__file__).resolve().parents[1] / "ui" / "dist"
