@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -52,6 +54,41 @@ async def _until_checkpoint(consumer: ProjectionConsumer, position: int, *worker
         await asyncio.sleep(0.02)
 
 
+class _Workers:
+    """Tasks running relays and consumers on one NATS connection, all told to stop by one event."""
+
+    def __init__(self, js) -> None:  # type: ignore[no-untyped-def]
+        self.js = js
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+
+    def start(self, worker) -> asyncio.Task:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(worker.run(self.stop))
+        self.tasks.append(task)
+        return task
+
+    def relay(self, ledger, stream_names) -> asyncio.Task:  # type: ignore[no-untyped-def]
+        return self.start(Relay(ledger, self.js, stream_names))
+
+
+@asynccontextmanager
+async def _workers(nats_url: str) -> AsyncIterator[_Workers]:
+    """Connected to NATS; on leaving, every started worker is stopped and awaited (its error raised)."""
+    nc = await connect(nats_url, "test")
+    workers = _Workers(nc.jetstream())
+    try:
+        yield workers
+        workers.stop.set()
+        await asyncio.gather(*workers.tasks)
+    finally:
+        pending = [task for task in workers.tasks if not task.done()]  # the scenario failed: end them too
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        await nc.close()
+
+
 @pytest.fixture
 def store(database):
     with ProjectionStore(database.app_url) as opened:
@@ -60,18 +97,12 @@ def store(database):
 
 def test_live_events_reach_the_read_model_exactly_once(ledger, store, nats_url, stream_names):
     async def scenario():
-        nc = await connect(nats_url, "test")
-        js = nc.jetstream()
-        stop = asyncio.Event()
-        relay = Relay(ledger, js, stream_names)
-        relaying = asyncio.create_task(relay.run(stop))
-        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, batch=7)
-        consuming = asyncio.create_task(consumer.run(stop))
-        await asyncio.to_thread(_append, ledger, 150)
-        await _until_checkpoint(consumer, ledger.head().size, relaying, consuming)
-        stop.set()
-        await asyncio.gather(relaying, consuming)
-        await nc.close()
+        async with _workers(nats_url) as workers:
+            relaying = workers.relay(ledger, stream_names)
+            consumer = ProjectionConsumer(Counting(), store, ledger, workers.js, stream_names, batch=7)
+            consuming = workers.start(consumer)
+            await asyncio.to_thread(_append, ledger, 150)
+            await _until_checkpoint(consumer, ledger.head().size, relaying, consuming)
 
     asyncio.run(scenario())
     assert _report(store, Counting()) == expected_from_ledger(ledger)
@@ -136,21 +167,16 @@ def test_a_consumer_started_before_the_relay_made_the_stream_waits_for_it(ledger
     _append(ledger, 5)
 
     async def scenario():
-        nc = await connect(nats_url, "test")
-        js = nc.jetstream()
-        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names)
-        consumer.stream_wait_s = 0.05
-        stop = asyncio.Event()
-        consuming = asyncio.create_task(consumer.run(stop))
-        await asyncio.sleep(0.5)
-        assert not consuming.done()  # waiting for the stream, not failed
-        assert consumer.checkpoint == 5  # what the ledger held, caught up from PostgreSQL meanwhile
-        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
-        await asyncio.to_thread(_append, ledger, 5, 5)
-        await _until_checkpoint(consumer, 10, relaying, consuming)
-        stop.set()
-        await asyncio.gather(consuming, relaying)
-        await nc.close()
+        async with _workers(nats_url) as workers:
+            consumer = ProjectionConsumer(Counting(), store, ledger, workers.js, stream_names)
+            consumer.stream_wait_s = 0.05
+            consuming = workers.start(consumer)
+            await asyncio.sleep(0.5)
+            assert not consuming.done()  # waiting for the stream, not failed
+            assert consumer.checkpoint == 5  # what the ledger held, caught up from PostgreSQL meanwhile
+            relaying = workers.relay(ledger, stream_names)
+            await asyncio.to_thread(_append, ledger, 5, 5)
+            await _until_checkpoint(consumer, 10, relaying, consuming)
 
     asyncio.run(scenario())
     assert _report(store, Counting()) == expected_from_ledger(ledger)
@@ -166,23 +192,18 @@ def test_caught_up_it_applies_what_gathered_in_its_linger_as_one_batch(ledger, d
             return super().apply_many(projections, events)
 
     async def scenario():
-        nc = await connect(nats_url, "test")
-        js = nc.jetstream()
-        stop = asyncio.Event()
-        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
         with Recorded(database.app_url) as recorded:
-            consumer = ProjectionConsumer(Counting(), recorded, ledger, js, stream_names, linger_s=0.5)
-            consuming = asyncio.create_task(consumer.run(stop))
-            while not applied:  # started: its first (empty) catch-up is done
-                await asyncio.sleep(0.02)
-            applied.clear()
-            for i in range(20):  # 40 events a second for half a second
-                await asyncio.to_thread(_append, ledger, 1, i)
-                await asyncio.sleep(0.025)
-            await _until_checkpoint(consumer, 20, relaying, consuming)
-            stop.set()
-            await asyncio.gather(consuming, relaying)
-        await nc.close()
+            async with _workers(nats_url) as workers:
+                relaying = workers.relay(ledger, stream_names)
+                consumer = ProjectionConsumer(Counting(), recorded, ledger, workers.js, stream_names, linger_s=0.5)
+                consuming = workers.start(consumer)
+                while not applied:  # started: its first (empty) catch-up is done
+                    await asyncio.sleep(0.02)
+                applied.clear()
+                for i in range(20):  # 40 events a second for half a second
+                    await asyncio.to_thread(_append, ledger, 1, i)
+                    await asyncio.sleep(0.025)
+                await _until_checkpoint(consumer, 20, relaying, consuming)
 
     asyncio.run(scenario())
     with ProjectionStore(database.app_url) as store:
@@ -316,21 +337,17 @@ def test_a_batch_acked_then_lost_by_the_database_is_recovered_from_the_ledger(le
             return super().apply_many(projections, events)
 
     async def scenario():
-        nc = await connect(nats_url, "test")
-        js = nc.jetstream()
-        stop = asyncio.Event()
-        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
         with Forgetful(database.app_url) as forgetful:
-            consumer = ProjectionConsumer([Tally(), Counting()], forgetful, ledger, js, stream_names, linger_s=0.05)
-            consuming = asyncio.create_task(consumer.run(stop))
-            await asyncio.to_thread(_append, ledger, 5)
-            while not lost:
-                await asyncio.sleep(0.02)
-            await asyncio.to_thread(_append, ledger, 5, 5)  # the next batch finds the gap the loss left
-            await _until_checkpoint(consumer, 10, relaying, consuming)
-            stop.set()
-            await asyncio.gather(consuming, relaying)
-        await nc.close()
+            async with _workers(nats_url) as workers:
+                relaying = workers.relay(ledger, stream_names)
+                consumer = ProjectionConsumer([Tally(), Counting()], forgetful, ledger, workers.js, stream_names,
+                                              linger_s=0.05)
+                consuming = workers.start(consumer)
+                await asyncio.to_thread(_append, ledger, 5)
+                while not lost:
+                    await asyncio.sleep(0.02)
+                await asyncio.to_thread(_append, ledger, 5, 5)  # the next batch finds the gap the loss left
+                await _until_checkpoint(consumer, 10, relaying, consuming)
 
     asyncio.run(scenario())
     assert lost  # the loss happened, and was acknowledged to NATS
@@ -369,20 +386,15 @@ def test_a_durable_consumer_nothing_follows_expires_by_itself(ledger, store, nat
 def test_a_followed_consumer_outlives_its_idle_expiry(ledger, store, nats_url, stream_names):
     """Its pulls keep it alive, however quiet the ledger is."""
     async def scenario():
-        nc = await connect(nats_url, "test")
-        js = nc.jetstream()
-        stop = asyncio.Event()
-        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
-        await asyncio.to_thread(_append, ledger, 3)
-        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, idle_expiry_s=1.0)
-        consuming = asyncio.create_task(consumer.run(stop))
-        await _until_checkpoint(consumer, 3, relaying, consuming)
-        await asyncio.sleep(3.0)  # three expiry periods without a new event
-        info = await js.consumer_info(stream_names.stream, consumer.durable)
-        assert info.config.durable_name == consumer.durable
-        stop.set()
-        await asyncio.gather(consuming, relaying)
-        await nc.close()
+        async with _workers(nats_url) as workers:
+            relaying = workers.relay(ledger, stream_names)
+            await asyncio.to_thread(_append, ledger, 3)
+            consumer = ProjectionConsumer(Counting(), store, ledger, workers.js, stream_names, idle_expiry_s=1.0)
+            consuming = workers.start(consumer)
+            await _until_checkpoint(consumer, 3, relaying, consuming)
+            await asyncio.sleep(3.0)  # three expiry periods without a new event
+            info = await workers.js.consumer_info(stream_names.stream, consumer.durable)
+            assert info.config.durable_name == consumer.durable
 
     asyncio.run(scenario())
 
@@ -402,22 +414,18 @@ def test_a_deleted_durable_consumer_is_recreated_and_nothing_is_missed(ledger, s
                 await asyncio.sleep(0.05)
 
     async def scenario():
-        nc = await connect(nats_url, "test")
-        js = nc.jetstream()
-        stop = asyncio.Event()
-        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
-        consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, presence_check_s=0.2)
-        consuming = asyncio.create_task(consumer.run(stop))
-        await asyncio.to_thread(_append, ledger, 10)
-        await _until_checkpoint(consumer, 10, relaying, consuming)
-        await until_made(js, consumer)  # the checkpoint moves in the catch-up, before the consumer is made
-        await js.delete_consumer(stream_names.stream, consumer.durable)  # by an operator, or expired
-        await asyncio.to_thread(_append, ledger, 10, 10)
-        await _until_checkpoint(consumer, 20, relaying, consuming)  # from the ledger, as it resyncs
-        await until_made(js, consumer)  # and made again after the catch-up
-        stop.set()
-        await asyncio.gather(consuming, relaying)
-        await nc.close()
+        async with _workers(nats_url) as workers:
+            js = workers.js
+            relaying = workers.relay(ledger, stream_names)
+            consumer = ProjectionConsumer(Counting(), store, ledger, js, stream_names, presence_check_s=0.2)
+            consuming = workers.start(consumer)
+            await asyncio.to_thread(_append, ledger, 10)
+            await _until_checkpoint(consumer, 10, relaying, consuming)
+            await until_made(js, consumer)  # the checkpoint moves in the catch-up, before the consumer is made
+            await js.delete_consumer(stream_names.stream, consumer.durable)  # by an operator, or expired
+            await asyncio.to_thread(_append, ledger, 10, 10)
+            await _until_checkpoint(consumer, 20, relaying, consuming)  # from the ledger, as it resyncs
+            await until_made(js, consumer)  # and made again after the catch-up
 
     asyncio.run(scenario())
     assert _report(store, Counting()) == expected_from_ledger(ledger)
@@ -444,28 +452,23 @@ def test_while_one_projection_of_a_group_is_rebuilt_the_others_keep_up(ledger, d
         store.catch_up_from_ledger([Tally(), Counting()], ledger)  # both deployed at version 1
 
     async def scenario():
-        nc = await connect(nats_url, "test")
-        js = nc.jetstream()
-        stop = asyncio.Event()
-        relaying = asyncio.create_task(Relay(ledger, js, stream_names).run(stop))
         with SlowRebuilds(database.app_url) as store:
-            consumer = ProjectionConsumer([TallyV2(), Counting()], store, ledger, js, stream_names)
-            consuming = asyncio.create_task(consumer.run(stop))
-            while not rebuilding.is_set():
-                await asyncio.sleep(0.02)
-            await asyncio.to_thread(_append, ledger, 10, 10)
-            await _until_checkpoint(consumer, 20, relaying, consuming)  # Counting, while TallyV2 is held
-            assert store.checkpoint(Counting.name) == 20
-            assert [s.active_version for s in store.status([TallyV2()])] == [1]  # not swapped yet
-            release.set()
-            await asyncio.to_thread(_append, ledger, 5, 20)
-            deadline = time.monotonic() + 30
-            while [s.checkpoint for s in store.status([TallyV2(), Counting()])] != [25, 25]:
-                assert time.monotonic() < deadline, "the rebuilt projection did not rejoin"
-                await asyncio.sleep(0.05)
-            stop.set()
-            await asyncio.gather(consuming, relaying)
-        await nc.close()
+            async with _workers(nats_url) as workers:
+                relaying = workers.relay(ledger, stream_names)
+                consumer = ProjectionConsumer([TallyV2(), Counting()], store, ledger, workers.js, stream_names)
+                consuming = workers.start(consumer)
+                while not rebuilding.is_set():
+                    await asyncio.sleep(0.02)
+                await asyncio.to_thread(_append, ledger, 10, 10)
+                await _until_checkpoint(consumer, 20, relaying, consuming)  # Counting, while TallyV2 is held
+                assert store.checkpoint(Counting.name) == 20
+                assert [s.active_version for s in store.status([TallyV2()])] == [1]  # not swapped yet
+                release.set()
+                await asyncio.to_thread(_append, ledger, 5, 20)
+                deadline = time.monotonic() + 30
+                while [s.checkpoint for s in store.status([TallyV2(), Counting()])] != [25, 25]:
+                    assert time.monotonic() < deadline, "the rebuilt projection did not rejoin"
+                    await asyncio.sleep(0.05)
 
     asyncio.run(scenario())
     with ProjectionStore(database.app_url) as store:
