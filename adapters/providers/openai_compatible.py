@@ -29,20 +29,17 @@ from domain.deployments import BROKEN_RESPONSE, PROVIDERS, TIMEOUT, UNREACHABLE,
 _MAX_ERROR_DETAIL = 300
 
 
-def _headers(call: UpstreamCall) -> dict[str, str]:
+def _headers(api_key: str | None) -> dict[str, str]:
     headers = {"content-type": "application/json", "accept": "application/json"}
-    if call.route.api_key:
-        headers["authorization"] = f"Bearer {call.route.api_key}"
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
     return headers
 
 
 @lru_cache(maxsize=1024)
 def _header_lines(api_key: str | None) -> bytes:
     """The whole-request headers for one credential, encoded once (checked for line breaks)."""
-    headers = {"content-type": "application/json", "accept": "application/json"}
-    if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
-    return encode_headers(headers)
+    return encode_headers(_headers(api_key))
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -155,7 +152,7 @@ class OpenAICompatibleProvider(Provider):
         try:
             response = await self._session().post(
                 deployment.base_url + "/chat/completions", data=orjson.dumps(body),
-                headers={**_headers(call), "accept": "text/event-stream"},
+                headers={**_headers(call.route.api_key), "accept": "text/event-stream"},
                 # the attempt's limit until the headers; the gateway bounds every later read itself
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=call.timeout_s))
         except _TRANSPORT_ERRORS as exc:
