@@ -1068,15 +1068,20 @@ def _scan(batch: list[_Request]) -> tuple[list[str], bool]:
 
 
 def _presumed_new(batch: list[_Request], unknown: list[str]) -> set[str]:
-    """The streams among `unknown` whose first request in the batch expects them at version 0."""
+    """The streams among `unknown` whose first request in the batch writes to them expecting version 0.
+
+    Only a stream the request writes to: if it exists after all, the unique index refuses the batch. A
+    stream a request only expects (a condition, such as the gateway's API key at its version) is read.
+    """
     left = set(unknown)
     presumed: set[str] = set()
     for request in batch:
         expected = request.expected or {}
-        for stream_id in {enc.stream_id for enc in request.events} | set(expected):
+        written = {enc.stream_id for enc in request.events}
+        for stream_id in written | set(expected):
             if stream_id in left:
                 left.discard(stream_id)
-                if expected.get(stream_id, -1) == 0:
+                if stream_id in written and expected.get(stream_id, -1) == 0:
                     presumed.add(stream_id)
         if not left:
             break

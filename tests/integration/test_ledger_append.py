@@ -35,6 +35,29 @@ def test_a_stale_expected_version_is_refused_and_writes_nothing(ledger: Postgres
     assert ledger.read_stream("account-2") == []
 
 
+def test_an_expected_version_of_a_stream_the_append_does_not_write_is_a_condition_checked_too(
+    ledger: PostgresLedger, database
+):
+    """The gateway records an inference on the condition that the caller's API key is still at the version
+    it authenticated: a stream expected but not written must be checked, even at version 0, and even when
+    this committer no longer remembers it (it forgets after another process appended)."""
+    ledger.append(opened(1, "key-1"), {"key-1": 0})
+    with PostgresLedger(database.app_url) as elsewhere:
+        elsewhere.append(opened(1, "unrelated"))
+    ledger.append(opened(1, "other"))  # the head moved: the locked way, which keeps only this batch's versions
+    ledger.append(opened(1, "other"))  # nobody else appended since: the next append speculates
+    with pytest.raises(ConcurrencyError) as absent_expected:
+        ledger.append(opened(1, "inference-1"), {"inference-1": 0, "key-1": 0})
+    assert (absent_expected.value.stream_id, absent_expected.value.actual) == ("key-1", 1)
+    ledger.append(opened(1, "inference-2"), {"inference-2": 0, "key-1": 1})
+    with PostgresLedger(database.app_url) as elsewhere:
+        elsewhere.append(opened(1, "key-1"), {"key-1": 1})  # revoked, say
+    with pytest.raises(ConcurrencyError) as moved:
+        ledger.append(opened(1, "inference-3"), {"inference-3": 0, "key-1": 1})
+    assert (moved.value.stream_id, moved.value.expected, moved.value.actual) == ("key-1", 1, 2)
+    assert [e.stream_id for e in ledger.read()] == ["key-1", "unrelated", "other", "other", "inference-2", "key-1"]
+
+
 def test_one_append_spans_many_streams_atomically(ledger: PostgresLedger):
     receipts = ledger.append(opened(2, "a") + opened(1, "b"), {"a": 0, "b": 0})
     assert [(r.stream_id, r.stream_version) for r in receipts] == [("a", 1), ("a", 2), ("b", 1)]
