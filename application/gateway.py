@@ -63,7 +63,10 @@ class ContentProtector(Protocol):
 
     def sealer(self, tenant_id: str, subject_id: str) -> Callable[[Any], dict[str, Any]]: ...
 
-    async def sealer_async(self, tenant_id: str, subject_id: str) -> Callable[[Any], dict[str, Any]]: ...
+    async def sealer_async(self, tenant_id: str, subject_id: str) -> tuple[Callable[[Any], dict[str, Any]], str, int]:
+        """The sealer, and the tenant stream and version its content switch holds for (a condition)."""
+
+    def forget_switch(self, tenant_id: str) -> None: ...
 
 
 class TokenCounting(Protocol):
@@ -114,6 +117,37 @@ class GatewayConfig:
     max_stream_s: float = 1800.0
 
 
+class KeyCheck:
+    """The caller's API key went ahead unread: its stream, the version this process last read it at, and
+    the read that confirms it (the version if the key still stands, None if not).
+
+    A whole answer is recorded on the condition that the key's stream is still at that version, checked
+    inside the append under the ledger's lock, and read only if it moved; a stream, whose answer starts
+    before anything is recorded, is confirmed by the read (started with the request, so it overlaps the
+    upstream call).
+    """
+
+    def __init__(self, stream_id: str, version: int, read: Callable[[], Awaitable[int | None]]) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self._read = read
+        self._reading: asyncio.Future[int | None] | None = None
+
+    def start_reading(self) -> asyncio.Future[int | None]:
+        """The read, started once (later calls share it)."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read())
+        return self._reading
+
+    async def read_again(self) -> int | None:
+        """A fresh read, after the key's stream moved on from the version of the last one."""
+        self._reading = None
+        version = await self.start_reading()
+        if version is not None:
+            self.version = version
+        return version
+
+
 @dataclass(frozen=True)
 class InferenceRequest:
     tenant_id: str
@@ -128,9 +162,9 @@ class InferenceRequest:
     request_id: str
     correlation_id: str
     causation_id: str
-    # The caller's API key went ahead unread (application/identity.py, recently_authenticated) and this is
-    # its read: no answer is handed out before it has said True.
-    key_confirmation: Awaitable[bool] | None = None
+    # The caller's API key went ahead unread (application/identity.py, recently_authenticated): no answer is
+    # handed out before it is confirmed, by the append's condition or by the read.
+    key_check: KeyCheck | None = None
 
 
 class GatewayError(Exception):
@@ -154,6 +188,18 @@ def model_not_found(model: str) -> GatewayError:
 class Completion:
     answer: Answer
     receipt: Receipt
+
+
+class _ConditionMoved(Exception):
+    """A stream the record was conditioned on moved on from the version it was read at."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(stream_id)
+        self.stream_id = stream_id
+
+
+_Sealer = tuple[Callable[[Any], dict[str, Any]], str, int]  # seal, and the tenant's stream and version it holds for
+_CONDITION_ROUNDS = 3
 
 
 class _Exhausted(Exception):
@@ -316,7 +362,6 @@ class Gateway:
 
         try:
             answer, route, attempts = await self._route(request, routes, call, flight)
-            await _confirmed(request, route, attempts)
         except _Exhausted as exhausted:
             raise await self._record_failure(request, exhausted, started, flight) from None
         latency_us = (time.perf_counter_ns() - started) // 1000
@@ -328,7 +373,9 @@ class Gateway:
         completion = None if request.kind == "embeddings" else _answer_messages(answer.obj)
         try:
             receipt = await self._record_completion(request, flight, route, attempts, tokens, source, latency_us,
-                                                    None, "complete", completion, uuid.uuid4())
+                                                    None, "complete", completion, uuid.uuid4(), request.key_check)
+        except _Exhausted as revoked:  # the key's condition failed, and its read found it revoked
+            raise await self._record_failure(request, revoked, started, flight) from None
         except LedgerUnavailable:  # an answer without its record is not given out
             raise GatewayError(503, "the ledger could not record this inference, so its answer is withheld;"
                                " retry later", "api_error", "ledger_unavailable") from None
@@ -338,6 +385,8 @@ class Gateway:
 
     async def open_stream(self, request: InferenceRequest) -> InferenceStream:
         """An upstream stream that has produced its first chunk; failures before that are recorded and raised."""
+        if request.key_check is not None:
+            request.key_check.start_reading()  # it overlaps the upstream call; awaited before the first chunk
         routes = await self.routes(request.tenant_id, request.model, request.kind)
         started = time.perf_counter_ns()
         flight = _Flight(self, request)
@@ -387,11 +436,10 @@ class Gateway:
     async def _record_completion(
         self, request: InferenceRequest, flight: _Flight, route: Route, attempts: list[dict[str, Any]],
         tokens: tuple[int, int, int, int], usage: dict[str, Any], latency_us: int, ttft_us: int | None, finish: str,
-        completion: Any, completed_id: uuid.UUID,
+        completion: Any, completed_id: uuid.UUID, key_check: KeyCheck | None = None,
     ) -> Receipt:
         d = route.deployment
         tokens_in, tokens_out, cached, reasoning = tokens
-        content = await self._seal(request, flight, completion, with_completion=True)
         completed = InferenceCompleted(
             request_id=request.request_id, provider=d.provider, model=d.model, deployment=d.name, region=d.region,
             tokens_in=tokens_in, tokens_out=tokens_out, tokens_cached=min(cached, tokens_in),
@@ -400,9 +448,8 @@ class Gateway:
             price_table_version=d.price.version,
         ).payload()
         completed.update(attempts=attempts, finish=finish, kind=request.kind, **usage)
-        if content is not None:
-            completed["content"] = content
-        return await flight.close("InferenceCompleted", completed, completed_id)
+        return await self._close(request, flight, "InferenceCompleted", completed, completed_id, completion,
+                                 key_check, route, attempts)
 
     async def _record_failure(self, request: InferenceRequest, exhausted: _Exhausted, started: int,
                               flight: _Flight) -> GatewayError:
@@ -414,13 +461,11 @@ class Gateway:
             latency_us=(time.perf_counter_ns() - started) // 1000,
         ).payload()
         failed.update(attempts=exhausted.attempts, kind=request.kind)
-        content = await self._seal(request, flight, None, with_completion=False)
-        if content is not None:
-            failed["content"] = content
         flight.start(exhausted.route)  # a no-op unless no attempt could start
         try:
-            receipt = await flight.close("InferenceFailed", failed, uuid.uuid4())
-        except LedgerUnavailable:
+            receipt = await self._close(request, flight, "InferenceFailed", failed, uuid.uuid4(), None, None,
+                                        exhausted.route, exhausted.attempts)
+        except (LedgerUnavailable, _Exhausted):
             receipt = None
         tried = len(exhausted.attempts)
         if reason == KEY_REVOKED.reason:
@@ -435,14 +480,45 @@ class Gateway:
         return GatewayError(502, f"every deployment of {request.model!r} failed ({tried} attempts; last: {reason})",
                             "api_error", "upstream_error", receipt)
 
-    def _sealer(self, request: InferenceRequest) -> asyncio.Future[Callable[[Any], Any] | None] | None:
+    async def _close(
+        self, request: InferenceRequest, flight: _Flight, outcome_type: str, payload: dict[str, Any],
+        outcome_id: uuid.UUID, completion: Any, key_check: KeyCheck | None, route: Route,
+        attempts: list[dict[str, Any]],
+    ) -> Receipt:
+        """Seal the content and record the outcome, on the conditions that the tenant's content switch and
+        the caller's key (`key_check`) are still as read; when one moved on, read it again and retry.
+
+        _Exhausted(key_revoked) when the key turned out revoked: the answer is withheld.
+        """
+        for _ in range(_CONDITION_ROUNDS):
+            conditions: dict[str, int] = {}
+            content = await self._seal(request, flight, completion, with_completion=outcome_type != "InferenceFailed",
+                                       conditions=conditions)
+            if content is not None:
+                payload["content"] = content
+            if key_check is not None:
+                conditions[key_check.stream_id] = key_check.version
+            try:
+                return await flight.close(outcome_type, payload, outcome_id, conditions)
+            except _ConditionMoved as moved:
+                if key_check is not None and moved.stream_id == key_check.stream_id:
+                    if await key_check.read_again() is None:
+                        raise _Exhausted(UpstreamFailure(KEY_REVOKED, "the API key was revoked while its request was"
+                                                         " in flight; the answer was withheld"),
+                                         route, attempts, out_of_time=False) from None
+                elif self._privacy is not None:
+                    self._privacy.forget_switch(request.tenant_id)
+                    flight.sealing = self._sealer(request)
+        raise LedgerUnavailable(f"the conditions of inference {request.request_id} kept moving")
+
+    def _sealer(self, request: InferenceRequest) -> asyncio.Future[_Sealer | None] | None:
         """The reads sealing needs (the tenant's content switch, the subject's data key), started now as a
         task of their own so that they overlap the upstream call; None without privacy."""
         privacy = self._privacy
         if privacy is None:
             return None
 
-        async def prepare() -> Callable[[Any], Any] | None:
+        async def prepare() -> _Sealer | None:
             try:
                 return await privacy.sealer_async(request.tenant_id, request.subject_id)
             except Exception:  # recorded as sealing_failed: never plaintext
@@ -452,11 +528,12 @@ class Gateway:
         return asyncio.ensure_future(prepare())
 
     async def _seal(self, request: InferenceRequest, flight: _Flight, completion: Any, *,
-                    with_completion: bool) -> Any:
+                    with_completion: bool, conditions: dict[str, int]) -> Any:
         """One envelope holding the prompt (and the completion); None without privacy.
 
         One envelope per inference, with the switch and the key read once, while the upstream call was
-        in flight (`_sealer`): only the AES-GCM is left here, on the event loop for small content.
+        in flight (`_sealer`): only the AES-GCM is left here, on the event loop for small content. The
+        tenant's stream at the version the switch was read at goes into `conditions`.
         """
         if flight.sealing is None:
             return None
@@ -464,9 +541,11 @@ class Gateway:
             "prompt": request.body.get("input") if request.kind == "embeddings" else request.body.get("messages")}
         if with_completion and completion is not None:
             value["completion"] = completion
-        seal = await flight.sealing
-        if seal is None:
+        sealer = await flight.sealing
+        if sealer is None:
             return {"omitted": "sealing_failed"}
+        seal, tenant_stream, version = sealer
+        conditions[tenant_stream] = version
         size = len(orjson.dumps(value))
         if size > self.config.max_content_bytes:
             return {"omitted": "too_large", "bytes": size}
@@ -554,8 +633,12 @@ class _Flight:
                 return False
         return False
 
-    async def close(self, outcome_type: str, payload: dict[str, Any], outcome_id: uuid.UUID) -> Receipt:
-        """Record the outcome (and the InferenceRequested if it is not recorded yet); the outcome's receipt."""
+    async def close(self, outcome_type: str, payload: dict[str, Any], outcome_id: uuid.UUID,
+                    conditions: Mapping[str, int]) -> Receipt:
+        """Record the outcome (and the InferenceRequested if it is not recorded yet); the outcome's receipt.
+
+        `conditions`: other streams' versions the record depends on (_ConditionMoved if one moved on).
+        """
         assert self.event is not None
         r = self._request
         outcome = NewEvent(self._stream, outcome_type, payload, tenant_id=r.tenant_id, event_id=outcome_id,
@@ -569,9 +652,11 @@ class _Flight:
         while True:  # the same event ids each time: a retry never records twice
             try:
                 if together:
-                    return (await self._ledger.append_async([self.event, outcome], {self._stream: 0}))[1]
-                return (await self._ledger.append_async([outcome], {self._stream: 1}))[0]
+                    return (await self._ledger.append_async([self.event, outcome], {self._stream: 0, **conditions}))[1]
+                return (await self._ledger.append_async([outcome], {self._stream: 1, **conditions}))[0]
             except ConcurrencyError as exc:
+                if exc.stream_id != self._stream:
+                    raise _ConditionMoved(exc.stream_id) from None
                 if together or exc.actual != 0 or pending is None:
                     log.error("inference %s was closed before its outcome could be recorded", r.request_id)
                     raise LedgerUnavailable(f"inference {r.request_id} is closed already") from None
@@ -725,7 +810,7 @@ async def _confirmed(request: InferenceRequest, route: Route, attempts: list[dic
     The upstream has answered by then, so the failure is recorded (its attempts show the call) and the
     answer withheld. At most one such call per revoked key and process: the read forgets the key.
     """
-    if request.key_confirmation is None or await request.key_confirmation:
+    if request.key_check is None or await request.key_check.start_reading() is not None:
         return
     raise _Exhausted(UpstreamFailure(KEY_REVOKED, "the API key was revoked while its request was in flight;"
                                      " the answer was withheld"), route, attempts, out_of_time=False)

@@ -2,9 +2,10 @@
 
 Authentication reads the key's stream on every call, so a revocation holds at once. The gateway's hot
 path may go ahead on a key this process authenticated within the last `VERIFIED_KEY_TTL_S` seconds
-(`recently_authenticated`, no read) provided it confirms with `authenticate` (the read) before it
-hands out an answer: the read then overlaps the upstream call instead of preceding it
-(docs/gateway.md, "Authentication").
+(`recently_authenticated`, no read) provided it confirms before it hands out an answer: a streamed
+answer with `confirm_async` (the read, overlapping the upstream call), a whole answer by recording it
+on the condition that the key's stream is still at the version read (one check inside the append,
+under the ledger's lock; the read only if it moved). docs/gateway.md, "Authentication".
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ class IdentityService:
     def __init__(self, ledger: Ledger, *, verified_key_ttl_s: float = VERIFIED_KEY_TTL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._ledger = ledger
-        # principals of keys authenticated lately, by the token's digest (never the token)
-        self._verified: ExpiringLru[bytes, Principal] = ExpiringLru(verified_key_ttl_s, VERIFIED_KEYS_MAX, clock)
+        # principals of keys authenticated lately, with the version of the key's stream they were read at, by
+        # the token's digest (never the token)
+        self._verified: ExpiringLru[bytes, tuple[Principal, int]] = ExpiringLru(verified_key_ttl_s,
+                                                                               VERIFIED_KEYS_MAX, clock)
 
     def _stream(self, stream_id: str) -> list[tuple[str, dict]]:
         return [(e.type, orjson.loads(e.payload)) for e in self._ledger.read_stream(stream_id)]
@@ -81,13 +84,13 @@ class IdentityService:
             raise identity.ApiKeyAlreadyRevoked(key_id)
         event = NewEvent(stream, "ApiKeyRevoked", {"key_id": key_id, "reason": reason}, tenant_id=tenant_id,
                          metadata={"actor": actor})
-        self._verified.pop_where(lambda p: p.key_id == key_id)
+        self._verified.pop_where(lambda known: known[0].key_id == key_id)
         try:
             [receipt] = self._ledger.append([event], {stream: len(events)})
         except ConcurrencyError:
             raise identity.ApiKeyAlreadyRevoked(key_id) from None
         finally:
-            self._verified.pop_where(lambda p: p.key_id == key_id)  # again: an authentication may have been reading meanwhile
+            self._verified.pop_where(lambda known: known[0].key_id == key_id)  # again: an authentication may have been reading meanwhile
         return receipt
 
     def authenticate(self, token: str) -> Principal | None:
@@ -97,28 +100,33 @@ class IdentityService:
             return None
         return self._authenticated(token, self._stream(identity.api_key_stream(parsed[0])))
 
-    async def authenticate_async(self, token: str) -> Principal | None:
-        """`authenticate` on the event loop."""
-        parsed = identity.parse_api_key(token)
-        if parsed is None:
-            return None
-        events = await self._ledger.read_stream_async(identity.api_key_stream(parsed[0]))
-        return self._authenticated(token, [(e.type, orjson.loads(e.payload)) for e in events])
-
     def _authenticated(self, token: str, stream: list[tuple[str, dict]]) -> Principal | None:
         principal = identity.authenticate(token, stream)
         if principal is None:
             self._verified.pop(_digest(token))
         else:
-            self._verified.put(_digest(token), principal)
+            self._verified.put(_digest(token), (principal, len(stream)))
         return principal
 
-    def recently_authenticated(self, token: str) -> Principal | None:
-        """The principal `authenticate` found for this token in this process lately, without reading.
+    def recently_authenticated(self, token: str) -> tuple[Principal, int] | None:
+        """The principal `authenticate` found for this token in this process lately, without reading, and the
+        version of the key's stream it was read at.
 
-        Only for a caller that confirms with `authenticate` before it acts on what it did meanwhile.
+        Only for a caller that confirms before it acts on what it did meanwhile: with `confirm_async`, or
+        by appending on the condition that the key's stream is still at that version (the gateway).
         """
         return self._verified.get(_digest(token))
+
+    async def confirm_async(self, token: str, tenant_id: str, scope: str) -> int | None:
+        """Read the key again: the version of its stream if it still stands for `tenant_id` with `scope`."""
+        parsed = identity.parse_api_key(token)
+        if parsed is None:
+            return None
+        events = await self._ledger.read_stream_async(identity.api_key_stream(parsed[0]))
+        principal = self._authenticated(token, [(e.type, orjson.loads(e.payload)) for e in events])
+        if principal is None or principal.tenant_id != tenant_id or not principal.has(scope):
+            return None
+        return len(events)
 
     def list_keys(self, tenant_id: str) -> list[dict]:
         """Every key of a tenant with its state; never the secret or its hash."""

@@ -41,6 +41,7 @@ from domain.sealing import (
 )
 
 KEY_CACHE_TTL_S = 10.0
+SWITCH_CACHE_TTL_S = 600.0
 KEY_CACHE_SIZE = 10_000
 _SHREDDING_IDS = uuid.UUID("5b0c2f8e-7d1a-4f53-9a51-6e6578757331")  # namespace of erasure event ids
 
@@ -94,6 +95,9 @@ class PrivacyService:
         self._keys = keystore
         self._ledger = ledger
         self._cache = _KeyCache(key_cache_ttl_s, key_cache_size, clock)
+        # (version of the tenant's stream, content switch) by tenant, for sealer_async; exact while that
+        # version holds, which its callers' appends check, so the TTL only bounds memory of idle tenants
+        self._switches: ExpiringLru[str, tuple[int, bool]] = ExpiringLru(SWITCH_CACHE_TTL_S, key_cache_size, clock)
 
     def close(self) -> None:
         self._keys.close()
@@ -129,15 +133,33 @@ class PrivacyService:
         key = self._sealing_key(tenant_id, subject_id)
         return lambda value: sealing.seal_with(key, value)
 
-    async def sealer_async(self, tenant_id: str, subject_id: str) -> Callable[[Any], dict[str, Any]]:
-        """`sealer` on the event loop; only a data key missing from the cache is fetched in a worker thread."""
+    async def sealer_async(
+        self, tenant_id: str, subject_id: str
+    ) -> tuple[Callable[[Any], dict[str, Any]], str, int]:
+        """`sealer` on the event loop, for a caller that records the sealed content on a condition: that the
+        tenant's stream is still at the version returned (so the switch read then still holds).
+
+        The switch is read once per tenant and version, not per call: the condition checks it inside the
+        caller's append, and a caller whose condition failed calls `forget_switch` and seals again. Only a
+        data key missing from the cache is fetched, in a worker thread.
+        """
         validate_tenant_id(tenant_id)
         sealing.validate_subject_id(subject_id)
-        events = await self._ledger.read_stream_async(tenant_stream(tenant_id))
-        if not sealing.content_storage_enabled(_switch_events(events)):
-            return lambda value: dict(REDACTED)
+        stream = tenant_stream(tenant_id)
+        known = self._switches.get(tenant_id)
+        if known is None:
+            events = await self._ledger.read_stream_async(stream)
+            known = (len(events), sealing.content_storage_enabled(_switch_events(events)))
+            self._switches.put(tenant_id, known)
+        version, enabled = known
+        if not enabled:
+            return (lambda value: dict(REDACTED)), stream, version
         key = self._cache.get(tenant_id, subject_id) or await asyncio.to_thread(self._sealing_key, tenant_id, subject_id)
-        return lambda value: sealing.seal_with(key, value)
+        return (lambda value: sealing.seal_with(key, value)), stream, version
+
+    def forget_switch(self, tenant_id: str) -> None:
+        """The tenant's stream moved on from the version `sealer_async` gave: read the switch again next time."""
+        self._switches.pop(tenant_id)
 
     @staticmethod
     def is_sealed(value: object) -> bool:
@@ -246,6 +268,7 @@ class PrivacyService:
             )
             try:
                 [receipt] = self._ledger.append([event], {stream: version})
+                self._switches.pop(tenant_id)  # this process's next seal need not fail its condition first
                 return receipt
             except ConcurrencyError:
                 if attempt == attempts - 1:

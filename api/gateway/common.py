@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,8 +15,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import current_principal
 from api.errors import ApiError, error_body, forbidden, unauthorized
-from application.gateway import GatewayError, InferenceRequest
-from domain.identity import Principal
+from application.gateway import GatewayError, InferenceRequest, KeyCheck
+from domain.identity import Principal, api_key_stream
 from domain.ledger import Receipt
 from domain.sealing import InvalidSubjectId, validate_subject_id
 
@@ -47,9 +48,9 @@ def _caller(request: Request) -> Principal:
 
 
 def _confirmed_later(scope: str) -> Callable[[Request], Awaitable[Principal]]:
-    """`_scoped`, except that an API key this process authenticated lately goes ahead at once, its read
-    (`identity.authenticate`) started as `request.state.key_confirmation`: the gateway awaits it before
-    it hands out an answer (application/identity.py), so the read overlaps the upstream call."""
+    """`_scoped`, except that an API key this process authenticated lately goes ahead at once, unread, with
+    a `KeyCheck` as `request.state.key_check`: the gateway confirms it before it hands out an answer, by
+    the condition of its append or by the read (application/gateway.py, KeyCheck)."""
     strict = _scoped(scope)
 
     async def principal(request: Request) -> Principal:
@@ -58,23 +59,21 @@ def _confirmed_later(scope: str) -> Callable[[Request], Awaitable[Principal]]:
         if scheme.lower() == "bearer" and token.count(".") != 2:  # not a console user's JWT
             identity = request.app.state.container.identity
             known = identity.recently_authenticated(token)
-            if known is not None and known.has(scope):
-                request.state.key_confirmation = asyncio.ensure_future(_confirm(identity, token, known, scope))
-                return known
+            if known is not None and known[0].has(scope):
+                principal, version = known
+                request.state.key_check = KeyCheck(
+                    api_key_stream(principal.key_id), version,
+                    functools.partial(identity.confirm_async, token, principal.tenant_id, scope))
+                return principal
         return await strict(request)
 
     return principal
 
 
-async def _confirm(identity: Any, token: str, known: Principal, scope: str) -> bool:
-    found = await identity.authenticate_async(token)
-    return found is not None and found.tenant_id == known.tenant_id and found.has(scope)
-
-
 async def still_authorized(request: Request) -> bool:
-    """False if the key went ahead unread (`_confirmed_later`) and its read found it revoked."""
-    pending: asyncio.Future[bool] | None = getattr(request.state, "key_confirmation", None)
-    return pending is None or await pending
+    """False if the key went ahead unread (`_confirmed_later`) and its read finds it revoked."""
+    check: KeyCheck | None = getattr(request.state, "key_check", None)
+    return check is None or await check.start_reading() is not None
 
 
 InferencePrincipal = Annotated[Principal, Depends(_scoped("inference"))]
@@ -152,7 +151,7 @@ def inference_request(request: Request, principal: Principal, kind: str, body: d
         include_usage=include_usage, timeout_s=timeout_s, subject_id=subject, request_id=request_id,
         correlation_id=_identifier(request, CORRELATION_HEADER, request_id),
         causation_id=_identifier(request, CAUSATION_HEADER, request_id),
-        key_confirmation=getattr(request.state, "key_confirmation", None),
+        key_check=getattr(request.state, "key_check", None),
     )
 
 

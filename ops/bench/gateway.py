@@ -187,7 +187,7 @@ def _time_phases() -> list[tuple[float, str, float]]:
         (PostgresLedger, "append_async", "of which: durable append"),
         (gateway_module, "_confirmed", "of which: waiting for the key's confirmation"),
         (Gateway, "_seal", "of which: sealing, with the wait for its reads"),
-        (IdentityService, "authenticate_async", "overlapped: key confirmation read"),
+        (IdentityService, "confirm_async", "key confirmation read (when its condition moved, or a stream)"),
         (PrivacyService, "sealer_async", "overlapped: sealing reads"),
     ):
         setattr(owner, name, timed(getattr(owner, name), label))

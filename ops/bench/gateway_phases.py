@@ -79,7 +79,7 @@ def main() -> None:
             api_key="sk-bench")
         identity, privacy, ledger, gateway = container.identity, container.privacy, container.ledger, container.gateway
         identity.authenticate = timed("authentication: key read (first request)", identity.authenticate, False)  # type: ignore[method-assign]
-        identity.authenticate_async = timed("key confirmation read (overlapped)", identity.authenticate_async, True)  # type: ignore[method-assign]
+        identity.confirm_async = timed("key confirmation read (only when its condition moved)", identity.confirm_async, True)  # type: ignore[method-assign]
         privacy.sealer_async = timed("sealing reads (overlapped)", privacy.sealer_async, True)  # type: ignore[method-assign]
         ledger.append_async = timed("ledger append (durable)", ledger.append_async, True)  # type: ignore[method-assign]
         gateway.complete = timed("Gateway.complete", gateway.complete, True)  # type: ignore[method-assign]

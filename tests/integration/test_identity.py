@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
@@ -56,7 +58,7 @@ def test_a_key_is_remembered_once_read_and_forgotten_when_revoked_or_refused(ide
     key, _ = identity.issue_key("acme", "inference", "ci")
     assert identity.recently_authenticated(key.token) is None  # never read in this process
     principal = identity.authenticate(key.token)
-    assert identity.recently_authenticated(key.token) == principal
+    assert identity.recently_authenticated(key.token) == (principal, 1)  # read at version 1: ApiKeyIssued
     assert identity.recently_authenticated(key.token + "x") is None
     identity.revoke_key("acme", key.key_id)
     assert identity.recently_authenticated(key.token) is None
@@ -67,6 +69,21 @@ def test_a_key_is_remembered_once_read_and_forgotten_when_revoked_or_refused(ide
     assert identity.recently_authenticated(again.token) is not None
     assert identity.authenticate(again.token) is None
     assert identity.recently_authenticated(again.token) is None
+
+
+def test_confirming_a_key_reads_it_again_and_gives_its_streams_version_only_while_it_stands(identity, ledger):
+    identity.create_tenant("acme")
+    key, _ = identity.issue_key("acme", "inference", "ci")
+
+    async def confirm(tenant: str, scope: str) -> int | None:
+        return await identity.confirm_async(key.token, tenant, scope)
+
+    assert asyncio.run(confirm("acme", "inference")) == 1
+    assert asyncio.run(confirm("acme", "admin")) is None  # a scope it lacks
+    assert asyncio.run(confirm("globex", "inference")) is None  # another tenant
+    IdentityService(ledger).revoke_key("acme", key.key_id)  # in another process
+    assert asyncio.run(confirm("acme", "inference")) is None
+    assert identity.recently_authenticated(key.token) is None
 
 
 def test_a_remembered_key_expires(ledger):
