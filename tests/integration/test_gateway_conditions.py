@@ -9,10 +9,12 @@ off) does the gateway read again, and then it acts on what it finds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from adapters.postgres.ledger_store import PostgresLedger
@@ -97,3 +99,39 @@ def test_a_key_revoked_elsewhere_fails_its_condition_is_read_and_its_answer_with
     [failed] = gw.payloads("InferenceFailed")
     assert failed["reason"] == "key_revoked"
     assert len(gw.payloads("InferenceCompleted")) == 1
+
+
+def test_under_concurrent_requests_no_answer_leaves_whose_record_follows_the_keys_revocation(gw, database):
+    """Requests race a revocation made by another process: every answer given out has its record before the
+    revocation in the ledger, and every request recorded after it was refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from application.identity import IdentityService
+
+    gw.deploy("primary")
+    key, _ = gw.container.identity.issue_key("acme", ["inference"])
+    gw.client(token=key.token).chat.completions.create(model="gpt-test", messages=HELLO)  # known to the process
+
+    def ask(_: int) -> tuple[str, str]:
+        try:
+            answer = gw.client(token=key.token).with_raw_response.chat.completions.create(
+                model="gpt-test", messages=HELLO)
+            return "answered", answer.headers["nexus-receipt"]
+        except openai.AuthenticationError:
+            return "refused", ""
+
+    with ThreadPoolExecutor(8) as pool:
+        asked = [pool.submit(ask, n) for n in range(80)]
+        time.sleep(0.05)  # some answers first
+        with PostgresLedger(database.app_url) as elsewhere:
+            [revoked] = [IdentityService(elsewhere).revoke_key("acme", key.key_id)]
+        outcomes = [f.result() for f in asked]
+
+    answered = [int(receipt.split(";")[0].removeprefix("position=")) for what, receipt in outcomes if what == "answered"]
+    assert all(position < revoked.position for position in answered)
+    completed = [e.position for e in gw.events("InferenceCompleted")]
+    assert all(position < revoked.position for position in completed)
+    failed = [orjson.loads(e.payload)["reason"] for e in gw.events("InferenceFailed")]
+    assert set(failed) <= {"key_revoked"}
+    assert len(completed) == 1 + len(answered)
+    assert sum(1 for what, _ in outcomes if what == "refused") == 80 - len(answered)
