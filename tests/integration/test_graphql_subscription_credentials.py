@@ -86,10 +86,17 @@ def test_a_keys_running_subscription_ends_when_the_key_is_revoked(relayed):
 
 def test_a_running_subscription_outlives_its_access_token_while_the_session_stands(relayed):
     api = relayed
-    api.container.sessions.access_ttl = dt.timedelta(seconds=1)
+    # Long enough for the subscription to start with a valid token on a busy machine (1 s was not, in CI),
+    # and waited out in full once it runs.
+    ttl_s = 4.0
+    api.container.sessions.access_ttl = dt.timedelta(seconds=ttl_s)
+    signed_at = time.monotonic()
     _, signed = session(api, "admin")
 
-    how_it_ended, delivered = watch(api, signed["access_token"], lambda: time.sleep(2))
+    def until_the_token_expired() -> None:
+        time.sleep(max(0.0, signed_at + ttl_s + 0.5 - time.monotonic()))
+
+    how_it_ended, delivered = watch(api, signed["access_token"], until_the_token_expired)
     assert how_it_ended == "streaming" and delivered > 0
 
 
