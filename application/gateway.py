@@ -512,11 +512,20 @@ class Gateway:
         raise LedgerUnavailable(f"the conditions of inference {request.request_id} kept moving")
 
     def _sealer(self, request: InferenceRequest) -> asyncio.Future[_Sealer | None] | None:
-        """The reads sealing needs (the tenant's content switch, the subject's data key), started now as a
-        task of their own so that they overlap the upstream call; None without privacy."""
+        """The reads sealing needs (the tenant's content switch, the subject's data key): from this process's
+        caches at once, else started now as a task of their own so that they overlap the upstream call;
+        None without privacy."""
         privacy = self._privacy
         if privacy is None:
             return None
+        try:
+            cached = privacy.cached_sealer(request.tenant_id, request.subject_id)
+        except Exception:  # an invalid id: prepare() below logs it and seals nothing
+            cached = None
+        if cached is not None:  # no task to schedule: the switch and the key are in this process already
+            ready: asyncio.Future[_Sealer | None] = asyncio.get_running_loop().create_future()
+            ready.set_result(cached)
+            return ready
 
         async def prepare() -> _Sealer | None:
             try:

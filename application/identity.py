@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -20,7 +20,7 @@ from application.expiring_cache import ExpiringLru
 from application.ports import Ledger
 from domain import identity
 from domain.identity import NewApiKey, Principal
-from domain.ledger import ConcurrencyError, NewEvent, Receipt
+from domain.ledger import ConcurrencyError, NewEvent, Receipt, RecordedEvent
 
 VERIFIED_KEY_TTL_S = 60.0
 VERIFIED_KEYS_MAX = 10_000
@@ -28,6 +28,10 @@ VERIFIED_KEYS_MAX = 10_000
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def _decoded(events: Sequence[RecordedEvent]) -> list[tuple[str, dict]]:
+    return [(e.type, orjson.loads(e.payload)) for e in events]
 
 
 class IdentityService:
@@ -40,7 +44,7 @@ class IdentityService:
                                                                                VERIFIED_KEYS_MAX, clock)
 
     def _stream(self, stream_id: str) -> list[tuple[str, dict]]:
-        return [(e.type, orjson.loads(e.payload)) for e in self._ledger.read_stream(stream_id)]
+        return _decoded(self._ledger.read_stream(stream_id))
 
     def tenant_exists(self, tenant_id: str) -> bool:
         return bool(self._ledger.read_stream(identity.tenant_stream(tenant_id)))
@@ -123,7 +127,7 @@ class IdentityService:
         if parsed is None:
             return None
         events = await self._ledger.read_stream_async(identity.api_key_stream(parsed[0]))
-        principal = self._authenticated(token, [(e.type, orjson.loads(e.payload)) for e in events])
+        principal = self._authenticated(token, _decoded(events))
         if principal is None or principal.tenant_id != tenant_id or not principal.has(scope):
             return None
         return len(events)

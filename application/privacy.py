@@ -43,6 +43,7 @@ from domain.sealing import (
 KEY_CACHE_TTL_S = 10.0
 SWITCH_CACHE_TTL_S = 600.0
 KEY_CACHE_SIZE = 10_000
+SWITCH_CACHE_SIZE = 10_000  # tenants whose content switch is remembered
 _SHREDDING_IDS = uuid.UUID("5b0c2f8e-7d1a-4f53-9a51-6e6578757331")  # namespace of erasure event ids
 
 
@@ -90,6 +91,7 @@ class PrivacyService:
         *,
         key_cache_ttl_s: float = KEY_CACHE_TTL_S,
         key_cache_size: int = KEY_CACHE_SIZE,
+        switch_cache_size: int = SWITCH_CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._keys = keystore
@@ -97,7 +99,7 @@ class PrivacyService:
         self._cache = _KeyCache(key_cache_ttl_s, key_cache_size, clock)
         # (version of the tenant's stream, content switch) by tenant, for sealer_async; exact while that
         # version holds, which its callers' appends check, so the TTL only bounds memory of idle tenants
-        self._switches: ExpiringLru[str, tuple[int, bool]] = ExpiringLru(SWITCH_CACHE_TTL_S, key_cache_size, clock)
+        self._switches: ExpiringLru[str, tuple[int, bool]] = ExpiringLru(SWITCH_CACHE_TTL_S, switch_cache_size, clock)
 
     def close(self) -> None:
         self._keys.close()
@@ -143,8 +145,9 @@ class PrivacyService:
         caller's append, and a caller whose condition failed calls `forget_switch` and seals again. Only a
         data key missing from the cache is fetched, in a worker thread.
         """
-        validate_tenant_id(tenant_id)
-        sealing.validate_subject_id(subject_id)
+        cached = self.cached_sealer(tenant_id, subject_id)
+        if cached is not None:
+            return cached
         stream = tenant_stream(tenant_id)
         known = self._switches.get(tenant_id)
         if known is None:
@@ -156,6 +159,25 @@ class PrivacyService:
             return (lambda value: dict(REDACTED)), stream, version
         key = self._cache.get(tenant_id, subject_id) or await asyncio.to_thread(self._sealing_key, tenant_id, subject_id)
         return (lambda value: sealing.seal_with(key, value)), stream, version
+
+    def cached_sealer(
+        self, tenant_id: str, subject_id: str
+    ) -> tuple[Callable[[Any], dict[str, Any]], str, int] | None:
+        """What `sealer_async` gives, when its caches hold all it needs (the usual case); None otherwise.
+
+        Lets the gateway skip a task per request for reads it need not make."""
+        validate_tenant_id(tenant_id)
+        sealing.validate_subject_id(subject_id)
+        known = self._switches.get(tenant_id)
+        if known is None:
+            return None
+        version, enabled = known
+        if not enabled:
+            return (lambda value: dict(REDACTED)), tenant_stream(tenant_id), version
+        key = self._cache.get(tenant_id, subject_id)
+        if key is None:
+            return None
+        return (lambda value: sealing.seal_with(key, value)), tenant_stream(tenant_id), version
 
     def forget_switch(self, tenant_id: str) -> None:
         """The tenant's stream moved on from the version `sealer_async` gave: read the switch again next time."""

@@ -12,7 +12,10 @@ from api.gateway import chat, embeddings, models, nexus_runs, receipts
 
 
 def mount(app: FastAPI) -> None:
-    for module in (chat, embeddings, models, receipts, nexus_runs):
+    # The two routes every inference takes are plain Starlette endpoints, first in the routing table:
+    # FastAPI's dependency solving and a scan of the other routes cost them about 0.1 ms each.
+    app.router.routes[0:0] = [*chat.routes, *embeddings.routes]
+    for module in (models, receipts, nexus_runs):
         app.include_router(module.router)
     previous = app.router.lifespan_context
 

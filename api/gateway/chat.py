@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from api.errors import ApiError
 from api.gateway.common import (
-    ConfirmedLaterInferencePrincipal,
     bad_request,
+    confirmed_later_inference_principal,
     inference_request,
     read_json,
     receipt_headers,
@@ -16,11 +18,9 @@ from api.gateway.common import (
 from api.gateway.sse import RecordedStreamResponse
 from application.gateway import GatewayError
 
-router = APIRouter()
 
-
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request, principal: ConfirmedLaterInferencePrincipal) -> Response:
+async def chat_completions(request: Request) -> Response:
+    principal = await confirmed_later_inference_principal(request)
     try:
         body = await read_json(request)
         messages = body.get("messages")
@@ -41,3 +41,6 @@ async def chat_completions(request: Request, principal: ConfirmedLaterInferenceP
     except GatewayError as exc:
         return await refused(request, exc, inference)
     return RecordedStreamResponse(live)
+
+
+routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

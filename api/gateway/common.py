@@ -78,8 +78,9 @@ async def still_authorized(request: Request) -> bool:
 
 InferencePrincipal = Annotated[Principal, Depends(_scoped("inference"))]
 ReaderPrincipal = Annotated[Principal, Depends(_scoped("read"))]
-# chat completions and embeddings: the gateway confirms the key before any answer leaves
-ConfirmedLaterInferencePrincipal = Annotated[Principal, Depends(_confirmed_later("inference"))]
+# chat completions and embeddings (plain Starlette endpoints, called directly): the gateway confirms the
+# key before any answer leaves
+confirmed_later_inference_principal = _confirmed_later("inference")
 
 TIMEOUT_HEADER = "nexus-timeout"  # seconds; the body field `timeout` wins over it
 CORRELATION_HEADER = "x-nexus-correlation-id"

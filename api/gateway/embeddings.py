@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from api.errors import ApiError
 from api.gateway.common import (
-    ConfirmedLaterInferencePrincipal,
     bad_request,
+    confirmed_later_inference_principal,
     inference_request,
     read_json,
     receipt_headers,
@@ -15,11 +17,9 @@ from api.gateway.common import (
 )
 from application.gateway import GatewayError
 
-router = APIRouter()
 
-
-@router.post("/v1/embeddings")
-async def create_embeddings(request: Request, principal: ConfirmedLaterInferencePrincipal) -> Response:
+async def create_embeddings(request: Request) -> Response:
+    principal = await confirmed_later_inference_principal(request)
     try:
         body = await read_json(request)
         if body.get("input") in (None, "", []):
@@ -32,3 +32,6 @@ async def create_embeddings(request: Request, principal: ConfirmedLaterInference
     except GatewayError as exc:
         return await refused(request, exc, inference)
     return Response(done.answer.data, media_type="application/json", headers=receipt_headers(done.receipt, inference))
+
+
+routes = [Route("/v1/embeddings", create_embeddings, methods=["POST"])]

@@ -135,3 +135,37 @@ def test_under_concurrent_requests_no_answer_leaves_whose_record_follows_the_key
     assert set(failed) <= {"key_revoked"}
     assert len(completed) == 1 + len(answered)
     assert sum(1 for what, _ in outcomes if what == "refused") == 80 - len(answered)
+
+
+def test_a_content_switch_that_keeps_moving_withholds_the_answer_as_ledger_unavailable_and_records_nothing(
+    gw, database
+):
+    """Another process changes the tenant's stream before every one of the record's attempts: after three
+    rounds the gateway gives up with 503 ledger_unavailable, and none of the attempts wrote anything."""
+    gw.deploy("primary")
+    gw.client().chat.completions.create(model="gpt-test", messages=HELLO)  # the switch is known to the process
+    ledger = gw.container.ledger
+    real = ledger.append_async
+    stream = tenant_stream(gw.tenant)
+    moved: list[int] = []
+
+    async def racing(events: Any, expected_versions: Any = None) -> Any:
+        if expected_versions and stream in expected_versions:
+            with PostgresLedger(database.app_url) as elsewhere:  # storage stays on: only the version moves
+                version = len(elsewhere.read_stream(stream))
+                elsewhere.append([NewEvent(stream, CONTENT_STORAGE_POLICY_CHANGED,
+                                           {"tenant_id": gw.tenant, "content_storage": True}, tenant_id=gw.tenant)],
+                                 {stream: version})
+                moved.append(version + 1)
+        return await real(events, expected_versions)
+
+    ledger.append_async = racing
+    try:
+        with pytest.raises(openai.APIStatusError) as refused:
+            gw.client().chat.completions.create(model="gpt-test", messages=HELLO)
+    finally:
+        ledger.append_async = real
+    assert refused.value.status_code == 503
+    assert refused.value.body["code"] == "ledger_unavailable"
+    assert len(moved) == 3  # one move per round, and no fourth attempt
+    assert len(gw.payloads("InferenceCompleted")) == 1  # the first request's only
