@@ -33,11 +33,24 @@ class ExpiringLru(Generic[K, V]):
             self._entries.move_to_end(key)
             return found[0]
 
-    def put(self, key: K, value: V) -> None:
+    def get_with_expiry(self, key: K) -> tuple[V, float] | None:
+        """`get`, and the clock time at which the entry expires."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            if found[1] <= self._clock():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: K, value: V, *, since: float | None = None) -> None:
+        """Keep `value` until `ttl_s` after `since` (the clock's time of the read it came from; default now)."""
         if self._ttl <= 0 or self._size <= 0:
             return
         with self._lock:
-            self._entries[key] = (value, self._clock() + self._ttl)
+            self._entries[key] = (value, (self._clock() if since is None else since) + self._ttl)
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)

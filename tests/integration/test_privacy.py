@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import stat
@@ -243,6 +244,50 @@ def test_the_sealing_key_cache_is_bounded_and_expires(database, ledger, privacy)
         assert cached.seal("acme", "user-4", "x")["kid"] == before["kid"]  # still cached there
         now[0] += 10
         assert cached.seal("acme", "user-4", "x")["kid"] != before["kid"]  # expired: the new key
+
+
+def _on_the_gateways_path(service: PrivacyService, subject: str) -> str | None:
+    """The kid `cached_sealer` seals under for `subject` of acme (None: it would have to read the store),
+    after any background confirmation it started has finished."""
+    async def seal() -> str | None:
+        cached = service.cached_sealer("acme", subject)
+        while service._confirming:
+            await asyncio.sleep(0.005)
+        return None if cached is None else cached[0]("x")["kid"]
+    return asyncio.run(seal())
+
+
+def test_a_busy_subjects_cached_key_is_confirmed_in_the_background_before_it_expires(database, ledger):
+    IdentityService(ledger).create_tenant("acme")
+    now = [0.0]
+    with PostgresKeyStore(database.app_url, MASTER) as store:
+        reads: list[str] = []
+        real_get = store.get
+        store.get = lambda tenant, subject: reads.append(subject) or real_get(tenant, subject)
+        cached = PrivacyService(store, ledger, key_cache_ttl_s=10, clock=lambda: now[0])
+        kid = asyncio.run(cached.sealer_async("acme", "user-7"))[0]("x")["kid"]  # the first request reads
+        now[0] = 4
+        assert _on_the_gateways_path(cached, "user-7") == kid and reads == []  # young: not read again
+        now[0] = 6
+        assert _on_the_gateways_path(cached, "user-7") == kid and reads == ["user-7"]  # aging: confirmed
+        now[0] = 15  # past the first read's TTL, within the confirmation's (from 6 to 16), and aging again
+        assert _on_the_gateways_path(cached, "user-7") == kid and reads == ["user-7", "user-7"]
+        now[0] = 25.5  # no request since 15: expired, so the next one reads the store in the foreground
+        assert _on_the_gateways_path(cached, "user-7") is None
+
+
+def test_a_cached_key_erased_in_another_process_is_evicted_by_its_background_confirmation(database, ledger, privacy):
+    IdentityService(ledger).create_tenant("acme")
+    now = [0.0]
+    with PostgresKeyStore(database.app_url, MASTER) as store:
+        cached = PrivacyService(store, ledger, key_cache_ttl_s=10, clock=lambda: now[0])
+        before = asyncio.run(cached.sealer_async("acme", "user-8"))[0]("x")["kid"]
+        privacy.erase("acme", "user-8", actor="dpo")  # in another process
+        now[0] = 6
+        assert _on_the_gateways_path(cached, "user-8") == before  # this one still goes out under the old key
+        assert _on_the_gateways_path(cached, "user-8") is None  # then the key is gone from the cache
+        after = asyncio.run(cached.sealer_async("acme", "user-8"))[0]("x")["kid"]
+    assert after != before
 
 
 # --- content storage ---------------------------------------------------------------------------------
