@@ -23,15 +23,8 @@ class ExpiringLru(Generic[K, V]):
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
 
     def get(self, key: K) -> V | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                return None
-            if found[1] <= self._clock():
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return found[0]
+        found = self.get_with_expiry(key)
+        return None if found is None else found[0]
 
     def get_with_expiry(self, key: K) -> tuple[V, float] | None:
         """`get`, and the clock time at which the entry expires."""
