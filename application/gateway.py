@@ -503,9 +503,7 @@ class Gateway:
             except _ConditionMoved as moved:
                 if key_check is not None and moved.stream_id == key_check.stream_id:
                     if await key_check.read_again() is None:
-                        raise _Exhausted(UpstreamFailure(KEY_REVOKED, "the API key was revoked while its request was"
-                                                         " in flight; the answer was withheld"),
-                                         route, attempts, out_of_time=False) from None
+                        raise _key_revoked(route, attempts) from None
                 elif self._privacy is not None:
                     self._privacy.forget_switch(request.tenant_id)
                     flight.sealing = self._sealer(request)
@@ -821,8 +819,13 @@ async def _confirmed(request: InferenceRequest, route: Route, attempts: list[dic
     """
     if request.key_check is None or await request.key_check.start_reading() is not None:
         return
-    raise _Exhausted(UpstreamFailure(KEY_REVOKED, "the API key was revoked while its request was in flight;"
-                                     " the answer was withheld"), route, attempts, out_of_time=False)
+    raise _key_revoked(route, attempts)
+
+
+def _key_revoked(route: Route, attempts: list[dict[str, Any]]) -> _Exhausted:
+    """The caller's key turned out revoked after the upstream answered: recorded as a failure, answer withheld."""
+    return _Exhausted(UpstreamFailure(KEY_REVOKED, "the API key was revoked while its request was in flight;"
+                                      " the answer was withheld"), route, attempts, out_of_time=False)
 
 
 def _attempt(number: int, d: Deployment, outcome: str, status: int | None, started_ns: int,

@@ -62,6 +62,16 @@ def shredding_event_id(tenant_id: str, subject_id: str, kid: str) -> uuid.UUID:
     return uuid.uuid5(_SHREDDING_IDS, f"{tenant_id}/{subject_id}/{kid}")
 
 
+def _sealing(
+    key: DataKey | None, stream: str, version: int
+) -> tuple[Callable[[Any], dict[str, Any]], str, int]:
+    """What `sealer_async` gives: the sealer (redaction without a key: content storage is off), and the
+    tenant's stream and the version its switch was read at."""
+    if key is None:
+        return (lambda value: dict(REDACTED)), stream, version
+    return (lambda value: sealing.seal_with(key, value)), stream, version
+
+
 class _KeyCache:
     """Data keys in an expiring LRU, and an epoch that every eviction advances."""
 
@@ -174,9 +184,9 @@ class PrivacyService:
             self._switches.put(tenant_id, known)
         version, enabled = known
         if not enabled:
-            return (lambda value: dict(REDACTED)), stream, version
+            return _sealing(None, stream, version)
         key = self._cache.get(tenant_id, subject_id) or await asyncio.to_thread(self._sealing_key, tenant_id, subject_id)
-        return (lambda value: sealing.seal_with(key, value)), stream, version
+        return _sealing(key, stream, version)
 
     def cached_sealer(
         self, tenant_id: str, subject_id: str
@@ -191,13 +201,13 @@ class PrivacyService:
             return None
         version, enabled = known
         if not enabled:
-            return (lambda value: dict(REDACTED)), tenant_stream(tenant_id), version
+            return _sealing(None, tenant_stream(tenant_id), version)
         key, aging = self._cache.get_aging(tenant_id, subject_id)
         if key is None:
             return None
         if aging:
             self._confirm_in_background(key)
-        return (lambda value: sealing.seal_with(key, value)), tenant_stream(tenant_id), version
+        return _sealing(key, tenant_stream(tenant_id), version)
 
     def _confirm_in_background(self, key: DataKey) -> None:
         """Read a cached key again before it expires, in a worker thread, so that a busy subject's requests
