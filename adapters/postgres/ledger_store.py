@@ -15,6 +15,9 @@ An append travels like this (ops/bench/README.md has the measurements behind eac
    tasks with one `call_soon_threadsafe` per event loop; receipts are built by the caller once awake.
    When many callers of a batch append in a loop, the committer waits a moment for their next
    appends, so that they share the next transaction instead of each group waiting for its own.
+4. Appends from asyncio tasks skip the thread: the same committer logic runs on their event loop
+   (one loop at a time per ledger, with a connection of its own; see _LoopCommitter), so a request's
+   task waits on PostgreSQL's socket itself instead of being handed over and woken back.
 """
 
 from __future__ import annotations
@@ -28,17 +31,17 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import blake3
 import orjson
 import psycopg
 from psycopg.generators import execute
 from psycopg.pq import Escaping, ExecStatus, PGconn, PGresult, TransactionStatus
-from psycopg.waiting import Wait, wait
+from psycopg.waiting import Wait, wait, wait_async
 from psycopg_pool import ConnectionPool
 
 from adapters.postgres.async_reads import AsyncStreamReads
@@ -368,6 +371,7 @@ class PostgresLedger(Ledger):
         self._closed = False
         self._committer = threading.Thread(target=self._commit_loop, name="ledger-committer", daemon=True)
         self._committer.start()
+        self._loop_committer: _LoopCommitter | None = None  # append_async's, on one event loop at a time
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -404,6 +408,9 @@ class PostgresLedger(Ledger):
         """Commit what is queued, then stop the committer and the read pool."""
         with self._enqueue_lock:
             self._closed = True
+            on_loop = self._loop_committer
+        if on_loop is not None:
+            on_loop.close()
         self._wake.set()
         self._committer.join(timeout=10)
         self._pool.close()
@@ -481,13 +488,36 @@ class PostgresLedger(Ledger):
         if not events:
             return []
         request = self._request(events, expected_versions, _ASYNC)
-        request.caller = id(asyncio.current_task())
         loop = asyncio.get_running_loop()
-        request.loop = loop
         request.waiter = loop.create_future()
-        self._enqueue(request)
+        on_loop = self._loop_committer
+        if on_loop is None or on_loop.loop is not loop:
+            on_loop = self._bind_loop_committer(loop)
+        if on_loop is not None:
+            with self._enqueue_lock:
+                if self._closed:
+                    raise LedgerUnavailable("the ledger is closed")
+                on_loop.enqueue(request)
+        else:  # another event loop, still open, has the loop committer: go through the thread
+            request.caller = id(asyncio.current_task())
+            request.loop = loop
+            self._enqueue(request)
         await request.waiter
         return request.outcome()
+
+    def _bind_loop_committer(self, loop: asyncio.AbstractEventLoop) -> _LoopCommitter | None:
+        """The loop committer for `loop`, made if none is bound or its loop is closed; None if taken."""
+        with self._enqueue_lock:
+            bound = self._loop_committer
+            if bound is not None and bound.loop is not loop:
+                if not bound.loop.is_closed():
+                    return None
+                bound.close()  # its loop is gone, and with it anything still queued there
+                bound = None
+            if bound is None and not self._closed:
+                bound = self._loop_committer = _LoopCommitter(loop, _Committer(self._url, self._genesis),
+                                                              self._max_batch)
+            return bound
 
     def _commit_loop(self) -> None:
         committer = _Committer(self._url, self._genesis)
@@ -504,14 +534,7 @@ class PostgresLedger(Ledger):
                 if not queue and not self._closed:
                     wake.wait()
                 continue
-            batch: list[_Request] = []
-            count = 0
-            while queue:
-                n = len(queue[0].events)
-                if batch and count + n > max_batch:
-                    break
-                batch.append(queue.popleft())
-                count += n
+            batch = _take_batch(queue, max_batch)
             started = time.perf_counter()
             committer.commit(batch)
             took = time.perf_counter() - started
@@ -710,8 +733,76 @@ class _Written:
     versions: dict[str, int]
 
 
+class _LoopCommitter:
+    """append_async's committer: a _Committer driven on the callers' event loop.
+
+    A request's task appends without handing its batch to the committer thread and being woken back
+    by it: on this 2-vCPU VM those two cross-thread wake-ups cost 0.1-0.5 ms per append
+    (ops/bench/README.md). Appends queued while a transaction is in flight share the next one, as
+    with the thread. Its own connection, head and versions; against the committer thread (sync
+    appends, submit) it is one more writer, serialised by the append lock like another process's.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, committer: _Committer, max_batch: int) -> None:
+        self.loop = loop
+        self._committer = committer
+        self._max_batch = max_batch
+        self._queue: deque[_Request] = deque()
+        self._draining: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def enqueue(self, request: _Request) -> None:
+        """In the loop's thread."""
+        self._queue.append(request)
+        if self._draining is None:
+            self._draining = self.loop.create_task(self._drain())
+
+    def close(self) -> None:
+        """From any thread: what is queued is still committed; the connection closes once idle."""
+        self._closed = True
+        if self._draining is None:
+            self._committer.close()
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        batch: list[_Request] = []
+        try:
+            while queue:
+                batch = _take_batch(queue, self._max_batch)
+                await self._committer.commit_async(batch)
+                for request in batch:
+                    if not request.waiter.done():  # a cancelled task no longer waits (its append may be recorded)
+                        request.waiter.set_result(None)
+                batch = []
+        except BaseException:  # cancelled, as its loop shuts down: the transaction's outcome is unknown
+            self._committer.reset()
+            for request in [*batch, *queue]:
+                if not request.waiter.done():
+                    request.waiter.set_exception(LedgerUnavailable("the append's outcome is unknown: its event loop"
+                                                                   " stopped while it was committed"))
+            queue.clear()
+            raise
+        finally:
+            self._draining = None
+            if self._closed:
+                self._committer.close()
+
+
+def _take_batch(queue: deque[_Request], max_batch: int) -> list[_Request]:
+    """Everything queued, in order, up to `max_batch` events (and at least one request)."""
+    batch: list[_Request] = []
+    count = 0
+    while queue:
+        n = len(queue[0].events)
+        if batch and count + n > max_batch:
+            break
+        batch.append(queue.popleft())
+        count += n
+    return batch
+
+
 class _Committer:
-    """The committer thread's side: its connection, what it knows about the ledger, and the transaction.
+    """The committer's side (of the thread, or of an event loop): its connection, what it knows about the ledger, and the transaction.
 
     Two ways to commit a batch; either way, positions and versions only commit if, under the append
     lock, the head is the one they continue:
@@ -748,12 +839,47 @@ class _Committer:
             self._conn = None
 
     def commit(self, batch: list[_Request]) -> None:
-        """Commit a batch, setting every request's outcome; never raises."""
+        """Commit a batch from the committer thread, blocking on PostgreSQL; never raises."""
+        steps = self._steps(batch)
+        send: Callable[[Any], _Query | None] = steps.send
+        reply: Any = None
+        while True:
+            try:
+                step = send(reply)
+            except StopIteration:
+                return
+            try:
+                reply = self.open() if step is None else _run(self._pgconn(), *step)
+                send = steps.send
+            except Exception as exc:
+                reply, send = exc, steps.throw
+
+    async def commit_async(self, batch: list[_Request]) -> None:
+        """Commit a batch on the running event loop: the same steps, waiting on the socket in the loop."""
+        steps = self._steps(batch)
+        send: Callable[[Any], _Query | None] = steps.send
+        reply: Any = None
+        while True:
+            try:
+                step = send(reply)
+            except StopIteration:
+                return
+            try:
+                if step is None:  # connecting blocks (and a slow server would block the loop with it)
+                    reply = await asyncio.to_thread(self.open)
+                else:
+                    reply = await _run_async(self._pgconn(), *step)
+                send = steps.send
+            except Exception as exc:
+                reply, send = exc, steps.throw
+
+    def _steps(self, batch: list[_Request]) -> _Steps[None]:
+        """Commit a batch, setting every request's outcome; never raises. Driven by commit or commit_async."""
         try:
-            self._attempt(batch)
+            yield from self._attempt(batch)
             return
         except Exception as exc:  # the transaction rolled back: nothing of this batch is written
-            self._reset()
+            self.reset()
             error = exc
         if isinstance(error, psycopg.errors.UniqueViolation):
             # An event id in the batch is recorded already (a retry), or a stream presumed new was
@@ -763,10 +889,10 @@ class _Committer:
                      " looked up", error)
             self._check_ids = _CHECK_IDS_BATCHES
             try:
-                self._attempt(batch)
+                yield from self._attempt(batch)
                 return
             except Exception as exc:
-                self._reset()
+                self.reset()
                 error = exc
         if len(batch) > 1 and isinstance(error, (psycopg.DataError, psycopg.IntegrityError)):
             # Something in one request made PostgreSQL refuse the rows; commit the requests one by
@@ -774,16 +900,16 @@ class _Committer:
             log.warning("ledger batch refused (%s); committing its %d requests one by one", error, len(batch))
             for request in batch:
                 try:
-                    self._attempt([request])
+                    yield from self._attempt([request])
                 except Exception as exc:
-                    self._reset()
+                    self.reset()
                     request.error = LedgerUnavailable(f"the append was not recorded: {exc}")
             return
         log.warning("ledger commit failed: %s", error)
         for request in batch:
             request.error = LedgerUnavailable(f"the append was not recorded: {error}")
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         """After a failure nothing is known: the outcome of the last transaction may be unknown too."""
         self.close()
         self._forget()
@@ -793,17 +919,30 @@ class _Committer:
         self._head = None
         self._speculate = False
 
-    def _connection(self) -> PGconn:
+    def _connection(self) -> _Steps[PGconn]:
         if self._conn is None or self._conn.closed:
-            # autocommit: the transaction is delimited by explicit BEGIN and COMMIT in the query strings.
-            self._conn = psycopg.connect(self._url, autocommit=True, client_encoding="UTF8")
-            _run(self._conn.pgconn, _PREPARE.format(ledger_id=uuid.UUID(self._genesis.ledger_id)), _PREPARED_STATEMENTS)
+            yield None  # the driver opens it
             self._forget()
+        return self._pgconn()
+
+    def open(self) -> None:
+        """Connect and prepare the statements (blocking)."""
+        # autocommit: the transaction is delimited by explicit BEGIN and COMMIT in the query strings.
+        conn = psycopg.connect(self._url, autocommit=True, client_encoding="UTF8")
+        try:
+            _run(conn.pgconn, _PREPARE.format(ledger_id=uuid.UUID(self._genesis.ledger_id)), _PREPARED_STATEMENTS)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _pgconn(self) -> PGconn:
+        assert self._conn is not None
         return self._conn.pgconn
 
-    def _attempt(self, batch: list[_Request]) -> None:
+    def _attempt(self, batch: list[_Request]) -> _Steps[None]:
         """One append transaction for a batch; sets each request's outcome, or raises with nothing written."""
-        pgconn = self._connection()
+        pgconn = yield from self._connection()
         check_ids = self._check_ids > 0
         if check_ids:
             self._check_ids -= 1
@@ -811,15 +950,15 @@ class _Committer:
             self._forget()
         if self._speculate and self._head is not None:
             try:
-                if self._speculative(pgconn, batch, self._head, check_ids):
+                if (yield from self._speculative(pgconn, batch, self._head, check_ids)):
                     return
             except _HeadMoved:
                 if pgconn.transaction_status != TransactionStatus.IDLE:
-                    _run(pgconn, "ROLLBACK", 1)
+                    yield _Query("ROLLBACK", 1)
             self._forget()
-        self._locked(pgconn, batch, check_ids)
+        yield from self._locked(pgconn, batch, check_ids)
 
-    def _speculative(self, pgconn: PGconn, batch: list[_Request], head: _Head, check_ids: bool) -> bool:
+    def _speculative(self, pgconn: PGconn, batch: list[_Request], head: _Head, check_ids: bool) -> _Steps[bool]:
         """Hash onto the remembered head, then write if it is still the head; False: go the locked way."""
         streams, duplicates = _scan(batch)
         cached = self._versions
@@ -840,7 +979,7 @@ class _Committer:
             # remembered one, which the read reports and the write checks again under the lock
             # (and an id once recorded stays recorded).
             ids = ",".join(enc.id_text for request in batch for enc in request.events) if check_ids else ""
-            [state] = _run(pgconn, _READ.format(ids=ids, streams=_json_literal(pgconn, unknown)), 1)
+            [state] = yield _Query(_READ.format(ids=ids, streams=_json_literal(pgconn, unknown)), 1)
             found_head, known_json, found_versions = (state.get_value(0, i) for i in range(3))
             if found_head is None or orjson.loads(found_head)[:2] != [head.size, head.chain.hex()]:
                 return False
@@ -849,24 +988,25 @@ class _Committer:
             if known_json:
                 known = {row[0]: row for row in orjson.loads(known_json)}
         versions = {s: cached[s] for s in streams}
-        written = self._hash(pgconn, batch, _Head(head.size, head.chain, list(head.roots)), known, versions, duplicates)
+        written = yield from self._hash(pgconn, batch, _Head(head.size, head.chain, list(head.roots)), known, versions,
+                                        duplicates)
         expect = _EXPECT.format(size=head.size, chain=head.chain.hex())
         try:
             if written is None:  # nothing new: the refusals hold if the head has not moved since
-                _run(pgconn, expect, 1)
+                yield _Query(expect, 1)
                 return True
             # The check is a statement of its own after the lock, so (READ COMMITTED: a fresh snapshot
             # per statement) it sees the head committed by whoever held the lock before us; see
             # _locked for why every append takes this lock.
             statement, results = self._write(written)
-            _run(pgconn, _LOCK_AND_EXPECT.format(size=head.size, chain=head.chain.hex()) + statement, 3 + results,
-                 copy_in=written.copy_data, commits=True)
+            yield _Query(_LOCK_AND_EXPECT.format(size=head.size, chain=head.chain.hex()) + statement, 3 + results,
+                         written.copy_data, True)
         except psycopg.errors.DivisionByZero:
             raise _HeadMoved() from None
         self._committed(written)
         return True
 
-    def _locked(self, pgconn: PGconn, batch: list[_Request], check_ids: bool) -> None:
+    def _locked(self, pgconn: PGconn, batch: list[_Request], check_ids: bool) -> _Steps[None]:
         streams, duplicates = _scan(batch)
         ids = ",".join(enc.id_text for request in batch for enc in request.events) if check_ids else ""
         # Every writer in every process takes this row lock first, so the head read below, the
@@ -880,7 +1020,7 @@ class _Committer:
         # snapshot: the head, the known event ids and the stream versions it reads are those
         # committed by whoever held the lock before us. (One statement that locked and read at
         # once would read with a snapshot taken before it waited for the lock.)
-        [_, _, state] = _run(pgconn, _LOCK_AND_READ.format(ids=ids, streams=_json_literal(pgconn, streams)), 3)
+        [_, _, state] = yield _Query(_LOCK_AND_READ.format(ids=ids, streams=_json_literal(pgconn, streams)), 3)
         head_json, known_json, versions_json = (state.get_value(0, i) for i in range(3))
         if head_json is None:
             head = _Head(0, self._genesis.chain_seed(), [])
@@ -897,14 +1037,14 @@ class _Committer:
         self._forget()
         self._versions.update(versions)
         start = _Head(head.size, head.chain, list(head.roots))
-        written = self._hash(pgconn, batch, start, known, versions, duplicates)
+        written = yield from self._hash(pgconn, batch, start, known, versions, duplicates)
         if written is None:  # nothing new to write: replays and refusals only
-            _run(pgconn, "ROLLBACK", 1)
+            yield _Query("ROLLBACK", 1)
             self._head = head
             self._speculate = continuous
             return
         statement, results = self._write(written)
-        _run(pgconn, statement, results, copy_in=written.copy_data, commits=True)
+        yield _Query(statement, results, written.copy_data, True)
         self._committed(written)
         self._speculate = continuous
 
@@ -937,7 +1077,7 @@ class _Committer:
         known: dict[str, list[Any]],
         versions: dict[str, int],
         duplicates: bool,
-    ) -> _Written | None:
+    ) -> _Steps[_Written | None]:
         """Decide every request (replay, refusal or new entries) and hash the new ones onto `head`.
 
         `head` and `versions` are updated in place; returns None when there is nothing to write.
@@ -975,7 +1115,7 @@ class _Committer:
                     # A retry of an append that was recorded finds its stream moved on by itself:
                     # look its ids up before calling it a conflict (recorded entries never go away).
                     ids = ",".join(e.id_text for e in request.events)
-                    [state] = _run(pgconn, _READ.format(ids=ids, streams="'[]'"), 1)
+                    [state] = yield _Query(_READ.format(ids=ids, streams="'[]'"), 1)
                     found = state.get_value(0, 1)
                     if found:
                         known.update((row[0], row) for row in orjson.loads(found))
@@ -1091,6 +1231,22 @@ def _presumed_new(batch: list[_Request], unknown: list[str]) -> set[str]:
 def _json_literal(pgconn: PGconn, values: list[str]) -> str:
     return Escaping(pgconn).escape_literal(orjson.dumps(values)).decode()
 
+class _Query(NamedTuple):
+    """A step of the committer's transaction: one query string, run by _run or _run_async."""
+
+    statement: str
+    expected: int  # results before any COPY data
+    copy_in: bytes | None = None
+    commits: bool = False  # the last statement is a COMMIT that must have committed
+
+
+_T = TypeVar("_T")
+_Steps = Generator[_Query | None, Any, _T]
+"""The committer's logic as a generator: it yields a _Query and is sent its results (or thrown its
+error), or yields None to have its driver open the connection. One logic, two drivers: the committer
+thread blocks on the socket, an event loop waits on it (see _LoopCommitter)."""
+
+
 def _run(
     pgconn: PGconn, statement: str, expected: int, copy_in: bytes | None = None, commits: bool = False
 ) -> list[PGresult]:
@@ -1104,16 +1260,39 @@ def _run(
     pgconn.send_query(statement.encode())
     results = wait(execute(pgconn), pgconn.socket, interval=_POLL_INTERVAL)  # in C, the GIL released
     if copy_in is not None:
-        check_results(results, expected)
-        if results[-1].status != ExecStatus.COPY_IN:
-            raise psycopg.InternalError(f"expected COPY IN, got {ExecStatus(results[-1].status).name}")
+        _check_copy_in(results, expected)
         wait(_copy_gen(pgconn, copy_in), pgconn.socket, interval=_POLL_INTERVAL)
         results = results[:-1] + wait(execute(pgconn), pgconn.socket, interval=_POLL_INTERVAL)
         expected += 1
+    _check_done(results, expected, commits)
+    return results
+
+
+async def _run_async(
+    pgconn: PGconn, statement: str, expected: int, copy_in: bytes | None = None, commits: bool = False
+) -> list[PGresult]:
+    """_run, waiting for the socket in the running event loop."""
+    pgconn.send_query(statement.encode())
+    results = await wait_async(execute(pgconn), pgconn.socket, interval=_POLL_INTERVAL)
+    if copy_in is not None:
+        _check_copy_in(results, expected)
+        await wait_async(_copy_gen(pgconn, copy_in), pgconn.socket, interval=_POLL_INTERVAL)
+        results = results[:-1] + await wait_async(execute(pgconn), pgconn.socket, interval=_POLL_INTERVAL)
+        expected += 1
+    _check_done(results, expected, commits)
+    return results
+
+
+def _check_copy_in(results: list[PGresult], expected: int) -> None:
+    check_results(results, expected)
+    if results[-1].status != ExecStatus.COPY_IN:
+        raise psycopg.InternalError(f"expected COPY IN, got {ExecStatus(results[-1].status).name}")
+
+
+def _check_done(results: list[PGresult], expected: int, commits: bool) -> None:
     check_results(results, expected)
     if commits and results[-1].command_status != b"COMMIT":
         raise psycopg.InternalError(f"expected COMMIT, got {results[-1].command_status!r}")
-    return results
 
 
 def _copy_gen(pgconn: PGconn, data: bytes) -> Iterator[Wait]:

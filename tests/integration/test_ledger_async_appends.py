@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 
+import psycopg
 import pytest
 
 from adapters.postgres.ledger_store import PostgresLedger
@@ -103,3 +105,62 @@ def test_threads_and_event_loops_appending_together_leave_one_gapless_valid_chai
     assert verified_size(ledger) == 240
     for name in [f"thread-{t}" for t in range(3)] + [f"loop-{n}" for n in range(3)]:
         assert [e.stream_version for e in ledger.read_stream(name)] == list(range(1, 41))
+
+
+# --- appends committed on the caller's event loop ----------------------------------------------------
+# An event loop's appends are committed on that loop, with a connection of its own, rather than handed
+# to the committer thread and woken back from it.
+
+
+def test_appends_made_at_once_on_one_event_loop_share_transactions(ledger: PostgresLedger):
+    async def at_once():
+        return await asyncio.gather(*(ledger.append_async([thing(f"s-{i}")], {f"s-{i}": 0}) for i in range(60)))
+
+    receipts = asyncio.run(at_once())
+    assert sorted(r.position for [r] in receipts) == list(range(1, 61))
+    assert len(ledger.heads()) < 60  # one tree head per transaction
+    assert verified_size(ledger) == 60
+
+
+def test_event_loops_that_follow_one_another_each_append_onto_the_same_chain(ledger: PostgresLedger):
+    async def appends(loop_no: int) -> None:
+        for n in range(10):
+            await ledger.append_async([thing(f"loop-{loop_no}", n)], {f"loop-{loop_no}": n})
+
+    for loop_no in range(3):
+        asyncio.run(appends(loop_no))
+        ledger.append([thing("from-a-thread", loop_no)])  # and the committer thread in between
+    assert verified_size(ledger) == 33
+    assert [e.stream_version for e in ledger.read_stream("loop-2")] == list(range(1, 11))
+
+
+def test_appends_cut_off_by_their_event_loop_stopping_are_whole_or_absent_and_the_next_loop_appends(
+    ledger: PostgresLedger,
+):
+    events = [thing(f"cut-{n}") for n in range(20)]
+
+    async def leave_mid_commit():
+        for event in events:
+            asyncio.ensure_future(ledger.append_async([event]))
+        await asyncio.sleep(0)  # the first commit is on its way; asyncio.run then cancels what is left
+
+    asyncio.run(leave_mid_commit())
+    [after] = asyncio.run(ledger.append_async([thing("after")]))
+    recorded = ledger.find([e.event_id for e in events])
+    assert after.position == len(recorded) + 1
+    assert verified_size(ledger) == len(recorded) + 1
+
+
+def test_closing_the_ledger_closes_the_event_loops_connection_too(database):
+    ledger = PostgresLedger(database.app_url)
+    asyncio.run(ledger.append_async([thing("one")]))
+    ledger.close()
+    with psycopg.connect(database.admin_url, autocommit=True) as conn:
+        for _ in range(100):
+            [[left]] = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            if left == 0:
+                break
+            time.sleep(0.05)
+    assert left == 0
