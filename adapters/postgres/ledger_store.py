@@ -840,38 +840,21 @@ class _Committer:
 
     def commit(self, batch: list[_Request]) -> None:
         """Commit a batch from the committer thread, blocking on PostgreSQL; never raises."""
-        steps = self._steps(batch)
-        send: Callable[[Any], _Query | None] = steps.send
-        reply: Any = None
-        while True:
+        steps = _Driven(self._steps(batch))
+        while (step := steps.next()) is not _DONE:
             try:
-                step = send(reply)
-            except StopIteration:
-                return
-            try:
-                reply = self.open() if step is None else _run(self._pgconn(), *step)
-                send = steps.send
+                steps.reply(self.open() if step is None else _run(self._pgconn(), *step))
             except Exception as exc:
-                reply, send = exc, steps.throw
+                steps.fail(exc)
 
     async def commit_async(self, batch: list[_Request]) -> None:
         """Commit a batch on the running event loop: the same steps, waiting on the socket in the loop."""
-        steps = self._steps(batch)
-        send: Callable[[Any], _Query | None] = steps.send
-        reply: Any = None
-        while True:
-            try:
-                step = send(reply)
-            except StopIteration:
-                return
-            try:
-                if step is None:  # connecting blocks (and a slow server would block the loop with it)
-                    reply = await asyncio.to_thread(self.open)
-                else:
-                    reply = await _run_async(self._pgconn(), *step)
-                send = steps.send
+        steps = _Driven(self._steps(batch))
+        while (step := steps.next()) is not _DONE:
+            try:  # connecting blocks (a slow server would block the loop with it): it goes to a thread
+                steps.reply(await asyncio.to_thread(self.open) if step is None else await _run_async(self._pgconn(), *step))
             except Exception as exc:
-                reply, send = exc, steps.throw
+                steps.fail(exc)
 
     def _steps(self, batch: list[_Request]) -> _Steps[None]:
         """Commit a batch, setting every request's outcome; never raises. Driven by commit or commit_async."""
@@ -1240,6 +1223,28 @@ class _Query(NamedTuple):
     commits: bool = False  # the last statement is a COMMIT that must have committed
 
 
+class _Driven:
+    """A steps generator being driven: each step's outcome goes back in, as its results or its error."""
+
+    def __init__(self, steps: _Steps[None]) -> None:
+        self._steps = steps
+        self._resume: Callable[[Any], _Query | None] = steps.send
+        self._outcome: Any = None
+
+    def next(self) -> _Query | None | object:
+        try:
+            return self._resume(self._outcome)
+        except StopIteration:
+            return _DONE
+
+    def reply(self, outcome: Any) -> None:
+        self._resume, self._outcome = self._steps.send, outcome
+
+    def fail(self, error: Exception) -> None:
+        self._resume, self._outcome = self._steps.throw, error
+
+
+_DONE = object()
 _T = TypeVar("_T")
 _Steps = Generator[_Query | None, Any, _T]
 """The committer's logic as a generator: it yields a _Query and is sent its results (or thrown its
