@@ -2,12 +2,15 @@
 
 The gateway reads the routing table on every request, so it is cached per tenant for `cache_ttl_s`
 (default 1 s) with credentials already opened. A configure or remove through this process drops the
-tenant's entry at once; another process sees the change within the TTL.
+tenant's entry at once; another process sees the change within the TTL. A table past half its TTL is
+read again in the background (`due_for_refresh`, `refresh`), so a busy tenant's requests never wait
+for that read; the TTL counts from the start of a read, which keeps the bound.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +25,8 @@ from domain.deployments import Deployment
 from domain.identity import UnknownTenant, tenant_stream
 from domain.ledger import NewEvent, Receipt
 from domain.pricing import Price
+
+log = logging.getLogger(__name__)
 
 
 class CredentialSealer(abc.ABC):
@@ -59,6 +64,8 @@ class DeploymentService:
         self._clock = clock
         self._cache: dict[str, tuple[float, RoutingTable]] = {}
         self._lock = threading.Lock()
+        self._refreshing: set[str] = set()
+        self._generations: dict[str, int] = {}  # bumped by invalidate: a read begun before it is not cached
 
     # --- commands ---------------------------------------------------------------------------------
 
@@ -112,18 +119,48 @@ class DeploymentService:
         cached = self.cached_routes(tenant_id)
         if cached is not None:
             return cached
+        return self._read_routes(tenant_id)
+
+    def due_for_refresh(self, tenant_id: str) -> bool:
+        """True, once, when the cached table is past half its TTL: have `refresh` run off the request's path."""
+        with self._lock:
+            found = self._cache.get(tenant_id)
+            if found is None or tenant_id in self._refreshing or found[0] - self._clock() > self._ttl / 2:
+                return False
+            self._refreshing.add(tenant_id)
+            return True
+
+    def refresh(self, tenant_id: str) -> None:
+        """Read the routing table again (blocking); a failure drops the cached copy."""
+        try:
+            self._read_routes(tenant_id)
+        except Exception as exc:
+            # Dropped, so that the next request reads it on its path (and reports what fails) rather
+            # than every request starting another read in the background.
+            log.warning("reading tenant %s's routing table in the background failed: %s", tenant_id, exc)
+            with self._lock:
+                self._cache.pop(tenant_id, None)
+        finally:
+            with self._lock:
+                self._refreshing.discard(tenant_id)
+
+    def _read_routes(self, tenant_id: str) -> RoutingTable:
+        with self._lock:
+            started, generation = self._clock(), self._generations.get(tenant_id, 0)
         _, _, table = self._load(tenant_id)
         routing: RoutingTable = {}
         for d in table.values():
             api_key = self._sealer.open(tenant_id, d.name, d.credentials) if d.credentials else None
             routing.setdefault(d.model_name, []).append(Route(d, api_key))
         with self._lock:
-            self._cache[tenant_id] = (self._clock() + self._ttl, routing)
+            if self._generations.get(tenant_id, 0) == generation:
+                self._cache[tenant_id] = (started + self._ttl, routing)
         return routing
 
     def invalidate(self, tenant_id: str) -> None:
         with self._lock:
             self._cache.pop(tenant_id, None)
+            self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
 
     def _load(self, tenant_id: str) -> tuple[str, list[tuple[str, dict[str, Any]]], dict[str, Deployment]]:
         stream = dep.deployments_stream(tenant_id)

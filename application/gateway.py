@@ -270,9 +270,12 @@ class Gateway:
 
     async def routes(self, tenant_id: str, model: str, kind: str) -> list[Route]:
         """The deployments that may serve this request; GatewayError 404/400 (nothing recorded) if none."""
-        table = self._deployments.cached_routes(tenant_id)
+        deployments = self._deployments
+        table = deployments.cached_routes(tenant_id)
         if table is None:
-            table = await asyncio.to_thread(self._deployments.routes, tenant_id)
+            table = await asyncio.to_thread(deployments.routes, tenant_id)
+        elif deployments.due_for_refresh(tenant_id):
+            asyncio.get_running_loop().run_in_executor(None, deployments.refresh, tenant_id)
         found = table.get(model)
         if not found:
             raise model_not_found(model)
