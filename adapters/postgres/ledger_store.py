@@ -737,9 +737,10 @@ class _LoopCommitter:
     """append_async's committer: a _Committer driven on the callers' event loop.
 
     A request's task appends without handing its batch to the committer thread and being woken back
-    by it: on this 2-vCPU VM those two cross-thread wake-ups cost 0.1-0.5 ms per append
-    (ops/bench/README.md). Appends queued while a transaction is in flight share the next one, as
-    with the thread. Its own connection, head and versions; against the committer thread (sync
+    by it, and no committer thread competes with the requests for the GIL: at 50 requests/s that
+    took 0.3-0.75 ms off the gateway's p50 on the eleventh session's machine (docs/gateway.md, where
+    earlier variants measured worse on faster machines are also described). Appends queued while a
+    transaction is in flight share the next one, as with the thread. Its own connection, head and versions; against the committer thread (sync
     appends, submit) it is one more writer, serialised by the append lock like another process's.
     """
 
@@ -802,7 +803,7 @@ def _take_batch(queue: deque[_Request], max_batch: int) -> list[_Request]:
 
 
 class _Committer:
-    """The committer's side (of the thread, or of an event loop): its connection, what it knows about the ledger, and the transaction.
+    """A committer's side (the thread's, or an event loop's): its connection, what it knows, the transaction.
 
     Two ways to commit a batch; either way, positions and versions only commit if, under the append
     lock, the head is the one they continue:
