@@ -2,16 +2,15 @@
 
 The gateway reads the routing table on every request, so it is cached per tenant for `cache_ttl_s`
 (default 1 s) with credentials already opened. A configure or remove through this process drops the
-tenant's entry at once; another process sees the change within the TTL. A table past half its TTL is
-read again in the background (`due_for_refresh`, `refresh`), so a busy tenant's requests never wait
-for that read; the TTL counts from the start of a read, which keeps the bound.
+tenant's entry at once; another process sees the change within the TTL. On the gateway's path
+(`cached_routes`) a table past half its TTL is read again in the background, so a busy tenant's
+requests never wait for that read; the TTL counts from the start of a read, which keeps the bound
+(`ExpiringLru.get_refreshing`).
 """
 
 from __future__ import annotations
 
 import abc
-import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from application.expiring_cache import ExpiringLru
 from application.ports import Ledger
 from domain import deployments as dep
 from domain.deployments import Deployment
@@ -26,7 +26,7 @@ from domain.identity import UnknownTenant, tenant_stream
 from domain.ledger import NewEvent, Receipt
 from domain.pricing import Price
 
-log = logging.getLogger(__name__)
+ROUTING_TABLES_CACHED = 10_000  # tenants; a table is small (a few deployments), so this bounds memory loosely
 
 
 class CredentialSealer(abc.ABC):
@@ -60,12 +60,7 @@ class DeploymentService:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._ledger = ledger
         self._sealer = sealer
-        self._ttl = cache_ttl_s
-        self._clock = clock
-        self._cache: dict[str, tuple[float, RoutingTable]] = {}
-        self._lock = threading.Lock()
-        self._refreshing: set[str] = set()
-        self._generations: dict[str, int] = {}  # bumped by invalidate: a read begun before it is not cached
+        self._cache: ExpiringLru[str, RoutingTable] = ExpiringLru(cache_ttl_s, ROUTING_TABLES_CACHED, clock)
 
     # --- commands ---------------------------------------------------------------------------------
 
@@ -108,59 +103,30 @@ class DeploymentService:
         return [d.public() for d in sorted(table.values(), key=lambda d: (d.model_name, d.priority, d.name))]
 
     def cached_routes(self, tenant_id: str) -> RoutingTable | None:
-        """The tenant's routing table if a fresh copy is cached; never blocks."""
-        found = self._cache.get(tenant_id)
-        if found is not None and found[0] > self._clock():
-            return found[1]
-        return None
+        """The tenant's routing table if a fresh copy is cached (read again in the background once it is past
+        half its TTL); never blocks."""
+        return self._cache.get_refreshing(tenant_id, lambda _: self._read_routes(tenant_id))
 
     def routes(self, tenant_id: str) -> RoutingTable:
         """The routing table, read from the ledger when the cached copy is stale (one indexed query)."""
-        cached = self.cached_routes(tenant_id)
+        cached = self._cache.get(tenant_id)
         if cached is not None:
             return cached
-        return self._read_routes(tenant_id)
-
-    def due_for_refresh(self, tenant_id: str) -> bool:
-        """True, once, when the cached table is past half its TTL: have `refresh` run off the request's path."""
-        with self._lock:
-            found = self._cache.get(tenant_id)
-            if found is None or tenant_id in self._refreshing or found[0] - self._clock() > self._ttl / 2:
-                return False
-            self._refreshing.add(tenant_id)
-            return True
-
-    def refresh(self, tenant_id: str) -> None:
-        """Read the routing table again (blocking); a failure drops the cached copy."""
-        try:
-            self._read_routes(tenant_id)
-        except Exception as exc:
-            # Dropped, so that the next request reads it on its path (and reports what fails) rather
-            # than every request starting another read in the background.
-            log.warning("reading tenant %s's routing table in the background failed: %s", tenant_id, exc)
-            with self._lock:
-                self._cache.pop(tenant_id, None)
-        finally:
-            with self._lock:
-                self._refreshing.discard(tenant_id)
+        read = self._cache.read_started()
+        routing = self._read_routes(tenant_id)
+        self._cache.put_read(tenant_id, routing, read)
+        return routing
 
     def _read_routes(self, tenant_id: str) -> RoutingTable:
-        with self._lock:
-            started, generation = self._clock(), self._generations.get(tenant_id, 0)
         _, _, table = self._load(tenant_id)
         routing: RoutingTable = {}
         for d in table.values():
             api_key = self._sealer.open(tenant_id, d.name, d.credentials) if d.credentials else None
             routing.setdefault(d.model_name, []).append(Route(d, api_key))
-        with self._lock:
-            if self._generations.get(tenant_id, 0) == generation:
-                self._cache[tenant_id] = (started + self._ttl, routing)
         return routing
 
     def invalidate(self, tenant_id: str) -> None:
-        with self._lock:
-            self._cache.pop(tenant_id, None)
-            self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
+        self._cache.invalidate(tenant_id)
 
     def _load(self, tenant_id: str) -> tuple[str, list[tuple[str, dict[str, Any]]], dict[str, Deployment]]:
         stream = dep.deployments_stream(tenant_id)

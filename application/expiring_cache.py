@@ -1,14 +1,32 @@
-"""A bounded LRU whose entries expire: what the hot path keeps in memory (data keys, verified API keys)."""
+"""A bounded LRU whose entries expire: what the hot path keeps in memory (data keys, verified API keys,
+routing tables).
+
+A value read from a store is put with the read it came from (`read_started`, `put_read`), so that it
+expires a TTL after the read began and is not put at all if the key was invalidated meanwhile: a change
+made in this process never loses to a read that began before it. A busy key's entry can be read again
+before it expires, off the caller's path (`get_refreshing`), so that its callers never wait for the store.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+log = logging.getLogger(__name__)
+
+
+class ReadStart(NamedTuple):
+    """When a read of the store began, and the cache's generation then."""
+
+    at: float
+    generation: int
 
 
 class ExpiringLru(Generic[K, V]):
@@ -21,32 +39,57 @@ class ExpiringLru(Generic[K, V]):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        # advanced by every invalidation: one counter, not one per key, so it costs no memory per key;
+        # a read that overlaps an invalidation of another key is merely not cached
+        self._generation = 0
+        self._refreshing: set[K] = set()
 
     def get(self, key: K) -> V | None:
-        found = self.get_with_expiry(key)
+        found = self._get_with_expiry(key)
         return None if found is None else found[0]
 
-    def get_with_expiry(self, key: K) -> tuple[V, float] | None:
-        """`get`, and the clock time at which the entry expires."""
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                return None
-            if found[1] <= self._clock():
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return found
+    def get_refreshing(self, key: K, read: Callable[[V], V | None]) -> V | None:
+        """`get`; and once the entry is past half its TTL, `read(value)` in a worker thread of the running
+        event loop (or at once, with none), once however many callers ask. What it returns replaces the
+        entry for a TTL counted from the read's start; None, or an exception, drops it, so that the next
+        caller reads on its own path (and meets whatever failed)."""
+        found = self._get_with_expiry(key)
+        if found is None:
+            return None
+        value, expires_at = found
+        if expires_at - self._clock() < self._ttl / 2 and self._claim_refresh(key):
+            try:
+                asyncio.get_running_loop().run_in_executor(None, self._refresh, key, value, read)
+            except RuntimeError:  # no event loop here
+                self._refresh(key, value, read)
+        return value
 
-    def put(self, key: K, value: V, *, since: float | None = None) -> None:
-        """Keep `value` until `ttl_s` after `since` (the clock's time of the read it came from; default now)."""
-        if self._ttl <= 0 or self._size <= 0:
-            return
+    @property
+    def refreshing(self) -> int:
+        """How many background reads are under way."""
+        return len(self._refreshing)
+
+    def read_started(self) -> ReadStart:
+        """Call before reading a value from the store, and give the result to `put_read`."""
         with self._lock:
-            self._entries[key] = (value, (self._clock() if since is None else since) + self._ttl)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            return ReadStart(self._clock(), self._generation)
+
+    def put_read(self, key: K, value: V, read: ReadStart) -> None:
+        """Keep `value` until the TTL after `read` began, unless something was invalidated since (the value
+        may be older than that change)."""
+        with self._lock:
+            if read.generation == self._generation:
+                self._put(key, value, read.at)
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._put(key, value, self._clock())
+
+    def invalidate(self, key: K) -> None:
+        """Drop the entry, and keep any read begun before now from putting it back."""
+        with self._lock:
+            self._generation += 1
+            self._entries.pop(key, None)
 
     def pop(self, key: K) -> None:
         with self._lock:
@@ -59,3 +102,44 @@ class ExpiringLru(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _get_with_expiry(self, key: K) -> tuple[V, float] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            if found[1] <= self._clock():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return found
+
+    def _put(self, key: K, value: V, since: float) -> None:
+        if self._ttl <= 0 or self._size <= 0:
+            return
+        self._entries[key] = (value, since + self._ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def _claim_refresh(self, key: K) -> bool:
+        with self._lock:
+            if key in self._refreshing:
+                return False
+            self._refreshing.add(key)
+            return True
+
+    def _refresh(self, key: K, value: V, read: Callable[[V], V | None]) -> None:
+        try:
+            started = self.read_started()
+            fresh = read(value)
+            if fresh is None:
+                self.invalidate(key)
+            else:
+                self.put_read(key, fresh, started)
+        except Exception as exc:
+            log.warning("reading %r again in the background failed: %s", key, exc)
+            self.pop(key)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)

@@ -42,7 +42,15 @@ import orjson
 from application.deployments import DeploymentService, Route
 from application.ports import Ledger
 from application.providers import Answer, Chunk, Provider, UpstreamCall, UpstreamFailure, UpstreamStream
-from domain.deployments import BROKEN_RESPONSE, KEY_REVOKED, TIMEOUT, Deployment, attempt_order, backoff_s
+from domain.deployments import (
+    BROKEN_RESPONSE,
+    KEY_REVOKED,
+    PROVIDERS,
+    TIMEOUT,
+    Deployment,
+    attempt_order,
+    backoff_s,
+)
 from domain.inference import (
     InferenceCompleted,
     InferenceFailed,
@@ -274,13 +282,11 @@ class Gateway:
         table = deployments.cached_routes(tenant_id)
         if table is None:
             table = await asyncio.to_thread(deployments.routes, tenant_id)
-        elif deployments.due_for_refresh(tenant_id):
-            asyncio.get_running_loop().run_in_executor(None, deployments.refresh, tenant_id)
         found = table.get(model)
         if not found:
             raise model_not_found(model)
         if kind == "embeddings":
-            found = [r for r in found if self._providers[r.deployment.wire].supports_embeddings]
+            found = [r for r in found if PROVIDERS[r.deployment.provider].embeddings]
             if not found:
                 raise GatewayError(400, f"no deployment of {model!r} serves embeddings", "invalid_request_error",
                                    "embeddings_not_supported")
@@ -373,6 +379,9 @@ class Gateway:
             tokens, source = _tokens(usage), PROVIDER_USAGE
         else:
             tokens, source = self._estimate(request, route, _answer_text(answer.obj))
+            if request.kind == "embeddings":  # OpenAI's embeddings answer always has usage, and SDKs read it
+                obj = {**answer.obj, "usage": {"prompt_tokens": tokens[0], "total_tokens": tokens[0]}}
+                answer = Answer(orjson.dumps(obj), obj)
         completion = None if request.kind == "embeddings" else _answer_messages(answer.obj)
         try:
             receipt = await self._record_completion(request, flight, route, attempts, tokens, source, latency_us,

@@ -7,7 +7,7 @@
 
 Key cache. `seal` keeps unwrapped keys for at most `key_cache_ttl_s` seconds (bounded LRU), because it
 runs twice per inference. `erase` evicts the subject in this process before and after it commits, and
-a seal that fetched the key while an erasure was in flight does not put it back (the erasure epoch).
+a seal that fetched the key while an erasure was in flight does not put it back (`ExpiringLru.invalidate`).
 Another process may go on sealing with a destroyed key until its cached copy expires; what it seals
 then is unreadable at once, which errs on the side of erasure. `open` never uses the cache. On the
 gateway's path (`cached_sealer`) a key past half its TTL is read again in the background and, if it
@@ -17,8 +17,6 @@ still stands, kept for another TTL from that read: a busy subject never waits fo
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -42,8 +40,6 @@ from domain.sealing import (
     SubjectErased,
     UnknownSubject,
 )
-
-log = logging.getLogger(__name__)
 
 KEY_CACHE_TTL_S = 10.0
 SWITCH_CACHE_TTL_S = 600.0
@@ -72,43 +68,6 @@ def _sealing(
     return (lambda value: sealing.seal_with(key, value)), stream, version
 
 
-class _KeyCache:
-    """Data keys in an expiring LRU, and an epoch that every eviction advances."""
-
-    def __init__(self, ttl_s: float, size: int, clock: Callable[[], float]) -> None:
-        self._keys: ExpiringLru[tuple[str, str], DataKey] = ExpiringLru(ttl_s, size, clock)
-        self._lock = threading.Lock()  # makes "check the epoch, then put" atomic against evict
-        self._ttl = ttl_s
-        self.clock = clock
-        self.epoch = 0
-
-    def get(self, tenant_id: str, subject_id: str) -> DataKey | None:
-        return self._keys.get((tenant_id, subject_id))
-
-    def get_aging(self, tenant_id: str, subject_id: str) -> tuple[DataKey | None, bool]:
-        """The key, and whether it is past half its time in the cache (time to confirm it is not destroyed)."""
-        found = self._keys.get_with_expiry((tenant_id, subject_id))
-        if found is None:
-            return None, False
-        key, expires_at = found
-        return key, expires_at - self.clock() < self._ttl / 2
-
-    def put(self, key: DataKey, epoch: int, since: float | None = None) -> None:
-        """Cache unless an eviction happened since the caller read `epoch` (its key may be destroyed); until
-        the TTL after `since`, the time the caller started reading it (default now)."""
-        with self._lock:
-            if epoch == self.epoch:
-                self._keys.put((key.tenant_id, key.subject_id), key, since=since)
-
-    def evict(self, tenant_id: str, subject_id: str) -> None:
-        with self._lock:
-            self.epoch += 1
-            self._keys.pop((tenant_id, subject_id))
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
 class PrivacyService:
     def __init__(
         self,
@@ -122,9 +81,9 @@ class PrivacyService:
     ) -> None:
         self._keys = keystore
         self._ledger = ledger
-        self._cache = _KeyCache(key_cache_ttl_s, key_cache_size, clock)
-        self._confirming: set[tuple[str, str]] = set()  # subjects whose cached key is being read again
-        self._confirming_lock = threading.Lock()
+        # data keys by (tenant, subject); an erasure here invalidates, so a seal that read the key while
+        # the erasure was in flight does not put it back
+        self._cache: ExpiringLru[tuple[str, str], DataKey] = ExpiringLru(key_cache_ttl_s, key_cache_size, clock)
         # (version of the tenant's stream, content switch) by tenant, for sealer_async; exact while that
         # version holds, which its callers' appends check, so the TTL only bounds memory of idle tenants
         self._switches: ExpiringLru[str, tuple[int, bool]] = ExpiringLru(SWITCH_CACHE_TTL_S, switch_cache_size, clock)
@@ -185,7 +144,7 @@ class PrivacyService:
         version, enabled = known
         if not enabled:
             return _sealing(None, stream, version)
-        key = self._cache.get(tenant_id, subject_id) or await asyncio.to_thread(self._sealing_key, tenant_id, subject_id)
+        key = self._cache.get((tenant_id, subject_id)) or await asyncio.to_thread(self._sealing_key, tenant_id, subject_id)
         return _sealing(key, stream, version)
 
     def cached_sealer(
@@ -202,42 +161,17 @@ class PrivacyService:
         version, enabled = known
         if not enabled:
             return _sealing(None, tenant_stream(tenant_id), version)
-        key, aging = self._cache.get_aging(tenant_id, subject_id)
+        key = self._cache.get_refreshing((tenant_id, subject_id), self._confirmed)
         if key is None:
             return None
-        if aging:
-            self._confirm_in_background(key)
         return _sealing(key, tenant_stream(tenant_id), version)
 
-    def _confirm_in_background(self, key: DataKey) -> None:
-        """Read a cached key again before it expires, in a worker thread, so that a busy subject's requests
-        never wait for the store: found unchanged, it is kept for another TTL counted from the read's start
-        (so another process's erasure still holds here within the TTL); destroyed or replaced, it is
-        evicted."""
-        subject = (key.tenant_id, key.subject_id)
-        with self._confirming_lock:
-            if subject in self._confirming:
-                return
-            self._confirming.add(subject)
-
-        def confirm() -> None:
-            try:
-                epoch, since = self._cache.epoch, self._cache.clock()
-                stored = self._keys.get(*subject)
-                if stored is not None and stored.kid == key.kid:
-                    self._cache.put(stored, epoch, since)
-                else:
-                    self._cache.evict(*subject)
-            except Exception:  # the next seal reads it in the foreground once the cached copy expires
-                log.warning("confirming the cached data key of %s/%s failed", *subject, exc_info=True)
-            finally:
-                with self._confirming_lock:
-                    self._confirming.discard(subject)
-
-        try:
-            asyncio.get_running_loop().run_in_executor(None, confirm)
-        except RuntimeError:  # no event loop here: confirm now
-            confirm()
+    def _confirmed(self, cached: DataKey) -> DataKey | None:
+        """The cached key, read again from the store before it expires (so a busy subject's requests never
+        wait for the store, and another process's erasure still holds here within the TTL); None if it
+        was destroyed or replaced."""
+        stored = self._keys.get(cached.tenant_id, cached.subject_id)
+        return stored if stored is not None and stored.kid == cached.kid else None
 
     def forget_switch(self, tenant_id: str) -> None:
         """The tenant's stream moved on from the version `sealer_async` gave: read the switch again next time."""
@@ -252,11 +186,11 @@ class PrivacyService:
         return sealing.is_redacted(value)
 
     def _sealing_key(self, tenant_id: str, subject_id: str) -> DataKey:
-        key = self._cache.get(tenant_id, subject_id)
+        key = self._cache.get((tenant_id, subject_id))
         if key is None:
-            epoch = self._cache.epoch
+            read = self._cache.read_started()
             key = self._keys.get_or_create(tenant_id, subject_id)
-            self._cache.put(key, epoch)
+            self._cache.put_read((tenant_id, subject_id), key, read)
         return key
 
     # --- opening ----------------------------------------------------------------------------------
@@ -299,7 +233,7 @@ class PrivacyService:
         """
         validate_tenant_id(tenant_id)
         sealing.validate_subject_id(subject_id)
-        self._cache.evict(tenant_id, subject_id)
+        self._cache.invalidate((tenant_id, subject_id))
         with self._keys.destroying(tenant_id, subject_id) as kid:
             if kid is None:
                 earlier = self._shreddings(tenant_id, subject_id)
@@ -315,7 +249,7 @@ class PrivacyService:
                 )
             )
         # Again after the commit: a seal in this process may have read the key before the deletion was visible.
-        self._cache.evict(tenant_id, subject_id)
+        self._cache.invalidate((tenant_id, subject_id))
         return receipt
 
     def _append_once(self, event: NewEvent) -> Receipt:

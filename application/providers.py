@@ -64,8 +64,6 @@ class UpstreamStream(abc.ABC):
 class Provider(abc.ABC):
     """One way of calling upstreams."""
 
-    supports_embeddings: bool = True
-
     @abc.abstractmethod
     async def complete(self, call: UpstreamCall) -> Answer:
         """A chat completion, whole."""

@@ -30,6 +30,7 @@ class ProviderSpec:
     wire: str
     default_base_url: str | None  # None: the deployment must name its base URL
     stream_usage_option: bool = True  # accepts stream_options.include_usage
+    embeddings: bool = True  # serves POST /v1/embeddings (in whatever shape its wire speaks)
 
 
 PROVIDERS: Mapping[str, ProviderSpec] = {
@@ -39,7 +40,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
     "mistral": ProviderSpec(WIRE_OPENAI, "https://api.mistral.ai/v1", stream_usage_option=False),
     "llama": ProviderSpec(WIRE_OPENAI, None),  # Meta Llama through any OpenAI-compatible host
     "openai_compatible": ProviderSpec(WIRE_OPENAI, None),  # vLLM, Ollama, llama.cpp server, ...
-    "anthropic": ProviderSpec(WIRE_ANTHROPIC, "https://api.anthropic.com"),
+    "anthropic": ProviderSpec(WIRE_ANTHROPIC, "https://api.anthropic.com", embeddings=False),
     "gemini": ProviderSpec(WIRE_GEMINI, "https://generativelanguage.googleapis.com/v1beta"),
 }
 

@@ -1,4 +1,5 @@
-"""Anthropic Messages and Gemini through litellm, which translates them to and from OpenAI's shapes.
+"""Anthropic Messages and Gemini (chat, and Gemini's batchEmbedContents) through litellm, which translates them
+to and from OpenAI's shapes.
 
 litellm costs milliseconds per call (docs/gateway.md), so it is used only where its translation earns
 that: request and response formats that differ from OpenAI's. It is imported on first use (about 3 s)
@@ -9,7 +10,9 @@ sees it.
 
 from __future__ import annotations
 
+import base64
 import os
+import struct
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import orjson
 
 from application.providers import Answer, Chunk, Provider, UpstreamCall, UpstreamFailure, UpstreamStream
-from domain.deployments import BROKEN_RESPONSE, TIMEOUT, UNREACHABLE, classify_status
+from domain.deployments import BROKEN_RESPONSE, PROVIDERS, TIMEOUT, UNREACHABLE, classify_status
 
 _PREFIX = {"anthropic": "anthropic", "gemini": "gemini"}
 # OpenAI request fields passed on to litellm; everything else in the body is dropped rather than
@@ -121,8 +124,23 @@ def _chunk(obj: dict[str, Any]) -> dict[str, Any]:
     return chunk
 
 
+def _embeddings(obj: dict[str, Any], model: str, encoding_format: object) -> dict[str, Any]:
+    """litellm's embeddings answer in OpenAI's shape, base64 if asked (as OpenAI's SDKs ask by default: little-
+    endian float32). Usage is left out: Gemini reports none, and litellm's count is its guess, so the gateway
+    counts (and records the count as an estimate)."""
+    data = []
+    for i, item in enumerate(obj.get("data") or []):
+        vector = [float(x) for x in item.get("embedding") or []]
+        embedding: Any = vector
+        if encoding_format == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": item.get("index", i), "embedding": embedding})
+    if not data:
+        raise UpstreamFailure(BROKEN_RESPONSE, "upstream embeddings answer has no data")
+    return {"object": "list", "data": data, "model": model}
+
+
 class LitellmProvider(Provider):
-    supports_embeddings = False  # neither Anthropic nor (through this gateway, yet) Gemini
 
     def _kwargs(self, call: UpstreamCall) -> dict[str, Any]:
         d = call.route.deployment
@@ -151,7 +169,21 @@ class LitellmProvider(Provider):
         return _LitellmStream(wrapper)
 
     async def embed(self, call: UpstreamCall) -> Answer:
-        raise UpstreamFailure(classify_status(400), f"provider {call.route.deployment.provider} serves no embeddings")
+        d = call.route.deployment
+        if not PROVIDERS[d.provider].embeddings:
+            raise UpstreamFailure(classify_status(400), f"provider {d.provider} serves no embeddings", 400)
+        texts = call.body.get("input")
+        if not (isinstance(texts, str) or (isinstance(texts, list) and all(isinstance(t, str) for t in texts))):
+            raise UpstreamFailure(classify_status(400), f"provider {d.provider} embeds text only, not token ids", 400)
+        extra = {k: call.body[k] for k in ("dimensions", "user") if k in call.body}
+        try:
+            response = await _lib().aembedding(model=f"{_PREFIX[d.provider]}/{d.model}", input=texts,
+                                               api_base=d.base_url, api_key=call.route.api_key or "none",
+                                               timeout=call.timeout_s, num_retries=0, max_retries=0, **extra)
+        except Exception as exc:
+            raise _failure(exc) from None
+        obj = _embeddings(response.model_dump(), d.model, call.body.get("encoding_format"))
+        return Answer(orjson.dumps(obj), obj)
 
 
 class _LitellmStream(UpstreamStream):

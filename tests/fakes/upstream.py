@@ -6,7 +6,8 @@ own script of behaviours and its own log of the requests it received. Under each
     OpenAI     POST /v1/chat/completions (JSON, or SSE with the usage chunk when asked), POST /v1/embeddings
     Anthropic  POST /v1/messages (JSON, or its event stream: message_start, content_block_*, message_delta
                with usage, message_stop)
-    Gemini     POST /v1beta/models/<model>:generateContent and :streamGenerateContent?alt=sse
+    Gemini     POST /v1beta/models/<model>:generateContent, :streamGenerateContent?alt=sse and
+               :batchEmbedContents (no usage in its answer, as Gemini sends none)
 
 Replies are deterministic so tests can state exact token counts: the reply is REPLY split into words
 (one word = one token = one streamed chunk), prompt tokens are the words of every message.
@@ -297,6 +298,11 @@ async def gemini(request: Request) -> Response:
         state = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}.get(behaviour.status, "UNKNOWN")
         return JSONResponse({"error": {"code": behaviour.status, "message": f"scripted {behaviour.status}",
                                        "status": state}}, status_code=behaviour.status)
+    if method == "batchEmbedContents":  # no usage in the answer: Gemini reports none for embeddings
+        texts = [" ".join(p.get("text", "") for p in r["content"]["parts"]) for r in body["requests"]]
+        size = body["requests"][0].get("outputDimensionality") or 4
+        return JSONResponse({"embeddings": [{"values": ([float(len(t)), 0.5, -0.25, float(i)] * size)[:size]}
+                                            for i, t in enumerate(texts)]})
     prompt = sum(_words(p.get("text", "")) for c in body.get("contents", []) for p in c.get("parts", []))
     prompt += sum(_words(p.get("text", "")) for p in (body.get("systemInstruction") or {}).get("parts", []))
 

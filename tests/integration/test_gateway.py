@@ -145,3 +145,32 @@ def test_gemini_through_litellm(gw):
     assert paths == ["generateContent", "streamGenerateContent"]
     recorded = gw.payloads("InferenceCompleted")
     assert [(p["provider"], p["tokens_in"], p["tokens_out"]) for p in recorded] == [("gemini", 5, 5)] * 2
+
+
+def test_gemini_embeddings_through_litellm_are_answered_in_openais_shape_and_counted_as_an_estimate(gw):
+    upstream = gw.deploy("gem-embed", provider="gemini", model_name="gemini-embed", model="text-embedding-fake")
+    client = gw.client()
+    encoded = client.embeddings.create(model="gemini-embed", input=["one two three", "four"])  # SDK default: base64
+    plain = client.embeddings.create(model="gemini-embed", input="five six", encoding_format="float", dimensions=3)
+
+    assert [d.embedding for d in encoded.data] == [[13.0, 0.5, -0.25, 0.0], [4.0, 0.5, -0.25, 1.0]]
+    assert [d.embedding for d in plain.data] == [[8.0, 0.5, -0.25]]
+    sent = gw.script(upstream).requests
+    assert [r["path"].rsplit(":", 1)[1] for r in sent] == ["batchEmbedContents"] * 2
+    assert [r["content"]["parts"][0]["text"] for r in sent[0]["body"]["requests"]] == ["one two three", "four"]
+    assert sent[1]["body"]["requests"][0]["outputDimensionality"] == 3
+    assert sent[0]["headers"]["x-goog-api-key"] == "sk-upstream-secret"
+    recorded = gw.payloads("InferenceCompleted")
+    assert [(p["kind"], p["provider"], p["tokens_out"], p["usage_estimated"]) for p in recorded] == [
+        ("embeddings", "gemini", 0, True)] * 2
+    assert [p["tokens_in"] for p in recorded] == [encoded.usage.prompt_tokens, plain.usage.prompt_tokens]
+    assert all(p["tokens_in"] > 0 for p in recorded)
+
+
+def test_a_model_served_only_by_anthropic_refuses_embeddings_before_any_upstream_call(gw):
+    upstream = gw.deploy("claude", provider="anthropic", model_name="claude-test", model="claude-fake-1")
+    with gw.http() as http:
+        response = http.post("/v1/embeddings", json={"model": "claude-test", "input": "hello"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "embeddings_not_supported"
+    assert gw.script(upstream).requests == [] and gw.events("InferenceRequested") == []

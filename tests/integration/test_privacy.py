@@ -251,7 +251,7 @@ def _on_the_gateways_path(service: PrivacyService, subject: str) -> str | None:
     after any background confirmation it started has finished."""
     async def seal() -> str | None:
         cached = service.cached_sealer("acme", subject)
-        while service._confirming:
+        while service._cache.refreshing:
             await asyncio.sleep(0.005)
         return None if cached is None else cached[0]("x")["kid"]
     return asyncio.run(seal())

@@ -29,25 +29,36 @@ def names(table) -> list[str]:
     return sorted(route.deployment.name for route in table.get("gpt-test", []))
 
 
-def test_a_busy_tenants_table_is_due_for_a_background_read_once_past_half_its_ttl(ledger, tmp_path):
+def counting_reads(service: DeploymentService) -> list[str]:
+    reads: list[str] = []
+    load = service._load
+
+    def counted(tenant_id: str):
+        reads.append(tenant_id)
+        return load(tenant_id)
+
+    service._load = counted  # type: ignore[method-assign]
+    return reads
+
+
+def test_a_busy_tenants_table_is_read_again_once_past_half_its_ttl_while_requests_use_the_copy(ledger, tmp_path):
+    """Outside an event loop the background read runs at once; on the gateway's loop, in a worker thread."""
     IdentityService(ledger).create_tenant("acme")
     now = [100.0]
     cached, elsewhere = services(ledger, tmp_path, now)
+    reads = counting_reads(cached)
     deploy(elsewhere, "first")
-    assert names(cached.routes("acme")) == ["first"]
+    assert names(cached.routes("acme")) == ["first"] and len(reads) == 1
     deploy(elsewhere, "second")  # another process: this one's copy stays until it is read again
     now[0] += 0.4
-    assert not cached.due_for_refresh("acme")
-    assert names(cached.cached_routes("acme")) == ["first"]
-    now[0] += 0.2  # past half the TTL: due once, however many requests ask
-    assert cached.due_for_refresh("acme")
-    assert not cached.due_for_refresh("acme")
-    assert names(cached.cached_routes("acme")) == ["first"]  # requests go on with the copy meanwhile
-    cached.refresh("acme")  # in the gateway: run in a worker thread
-    now[0] += 0.9  # 1.5 s after the first read, 0.9 s after the second: still fresh
+    assert names(cached.cached_routes("acme")) == ["first"] and len(reads) == 1  # young: not read again
+    now[0] += 0.2  # past half the TTL: read again, and this request goes on with the copy
+    assert names(cached.cached_routes("acme")) == ["first"] and len(reads) == 2
+    assert names(cached.cached_routes("acme")) == ["first", "second"] and len(reads) == 2
+    now[0] += 0.95  # 1.55 s after the first read, 0.95 s after the second: still served (and read again)
     assert names(cached.cached_routes("acme")) == ["first", "second"]
-    now[0] += 0.2
-    assert cached.cached_routes("acme") is None  # expired: the next request reads it on its path
+    now[0] += 1.05  # no request for longer than the TTL: expired, the next request reads it on its path
+    assert cached.cached_routes("acme") is None
 
 
 def test_a_background_read_begun_before_a_change_here_does_not_bring_the_old_table_back(ledger, tmp_path):
@@ -57,7 +68,6 @@ def test_a_background_read_begun_before_a_change_here_does_not_bring_the_old_tab
     deploy(cached, "first")
     cached.routes("acme")
     now[0] += 0.6
-    assert cached.due_for_refresh("acme")
     read = cached._load
 
     def a_change_lands_during_the_read(tenant_id: str):
@@ -67,6 +77,6 @@ def test_a_background_read_begun_before_a_change_here_does_not_bring_the_old_tab
         return found
 
     cached._load = a_change_lands_during_the_read  # type: ignore[method-assign]
-    cached.refresh("acme")
+    assert names(cached.cached_routes("acme")) == ["first"]  # the copy, while the read (and the change) run
     assert cached.cached_routes("acme") is None
     assert names(cached.routes("acme")) == ["first", "second"]
