@@ -112,3 +112,25 @@ def remove(name: str = typer.Argument(...), tenant: str = typer.Option(..., help
         raise typer.Exit(1) from None
     finally:
         container.close()
+
+
+@deployments_app.command("recording")
+def recording(
+    mode: str = typer.Argument(None, help="strict | deferred; leave out to show the current mode"),
+    tenant: str = typer.Option(..., help="Tenant id"),
+    actor: str = typer.Option("cli", help="Who changed it (recorded in the ledger)"),
+) -> None:
+    """When the tenant's InferenceRequested is committed: strict = before any upstream call (no call goes
+    unrecorded, one more commit per request); deferred = while the call is in flight (the default)."""
+    container = _container()
+    try:
+        if mode is None:
+            typer.echo(f"recording for tenant {tenant}: {container.deployments.recording(tenant)}")
+            return
+        receipt = container.deployments.set_recording(tenant, mode, actor=actor)
+        typer.echo(f"recording for tenant {tenant}: {mode} (ledger position {receipt.position})")
+    except (DeploymentError, IdentityError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        container.close()

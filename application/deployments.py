@@ -52,7 +52,19 @@ class Route:
         return f"Route({self.deployment.name!r})"
 
 
-RoutingTable = dict[str, list[Route]]  # model name -> its deployments
+@dataclass(frozen=True)
+class RoutingTable:
+    """A tenant's deployments ready to be called, by model name, and when its inferences are recorded."""
+
+    models: dict[str, list[Route]]
+    recording: str = dep.DEFERRED
+
+    def get(self, model_name: str) -> list[Route] | None:
+        return self.models.get(model_name)
+
+    @property
+    def strict_recording(self) -> bool:
+        return self.recording == dep.STRICT
 
 
 class DeploymentService:
@@ -87,6 +99,18 @@ class DeploymentService:
         self.invalidate(tenant_id)
         return receipt
 
+    def set_recording(self, tenant_id: str, mode: str, actor: str = "system") -> Receipt:
+        """Record the tenant's recording mode (domain.deployments.STRICT or DEFERRED); every API process
+        follows it within the routing table's TTL, this one at once."""
+        if not self._ledger.read_stream(tenant_stream(tenant_id)):
+            raise UnknownTenant(tenant_id)
+        payload = dep.decide_recording(tenant_id, mode)
+        stream, events, _ = self._load(tenant_id)
+        event = NewEvent(stream, dep.RECORDING_POLICY_CHANGED, payload, tenant_id=tenant_id, metadata={"actor": actor})
+        [receipt] = self._ledger.append([event], {stream: len(events)})
+        self.invalidate(tenant_id)
+        return receipt
+
     def remove(self, tenant_id: str, name: str, actor: str = "system") -> Receipt:
         stream, events, table = self._load(tenant_id)
         payload = dep.decide_remove(table, tenant_id, name)
@@ -101,6 +125,11 @@ class DeploymentService:
         """The tenant's deployments as they may be shown: never a credential."""
         _, _, table = self._load(tenant_id)
         return [d.public() for d in sorted(table.values(), key=lambda d: (d.model_name, d.priority, d.name))]
+
+    def recording(self, tenant_id: str) -> str:
+        """The tenant's recording mode as recorded (not cached)."""
+        _, events, _ = self._load(tenant_id)
+        return dep.recording_mode(events)
 
     def cached_routes(self, tenant_id: str) -> RoutingTable | None:
         """The tenant's routing table if a fresh copy is cached (read again in the background once it is past
@@ -118,12 +147,12 @@ class DeploymentService:
         return routing
 
     def _read_routes(self, tenant_id: str) -> RoutingTable:
-        _, _, table = self._load(tenant_id)
-        routing: RoutingTable = {}
+        _, events, table = self._load(tenant_id)
+        models: dict[str, list[Route]] = {}
         for d in table.values():
             api_key = self._sealer.open(tenant_id, d.name, d.credentials) if d.credentials else None
-            routing.setdefault(d.model_name, []).append(Route(d, api_key))
-        return routing
+            models.setdefault(d.model_name, []).append(Route(d, api_key))
+        return RoutingTable(models, dep.recording_mode(events))
 
     def invalidate(self, tenant_id: str) -> None:
         self._cache.invalidate(tenant_id)

@@ -8,8 +8,9 @@ process killed mid-request leaves it behind, and the sweeper (application/infere
 later closes it with InferenceFailed(gateway_interrupted). A call that ends sooner is recorded in one
 atomic append of both events (one group-commit slot). Either way nothing is half-recorded for a
 request that was answered, and requests refused before any upstream call (bad JSON, unknown model,
-auth) record nothing. With `record_before_upstream` (NEXUS_RECORD_BEFORE_UPSTREAM) the InferenceRequested
-is committed before the first attempt instead, and a ledger that cannot take it means no upstream call.
+auth) record nothing. In strict recording (NEXUS_RECORD_BEFORE_UPSTREAM for the whole deployment, or a
+tenant's recording mode, `DeploymentService.set_recording`) the InferenceRequested is committed before the
+first attempt instead, and a ledger that cannot take it means no upstream call.
 
 Streams. The response starts once an upstream has produced its first chunk, so retries and fallbacks
 cover everything before that. The InferenceCompleted event id is fixed up front and announced in the
@@ -116,7 +117,8 @@ class GatewayConfig:
     record_requested_after_s: float = 0.005
     # Strict recording: InferenceRequested is committed before any byte goes upstream, so that no process
     # can die having made a call it left no record of (with the timer above, one killed within its 5 ms
-    # can). The price is a second commit on every response path (docs/gateway.md, "In flight").
+    # can). The price is a second commit on every response path (docs/gateway.md, "In flight"). On for every
+    # tenant here; a tenant can also ask for it alone (its recording mode, in its routing table).
     record_before_upstream: bool = False
     # Added to a request's timeout for its deadline_at: past it, the sweeper closes a request left open.
     sweep_grace_s: float = 30.0
@@ -276,8 +278,10 @@ class Gateway:
 
     # --- routing ----------------------------------------------------------------------------------
 
-    async def routes(self, tenant_id: str, model: str, kind: str) -> list[Route]:
-        """The deployments that may serve this request; GatewayError 404/400 (nothing recorded) if none."""
+    async def routes(self, tenant_id: str, model: str, kind: str) -> tuple[list[Route], bool]:
+        """The deployments that may serve this request, and whether its InferenceRequested must be committed
+        before any upstream call (NEXUS_RECORD_BEFORE_UPSTREAM, or the tenant's recording mode); GatewayError
+        404/400 (nothing recorded) if none."""
         deployments = self._deployments
         table = deployments.cached_routes(tenant_id)
         if table is None:
@@ -290,10 +294,10 @@ class Gateway:
             if not found:
                 raise GatewayError(400, f"no deployment of {model!r} serves embeddings", "invalid_request_error",
                                    "embeddings_not_supported")
-        return found
+        return found, self.config.record_before_upstream or table.strict_recording
 
     def models(self, tenant_id: str) -> dict[str, list[Deployment]]:
-        return {name: [r.deployment for r in routes] for name, routes in self._deployments.routes(tenant_id).items()}
+        return {name: [r.deployment for r in routes] for name, routes in self._deployments.routes(tenant_id).models.items()}
 
     async def _route(
         self, request: InferenceRequest, routes: list[Route],
@@ -310,7 +314,7 @@ class Gateway:
         busy = {r.deployment.name: self._busy[(request.tenant_id, r.deployment.name)] for r in routes}
         order = attempt_order([r.deployment for r in routes], busy, next(turn))
         flight.start(by_name[order[0].name])
-        if self.config.record_before_upstream and not await flight.record_requested_now():
+        if flight.strict and not await flight.record_requested_now():
             raise GatewayError(503, "the ledger could not record this inference before calling the upstream, so"
                                " no call was made; retry later", "api_error", "ledger_unavailable")
         attempts: list[dict[str, Any]] = []
@@ -362,9 +366,9 @@ class Gateway:
 
     async def complete(self, request: InferenceRequest) -> Completion:
         """A chat completion or embeddings, recorded before it is returned."""
-        routes = await self.routes(request.tenant_id, request.model, request.kind)
+        routes, strict = await self.routes(request.tenant_id, request.model, request.kind)
         started = time.perf_counter_ns()
-        flight = _Flight(self, request)
+        flight = _Flight(self, request, strict)
 
         async def call(provider: Provider, upstream: UpstreamCall) -> Answer:
             return await (provider.embed(upstream) if request.kind == "embeddings" else provider.complete(upstream))
@@ -399,9 +403,9 @@ class Gateway:
         """An upstream stream that has produced its first chunk; failures before that are recorded and raised."""
         if request.key_check is not None:
             request.key_check.start_reading()  # it overlaps the upstream call; awaited before the first chunk
-        routes = await self.routes(request.tenant_id, request.model, request.kind)
+        routes, strict = await self.routes(request.tenant_id, request.model, request.kind)
         started = time.perf_counter_ns()
-        flight = _Flight(self, request)
+        flight = _Flight(self, request, strict)
 
         async def call(provider: Provider, upstream: UpstreamCall) -> tuple[UpstreamStream, Chunk]:
             stream = await provider.open_stream(upstream)
@@ -594,8 +598,9 @@ class _Flight:
     means the sweeper closed the request already: LedgerUnavailable, as for any record we cannot make.
     """
 
-    def __init__(self, gateway: Gateway, request: InferenceRequest) -> None:
+    def __init__(self, gateway: Gateway, request: InferenceRequest, strict: bool) -> None:
         self._ledger = gateway._ledger
+        self.strict = strict  # the InferenceRequested is committed before the first attempt
         self._config = gateway.config
         self._request = request
         self._stream = inference_stream(request.request_id)
@@ -620,7 +625,7 @@ class _Flight:
         self.event = NewEvent(self._stream, "InferenceRequested", payload, tenant_id=r.tenant_id,
                               event_id=uuid.uuid4(),
                               metadata={"correlation_id": r.correlation_id, "causation_id": r.causation_id})
-        if config.record_before_upstream:
+        if self.strict:
             return  # the caller awaits record_requested_now() before the first attempt
         if config.record_requested_after_s <= 0:
             self._fire()

@@ -34,6 +34,7 @@ from application.orchestrator import Orchestrator, RunFailed, RunRequest
 from application.ports import CheckpointStore, Ledger
 from domain import identity
 from domain.checkpoint import Checkpoint
+from domain.deployments import DEFERRED
 from domain.identity import NewApiKey
 from domain.inference import OUTCOMES
 from domain.ledger import Receipt, RecordedEvent
@@ -394,6 +395,12 @@ class TenantReader:
             return []
         return self._s.deployments.list(self.tenant)
 
+    def recording_mode(self) -> str:
+        self.actor.require("deployments.read")
+        if self._s.deployments is None:
+            return DEFERRED
+        return self._s.deployments.recording(self.tenant)
+
 
 def _uuid(text: str | None) -> uuid.UUID | None:
     try:
@@ -476,6 +483,10 @@ class TenantCommands:
     def configure_deployment(self, *, price: Price, **fields: Any) -> Receipt:
         self.actor.require("deployments.write")
         return self._service().configure(self.actor.tenant_id, price=price, actor=self.actor.subject, **fields)
+
+    def set_recording_mode(self, mode: str) -> Receipt:
+        self.actor.require("deployments.write")
+        return self._service().set_recording(self.actor.tenant_id, mode, actor=self.actor.subject)
 
     def remove_deployment(self, name: str) -> Receipt:
         self.actor.require("deployments.write")

@@ -143,6 +143,30 @@ def fold(stream: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Deploymen
     return table
 
 
+# --- recording: when a tenant's InferenceRequested is committed ------------------------------------
+
+RECORDING_POLICY_CHANGED = "RecordingPolicyChanged"
+STRICT = "strict"  # InferenceRequested committed before any upstream call: no call goes unrecorded
+DEFERRED = "deferred"  # committed while the call is in flight, or with its outcome if that comes first
+RECORDING_MODES = (DEFERRED, STRICT)
+
+
+def recording_mode(stream: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """A tenant's recording mode, from its deployments stream: deferred unless the last change said otherwise."""
+    mode = DEFERRED
+    for event_type, payload in stream:
+        if event_type == RECORDING_POLICY_CHANGED:
+            mode = payload["mode"]
+    return mode
+
+
+def decide_recording(tenant_id: str, mode: object) -> dict[str, Any]:
+    """The RecordingPolicyChanged payload (recorded also when it repeats the current mode: who said it, and when)."""
+    if mode not in RECORDING_MODES:
+        raise InvalidDeployment("recording mode", mode, f"one of {list(RECORDING_MODES)}")
+    return {"tenant_id": tenant_id, "mode": mode}
+
+
 def decide_remove(table: Mapping[str, Deployment], tenant_id: str, name: str) -> dict[str, Any]:
     if name not in table:
         raise UnknownDeployment(tenant_id, name)

@@ -20,6 +20,7 @@ REQUIRES: dict[str, str | None] = {
     "tenant": "tenant.read",
     "apiKeys": "apikeys.read",
     "deployments": "deployments.read",
+    "recordingMode": "deployments.read",
     "me": None,
     "inferences": "costs.read",  # each row carries its cost (application/graph_queries.INFERENCE_LOG_PERMISSION)
     "inference": "costs.read",
@@ -32,6 +33,7 @@ REQUIRES: dict[str, str | None] = {
     "revokeApiKey": "apikeys.write",
     "configureDeployment": "deployments.write",
     "removeDeployment": "deployments.write",
+    "setRecordingMode": "deployments.write",
     "inviteUser": "users.write",  # inviting an owner also needs owners.write
     "setPassword": None,  # the invitation token, or the signed-in user itself, is the credential
     "grantRole": "users.write",  # granting owner also needs owners.write

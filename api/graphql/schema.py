@@ -96,6 +96,11 @@ class Query:
     async def deployments(self, info: Info) -> list[t.Deployment]:
         return [t.Deployment(**row) for row in await call((await reader(info)).deployments)]
 
+    @strawberry.field(description="When the tenant's inferences are first recorded: 'deferred' (while the upstream "
+                                   "call is in flight) or 'strict' (before any upstream call)")
+    async def recording_mode(self, info: Info) -> str:
+        return await call((await reader(info)).recording_mode)
+
     @strawberry.field(description="Who the caller is and what it may do")
     async def me(self, info: Info) -> t.Me:
         actor = (await reader(info)).actor
@@ -147,6 +152,12 @@ class Mutation:
         fields = {name: getattr(input, name) for name in ("name", "provider", "model", "model_name", "base_url",
                                                            "region", "priority", "timeout_ms", "max_retries", "api_key")}
         return t.Receipt.of(await call(c.configure_deployment, price=price, **fields))
+
+    @strawberry.mutation(description="Set when the tenant's inferences are first recorded: 'strict' commits each "
+                                      "request's record before any upstream call; 'deferred' (the default) while it is "
+                                      "in flight")
+    async def set_recording_mode(self, info: Info, mode: str) -> t.Receipt:
+        return t.Receipt.of(await call((await commands(info)).set_recording_mode, mode))
 
     @strawberry.mutation(description="Remove a deployment")
     async def remove_deployment(self, info: Info, name: str) -> t.Receipt:

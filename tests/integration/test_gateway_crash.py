@@ -28,6 +28,8 @@ from adapters.embedded import free_port, wait_for_port
 from api.bootstrap import bootstrap
 from api.settings import Settings
 from application.inference_sweeper import InferenceSweeper
+from domain.deployments import InvalidDeployment
+from domain.identity import UnknownTenant
 from domain.inference import parse_instant
 from tests.fakes.harness import Gateway, gw, upstreams  # noqa: F401 - fixtures
 from tests.fakes.upstream import drip, ok, slow
@@ -221,6 +223,42 @@ def test_with_strict_recording_no_byte_goes_upstream_before_the_request_is_commi
     assert len(completed) == 4
     assert [e.stream_version for e in requested] == [1] * 4 and [e.stream_version for e in completed] == [2] * 4
     assert all(r.position < c.position for r, c in zip(requested, completed, strict=True))
+
+
+def test_a_tenant_in_strict_recording_mode_gets_it_alone_and_can_go_back(gw):
+    # The timer made long: a deferred call is recorded only with its outcome, after the upstream saw it.
+    gw.container.gateway.config = replace(gw.container.gateway.config, record_requested_after_s=30.0)
+    gw.container.identity.create_tenant("beta")
+    beta_key, _ = gw.container.identity.issue_key("beta", ["inference"])
+    strict_upstream, deferred_upstream = gw.deploy("primary"), gw.deploy("primary", tenant="beta")
+    seen: dict[str, list[int]] = {"acme": [], "beta": []}
+    gw.script(strict_upstream).on_request = lambda: seen["acme"].append(len(gw.events("InferenceRequested")))
+    gw.script(deferred_upstream).on_request = lambda: seen["beta"].append(len(gw.events("InferenceRequested")))
+    deployments = gw.container.deployments
+
+    receipt = deployments.set_recording("acme", "strict", actor="admin@acme")
+    gw.client().chat.completions.create(model="gpt-test", messages=HELLO)
+    gw.client(beta_key.token).chat.completions.create(model="gpt-test", messages=HELLO)
+    deployments.set_recording("acme", "deferred", actor="admin@acme")
+    gw.client().chat.completions.create(model="gpt-test", messages=HELLO)
+
+    # acme's first call found its own record committed; beta's found only acme's; acme's last only the two before
+    assert seen == {"acme": [1, 2], "beta": [1]}
+    assert len(gw.events("InferenceCompleted")) == 3
+    changed = gw.events("RecordingPolicyChanged")
+    assert [orjson.loads(e.payload) for e in changed] == [{"tenant_id": "acme", "mode": m} for m in ("strict", "deferred")]
+    assert changed[0].position == receipt.position and changed[0].stream_id == "deployments-acme"
+    assert orjson.loads(changed[0].metadata) == {"actor": "admin@acme"}
+    assert (deployments.recording("acme"), deployments.recording("beta")) == ("deferred", "deferred")
+
+
+def test_a_recording_mode_that_does_not_exist_or_a_tenant_that_does_not_is_refused_and_nothing_recorded(gw):
+    before = len(gw.events())
+    with pytest.raises(InvalidDeployment, match="one of \\['deferred', 'strict'\\]"):
+        gw.container.deployments.set_recording("acme", "sometimes")
+    with pytest.raises(UnknownTenant):
+        gw.container.deployments.set_recording("nobody", "strict")
+    assert len(gw.events()) == before
 
 
 def test_with_strict_recording_a_ledger_that_cannot_record_means_no_upstream_call(gw):

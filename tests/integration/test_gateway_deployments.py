@@ -98,6 +98,22 @@ def test_the_cli_adds_lists_and_removes_deployments(gw, monkeypatch):
     assert orjson.loads(gw.events("DeploymentConfigured")[0].metadata)["actor"] == "cli"
 
 
+def test_the_cli_shows_and_sets_a_tenants_recording_mode(gw, monkeypatch):
+    from api.cli import app
+
+    monkeypatch.setenv("NEXUS_DATABASE_URL", gw.container.settings.database_url)
+    monkeypatch.setenv("NEXUS_DATA_DIR", str(gw.container.settings.data_dir))
+    runner = CliRunner()
+    assert runner.invoke(app, ["deployments", "recording", "--tenant", "acme"]).output == "recording for tenant acme: deferred\n"
+    changed = runner.invoke(app, ["deployments", "recording", "strict", "--tenant", "acme", "--actor", "dpo@acme"])
+    assert changed.exit_code == 0 and changed.output.startswith("recording for tenant acme: strict (ledger position")
+    assert runner.invoke(app, ["deployments", "recording", "--tenant", "acme"]).output.endswith(": strict\n")
+    bad = runner.invoke(app, ["deployments", "recording", "always", "--tenant", "acme"])
+    assert bad.exit_code == 1 and "expected one of ['deferred', 'strict'], got 'always'" in bad.output
+    [event] = gw.events("RecordingPolicyChanged")
+    assert orjson.loads(event.metadata) == {"actor": "dpo@acme"}
+
+
 def test_erasing_the_subject_makes_the_content_unreadable_while_the_receipt_still_verifies(gw):
     from domain.sealing import SubjectErased
     from tests.integration.test_gateway_receipts import verify_offline

@@ -164,6 +164,16 @@ def test_deployments_are_configured_listed_without_credentials_and_removed(api):
     assert api.data('mutation { removeDeployment(name: "primary") { position } }')["removeDeployment"]["position"]
 
 
+def test_a_tenants_recording_mode_is_read_and_set_and_a_wrong_one_is_refused(api):
+    assert api.data("{ recordingMode }")["recordingMode"] == "deferred"
+    receipt = api.data('mutation { setRecordingMode(mode: "strict") { position } }')["setRecordingMode"]
+    assert receipt["position"] and api.data("{ recordingMode }")["recordingMode"] == "strict"
+    assert api.data("{ recordingMode }", tenant="globex")["recordingMode"] == "deferred"
+    bad = api.gql('mutation { setRecordingMode(mode: "sometimes") { position } }').json()
+    assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "one of ['deferred', 'strict']" in bad["errors"][0]["message"]
+
+
 def test_projection_status_tenant_and_me(api):
     data = api.data("{ projections { name checkpoint head stopped } tenant { tenantId name } me { tenantId } }")
     assert {p["name"] for p in data["projections"]} == {"usage", "costs", "audit_index", "inference_log"}

@@ -97,6 +97,8 @@ SAMPLES: dict[str, tuple[str, Callable[[Api], dict[str, Any]]]] = {
     "configureDeployment": ('mutation { configureDeployment(input: {name: "d2", provider: "openai", model: "m", '
                             'price: {input: 1, output: 1, currency: "USD", version: "v1"}}) { position } }', lambda a: {}),
     "removeDeployment": ('mutation { removeDeployment(name: "d1") { position } }', _deployment),
+    "recordingMode": ("{ recordingMode }", lambda a: {}),
+    "setRecordingMode": ('mutation { setRecordingMode(mode: "strict") { position } }', lambda a: {}),
     "users": ("{ users { userId roles } }", lambda a: {}),
     "roles": ("{ roles { name permissions } }", lambda a: {}),
     "inviteUser": ("mutation($e: String!) { inviteUser(input: {email: $e, role: \"viewer\"}) { inviteToken } }",

@@ -26,7 +26,7 @@ def deploy(service: DeploymentService, name: str) -> None:
 
 
 def names(table) -> list[str]:
-    return sorted(route.deployment.name for route in table.get("gpt-test", []))
+    return sorted(route.deployment.name for route in table.models.get("gpt-test", []))
 
 
 def counting_reads(service: DeploymentService) -> list[str]:
