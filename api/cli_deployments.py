@@ -7,18 +7,13 @@ import sys
 
 import typer
 
+from api.cli_support import command_container
 from domain.deployments import PROVIDERS, DeploymentError
 from domain.identity import IdentityError
 from domain.pricing import InvalidPrice, Price, micros
 
 deployments_app = typer.Typer(help="Deployments: provider, model, base URL, region, credentials, price.",
                               no_args_is_help=True)
-
-
-def _container():  # type: ignore[no-untyped-def]
-    from api.bootstrap import bootstrap
-
-    return bootstrap()
 
 
 def _credential(api_key_env: str | None, api_key_stdin: bool) -> str | None:
@@ -65,29 +60,20 @@ def add(
     except InvalidPrice as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    container = _container()
-    try:
+    with command_container(DeploymentError, IdentityError) as container:
         receipt = container.deployments.configure(
             tenant, name=name, provider=provider, model=model, price=price, model_name=model_name or None,
             base_url=base_url or None, region=region, priority=priority, timeout_ms=timeout_ms or None,
             max_retries=max_retries, api_key=credential, actor="cli",
         )
         typer.echo(f"deployment {name} configured for tenant {tenant} (ledger position {receipt.position})")
-    except (DeploymentError, IdentityError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
 
 
 @deployments_app.command("list")
 def list_(tenant: str = typer.Option(..., help="Tenant id")) -> None:
     """The tenant's deployments (credentials show only as present or absent)."""
-    container = _container()
-    try:
+    with command_container(DeploymentError, IdentityError) as container:
         rows = container.deployments.list(tenant)
-    finally:
-        container.close()
     if not rows:
         typer.echo(f"tenant {tenant} has no deployments")
         return
@@ -103,15 +89,9 @@ def list_(tenant: str = typer.Option(..., help="Tenant id")) -> None:
 
 @deployments_app.command("remove")
 def remove(name: str = typer.Argument(...), tenant: str = typer.Option(..., help="Tenant id")) -> None:
-    container = _container()
-    try:
+    with command_container(DeploymentError, IdentityError) as container:
         receipt = container.deployments.remove(tenant, name, actor="cli")
         typer.echo(f"deployment {name} removed (ledger position {receipt.position})")
-    except DeploymentError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
 
 
 @deployments_app.command("recording")
@@ -122,15 +102,9 @@ def recording(
 ) -> None:
     """When the tenant's InferenceRequested is committed: strict = before any upstream call (no call goes
     unrecorded, one more commit per request); deferred = while the call is in flight (the default)."""
-    container = _container()
-    try:
+    with command_container(DeploymentError, IdentityError) as container:
         if mode is None:
             typer.echo(f"recording for tenant {tenant}: {container.deployments.recording(tenant)}")
             return
         receipt = container.deployments.set_recording(tenant, mode, actor=actor)
         typer.echo(f"recording for tenant {tenant}: {mode} (ledger position {receipt.position})")
-    except (DeploymentError, IdentityError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        container.close()

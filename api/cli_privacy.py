@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from api.cli_support import command_container
 from domain.identity import IdentityError
 from domain.sealing import SealingError
 
 privacy_app = typer.Typer(help="Personal data: erasure by key destruction, content storage.", no_args_is_help=True)
-
-
-def _container():  # type: ignore[no-untyped-def]
-    from api.bootstrap import bootstrap
-
-    return bootstrap()
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1) from None
 
 
 @privacy_app.command("erase")
@@ -31,15 +21,10 @@ def erase(
     """Destroy the subject's data key: everything sealed for them becomes unreadable, for good."""
     if not yes:
         typer.confirm(f"Erase subject {subject!r} of tenant {tenant!r}? This cannot be undone", abort=True)
-    container = _container()
-    try:
+    with command_container(SealingError, IdentityError) as container:
         receipt = container.privacy.erase(tenant, subject, actor)
         typer.echo(f"subject {subject} of tenant {tenant} erased: data key destroyed"
                    f" (SubjectKeyShredded at ledger position {receipt.position})")
-    except (SealingError, IdentityError) as exc:
-        _fail(exc)
-    finally:
-        container.close()
 
 
 @privacy_app.command("content-storage")
@@ -52,15 +37,10 @@ def content_storage(
     if state is not None and state not in ("on", "off"):
         typer.echo(f"error: state must be 'on' or 'off', got {state!r}", err=True)
         raise typer.Exit(2)
-    container = _container()
-    try:
+    with command_container(SealingError, IdentityError) as container:
         if state is None:
             current = container.privacy.content_storage_enabled(tenant)
             typer.echo(f"content storage for tenant {tenant}: {'on' if current else 'off'}")
             return
         receipt = container.privacy.set_content_storage(tenant, state == "on", actor)
         typer.echo(f"content storage for tenant {tenant}: {state} (ledger position {receipt.position})")
-    except (SealingError, IdentityError) as exc:
-        _fail(exc)
-    finally:
-        container.close()
