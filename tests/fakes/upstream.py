@@ -19,6 +19,11 @@ Behaviours (`Script.then(...)`, consumed one per request, then `Script.default`)
     cut(n)          stream n content chunks, then drop the connection
     drip(seconds)   stream with a pause before every chunk
     no_usage()      stream without any usage (OpenAI: no usage chunk even when asked)
+    cache_and_reasoning(cached, reasoning, deepseek=False)
+                    answer normally, and report that many cached prompt tokens and reasoning tokens in
+                    the provider's own usage fields (OpenAI's details; DeepSeek's prompt_cache_hit_tokens;
+                    Anthropic's cache_read_input_tokens, with input_tokens then the uncached rest;
+                    Gemini's cachedContentTokenCount and thoughtsTokenCount, thoughts not in candidates)
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class Behaviour:
     delay_s: float = 0.0
     chunks: int = 0
     retry_after: str | None = None
+    cached: int = 0  # prompt tokens served from the provider's cache (part of the prompt)
+    reasoning: int = 0  # completion tokens spent thinking (OpenAI counts them in completion_tokens)
+    deepseek: bool = False  # DeepSeek's usage fields instead of OpenAI's details
 
 
 def ok() -> Behaviour:
@@ -71,6 +79,10 @@ def cut(after_chunks: int) -> Behaviour:
 
 def drip(seconds: float) -> Behaviour:
     return Behaviour("drip", delay_s=seconds)
+
+
+def cache_and_reasoning(cached: int, reasoning: int, deepseek: bool = False) -> Behaviour:
+    return Behaviour(cached=cached, reasoning=reasoning, deepseek=deepseek)
 
 
 def no_usage() -> Behaviour:
@@ -178,9 +190,17 @@ def _openai_message(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return {"role": "assistant", "content": text}, "stop"
 
 
-def _openai_usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+def _openai_usage(prompt: int, completion: int, behaviour: Behaviour | None = None) -> dict[str, Any]:
+    """OpenAI's usage: the prompt includes the cached tokens, the completion the reasoning ones."""
+    cached, reasoning = (behaviour.cached, behaviour.reasoning) if behaviour else (0, 0)
+    completion += reasoning
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    if behaviour is not None and behaviour.deepseek:  # https://api-docs.deepseek.com/api/create-chat-completion
+        return {**usage, "prompt_cache_hit_tokens": cached, "prompt_cache_miss_tokens": prompt - cached,
+                "completion_tokens_details": {"reasoning_tokens": reasoning}}
+    return {**usage, "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning}}
 
 
 async def openai_chat(request: Request) -> Response:
@@ -195,7 +215,7 @@ async def openai_chat(request: Request) -> Response:
         completion = len(WORDS) if message.get("content") == REPLY else 6
         return JSONResponse({**base, "object": "chat.completion",
                              "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                             "usage": _openai_usage(prompt, completion)})
+                             "usage": _openai_usage(prompt, completion, behaviour)})
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and behaviour.kind != "no_usage"
     chunk = {**base, "object": "chat.completion.chunk"}
     extra = {"usage": None} if include_usage else {}
@@ -218,7 +238,7 @@ async def openai_chat(request: Request) -> Response:
     content_frames = set(range(1, len(frames)))
     frames.append(frame({}, finish))
     if include_usage:
-        frames.append(_sse({**chunk, "choices": [], "usage": _openai_usage(prompt, len(pieces))}))
+        frames.append(_sse({**chunk, "choices": [], "usage": _openai_usage(prompt, len(pieces), behaviour)}))
     frames.append(b"data: [DONE]\n\n")
     return _stream(frames, behaviour, content_frames)
 
@@ -263,13 +283,15 @@ async def anthropic_messages(request: Request) -> Response:
             stop, out = "tool_use", 6
         else:
             content, stop, out = [{"type": "text", "text": REPLY}], "end_turn", len(WORDS)
-        usage = {"input_tokens": prompt, "output_tokens": out, "cache_read_input_tokens": 0,
-                 "cache_creation_input_tokens": 0}
+        usage = {"input_tokens": prompt - behaviour.cached, "output_tokens": out,
+                 "cache_read_input_tokens": behaviour.cached, "cache_creation_input_tokens": 0}
         return JSONResponse({**message, "content": content, "stop_reason": stop, "stop_sequence": None,
                              "usage": usage})
     frames = [
         _sse({"type": "message_start", "message": {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-                                                    "usage": {"input_tokens": prompt, "output_tokens": 1}}},
+                                                    "usage": {"input_tokens": prompt - behaviour.cached,
+                                                              "cache_read_input_tokens": behaviour.cached,
+                                                              "cache_creation_input_tokens": 0, "output_tokens": 1}}},
              "message_start"),
         _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
              "content_block_start"),
@@ -306,8 +328,14 @@ async def gemini(request: Request) -> Response:
     prompt = sum(_words(p.get("text", "")) for c in body.get("contents", []) for p in c.get("parts", []))
     prompt += sum(_words(p.get("text", "")) for p in (body.get("systemInstruction") or {}).get("parts", []))
 
-    def usage(out: int) -> dict[str, Any]:
-        return {"promptTokenCount": prompt, "candidatesTokenCount": out, "totalTokenCount": prompt + out}
+    def usage(out: int) -> dict[str, Any]:  # thoughts are counted apart from the candidates
+        found = {"promptTokenCount": prompt, "candidatesTokenCount": out,
+                 "totalTokenCount": prompt + out + behaviour.reasoning}
+        if behaviour.cached:
+            found["cachedContentTokenCount"] = behaviour.cached
+        if behaviour.reasoning:
+            found["thoughtsTokenCount"] = behaviour.reasoning
+        return found
 
     if method == "generateContent":
         return JSONResponse({"candidates": [{"content": {"role": "model", "parts": [{"text": REPLY}]},
