@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from domain.pricing import Price
 
@@ -31,6 +32,8 @@ class ProviderSpec:
     default_base_url: str | None  # None: the deployment must name its base URL
     stream_usage_option: bool = True  # accepts stream_options.include_usage
     embeddings: bool = True  # serves POST /v1/embeddings (in whatever shape its wire speaks)
+    auth: str = "bearer"  # the credential as `Authorization: Bearer ...`, or in an `api-key` header (Azure)
+    base_url_query: str | None = None  # a query parameter the base URL must carry (Azure: api-version)
 
 
 PROVIDERS: Mapping[str, ProviderSpec] = {
@@ -39,6 +42,9 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
     # Mistral sends usage in its last chunk unasked and has refused unknown request fields.
     "mistral": ProviderSpec(WIRE_OPENAI, "https://api.mistral.ai/v1", stream_usage_option=False),
     "llama": ProviderSpec(WIRE_OPENAI, None),  # Meta Llama through any OpenAI-compatible host
+    # Azure OpenAI: https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT?api-version=2024-10-21,
+    # OpenAI's protocol under that deployment's path, the key in an `api-key` header.
+    "azure": ProviderSpec(WIRE_OPENAI, None, auth="api-key", base_url_query="api-version"),
     "openai_compatible": ProviderSpec(WIRE_OPENAI, None),  # vLLM, Ollama, llama.cpp server, ...
     "anthropic": ProviderSpec(WIRE_ANTHROPIC, "https://api.anthropic.com", embeddings=False),
     "gemini": ProviderSpec(WIRE_GEMINI, "https://generativelanguage.googleapis.com/v1beta"),
@@ -114,9 +120,13 @@ def new_deployment(
     model_name = model_name or name
     if not _NAME.match(model_name):
         raise InvalidDeployment("model_name", model_name, f"a name matching {_NAME.pattern}")
-    base_url = (base_url or PROVIDERS[provider].default_base_url or "").rstrip("/")
+    path, separator, query = (base_url or PROVIDERS[provider].default_base_url or "").partition("?")
+    base_url = path.rstrip("/") + separator + query  # paths are appended before the query
     if not _URL.match(base_url):
         raise InvalidDeployment("base_url", base_url, f"an http(s) URL (provider {provider} has no default)")
+    required = PROVIDERS[provider].base_url_query
+    if required and not parse_qs(query).get(required):
+        raise InvalidDeployment("base_url", base_url, f"a URL ending in ?{required}=... (provider {provider})")
     if not isinstance(priority, int) or not 0 <= priority < 100:
         raise InvalidDeployment("priority", priority, "an integer from 0 (first) to 99")
     if timeout_ms is not None and (not isinstance(timeout_ms, int) or timeout_ms <= 0):

@@ -1,4 +1,5 @@
-"""Direct calls to OpenAI-compatible upstreams (OpenAI, DeepSeek, Mistral, Llama hosts, vLLM, Ollama, llama.cpp).
+"""Direct calls to OpenAI-compatible upstreams (OpenAI, Azure OpenAI, DeepSeek, Mistral, Llama hosts, vLLM,
+Ollama, llama.cpp).
 
 These upstreams already speak the protocol our clients speak, so translation would be pure cost: the
 request body goes through with only `model` replaced (and usage asked for on streams), the response
@@ -29,17 +30,26 @@ from domain.deployments import BROKEN_RESPONSE, PROVIDERS, TIMEOUT, UNREACHABLE,
 _MAX_ERROR_DETAIL = 300
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
+def _headers(api_key: str | None, auth: str) -> dict[str, str]:
     headers = {"content-type": "application/json", "accept": "application/json"}
     if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
+        if auth == "api-key":  # Azure OpenAI
+            headers["api-key"] = api_key
+        else:
+            headers["authorization"] = f"Bearer {api_key}"
     return headers
 
 
 @lru_cache(maxsize=1024)
-def _header_lines(api_key: str | None) -> bytes:
+def _header_lines(api_key: str | None, auth: str) -> bytes:
     """The whole-request headers for one credential, encoded once (checked for line breaks)."""
-    return encode_headers(_headers(api_key))
+    return encode_headers(_headers(api_key, auth))
+
+
+def upstream_url(base_url: str, path: str) -> str:
+    """`path` appended to the base URL's path; its query (Azure's api-version) stays at the end."""
+    base, separator, query = base_url.partition("?")
+    return base + path + separator + query
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -117,8 +127,10 @@ class OpenAICompatibleProvider(Provider):
 
     async def _post(self, call: UpstreamCall, path: str, body: dict[str, Any]) -> Answer:
         try:
-            response = await self._client().post(call.route.deployment.base_url + path, orjson.dumps(body),
-                                                 _header_lines(call.route.api_key), call.timeout_s)
+            d = call.route.deployment
+            response = await self._client().post(upstream_url(d.base_url, path), orjson.dumps(body),
+                                                 _header_lines(call.route.api_key, PROVIDERS[d.provider].auth),
+                                                 call.timeout_s)
         except (Http1Error, TimeoutError, ValueError) as exc:
             raise _exchange_failure(exc) from None
         raw = response.body
@@ -151,8 +163,9 @@ class OpenAICompatibleProvider(Provider):
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         try:
             response = await self._session().post(
-                deployment.base_url + "/chat/completions", data=orjson.dumps(body),
-                headers={**_headers(call.route.api_key), "accept": "text/event-stream"},
+                upstream_url(deployment.base_url, "/chat/completions"), data=orjson.dumps(body),
+                headers={**_headers(call.route.api_key, PROVIDERS[deployment.provider].auth),
+                         "accept": "text/event-stream"},
                 # the attempt's limit until the headers; the gateway bounds every later read itself
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=call.timeout_s))
         except _TRANSPORT_ERRORS as exc:

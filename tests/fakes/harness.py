@@ -52,7 +52,8 @@ class Gateway:
                tenant: str | None = None, **options: Any) -> str:
         """A deployment of `model_name` on the fake upstream `upstream` (default: a fresh one); returns its name."""
         upstream = upstream or unique(name)
-        suffix = {"anthropic": "", "gemini": "/v1beta"}.get(provider, "/v1")
+        suffix = {"anthropic": "", "gemini": "/v1beta",
+                  "azure": "/openai/deployments/gpt-4o-eu?api-version=2024-10-21"}.get(provider, "/v1")
         self.container.deployments.configure(
             tenant or self.tenant, name=name, provider=provider, model=model or f"{provider}-model-{name}",
             model_name=model_name, base_url=self.upstreams.base(upstream, suffix), price=price, api_key=api_key,

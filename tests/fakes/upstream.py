@@ -4,6 +4,7 @@ One Starlette app serves any number of named upstreams: `/u/<name>/...` is upstr
 own script of behaviours and its own log of the requests it received. Under each name it speaks:
 
     OpenAI     POST /v1/chat/completions (JSON, or SSE with the usage chunk when asked), POST /v1/embeddings
+    Azure      the same under /openai/deployments/<deployment>/ (the query and headers are logged)
     Anthropic  POST /v1/messages (JSON, or its event stream: message_start, content_block_*, message_delta
                with usage, message_stop)
     Gemini     POST /v1beta/models/<model>:generateContent, :streamGenerateContent?alt=sse and
@@ -358,6 +359,9 @@ def upstream_app(upstreams: Upstreams) -> Starlette:
     app = Starlette(routes=[
         Route("/u/{name}/v1/chat/completions", openai_chat, methods=["POST"]),
         Route("/u/{name}/v1/embeddings", openai_embeddings, methods=["POST"]),
+        # Azure OpenAI: OpenAI's protocol under a deployment's path, with ?api-version=... and an api-key header
+        Route("/u/{name}/openai/deployments/{deployment}/chat/completions", openai_chat, methods=["POST"]),
+        Route("/u/{name}/openai/deployments/{deployment}/embeddings", openai_embeddings, methods=["POST"]),
         Route("/u/{name}/v1/messages", anthropic_messages, methods=["POST"]),
         Route("/u/{name}/v1beta/models/{rest:path}", gemini, methods=["POST"]),
     ])

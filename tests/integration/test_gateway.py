@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import orjson
+import pytest
 
+from domain.deployments import InvalidDeployment
 from domain.pricing import cost_micros
 from tests.fakes.harness import PRICE, gw, upstreams  # noqa: F401 - fixtures
 from tests.fakes.upstream import JSON_REPLY, REPLY, TOOL_ARGUMENTS
@@ -174,3 +176,28 @@ def test_a_model_served_only_by_anthropic_refuses_embeddings_before_any_upstream
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "embeddings_not_supported"
     assert gw.script(upstream).requests == [] and gw.events("InferenceRequested") == []
+
+
+def test_azure_openai_is_called_under_its_deployments_path_with_its_api_version_and_api_key_header(gw):
+    upstream = gw.deploy("azure-eu", provider="azure", model_name="gpt-azure", model="gpt-4o", region="westeurope")
+    client = gw.client()
+    assert client.chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+    chunks = list(client.chat.completions.create(model="gpt-azure", messages=HELLO, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].usage.completion_tokens == 5
+    gw.deploy("azure-embed", provider="azure", model_name="embed-azure", upstream=upstream, region="westeurope")
+    assert len(client.embeddings.create(model="embed-azure", input="one two").data[0].embedding) == 4
+
+    sent = gw.script(upstream).requests
+    assert [r["path"].split("/gpt-4o-eu/")[1] for r in sent] == ["chat/completions", "chat/completions", "embeddings"]
+    assert {r["query"] for r in sent} == {"api-version=2024-10-21"}
+    assert {r["headers"].get("api-key") for r in sent} == {"sk-upstream-secret"}
+    assert not any("authorization" in r["headers"] for r in sent)
+    recorded = gw.payloads("InferenceCompleted")
+    assert [(p["provider"], p["region"], p["usage_source"]) for p in recorded] == [("azure", "westeurope", "provider")] * 3
+
+
+def test_an_azure_deployment_without_an_api_version_is_refused(gw):
+    with pytest.raises(InvalidDeployment, match=r"\?api-version="):
+        gw.container.deployments.configure("acme", name="az", provider="azure", model="gpt-4o", price=PRICE,
+                                           base_url="https://acme.openai.azure.com/openai/deployments/gpt-4o")
