@@ -80,3 +80,18 @@ def test_a_background_read_begun_before_a_change_here_does_not_bring_the_old_tab
     assert names(cached.cached_routes("acme")) == ["first"]  # the copy, while the read (and the change) run
     assert cached.cached_routes("acme") is None
     assert names(cached.routes("acme")) == ["first", "second"]
+
+
+def test_a_recording_mode_set_in_another_process_arrives_with_the_next_read_of_the_table(ledger, tmp_path):
+    IdentityService(ledger).create_tenant("acme")
+    now = [100.0]
+    cached, elsewhere = services(ledger, tmp_path, now)
+    deploy(elsewhere, "first")
+    assert not cached.routes("acme").strict_recording
+    elsewhere.set_recording("acme", "strict")
+    assert not cached.cached_routes("acme").strict_recording  # this process's copy, within its TTL
+    now[0] += 0.6  # past half the TTL: read again (outside an event loop, at once)
+    cached.cached_routes("acme")
+    assert cached.cached_routes("acme").strict_recording
+    cached.set_recording("acme", "deferred")  # through this process: at once
+    assert cached.cached_routes("acme") is None and not cached.routes("acme").strict_recording
