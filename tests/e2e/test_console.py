@@ -113,6 +113,17 @@ def test_sign_in_chat_log_dashboard_trust_center_and_api_keys(new_page, console,
     with console.http(secret) as http:
         assert http.get("/v1/models").status_code == 401
 
+    # Settings: the tenant's recording mode, recorded in the ledger and followed by the gateway at once.
+    page.get_by_role("navigation").get_by_role("link", name="Settings").click()
+    deferred, strict = (page.get_by_role("radio", name=re.compile(f"^{m}")) for m in ("Deferred", "Strict"))
+    deferred.wait_for()
+    assert deferred.is_checked() and not strict.is_checked()
+    strict.check()
+    page.get_by_test_id("recording-saved").wait_for()
+    assert strict.is_checked()
+    assert console.container.deployments.recording("acme") == "strict"
+    shot(page, "09b-settings-strict-recording")
+
     assert errors == [], errors
 
 

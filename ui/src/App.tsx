@@ -17,6 +17,7 @@ const InferenceLog = lazy(() => import("./pages/InferenceLog"));
 const Costs = lazy(() => import("./pages/Costs"));
 const TrustCenter = lazy(() => import("./pages/TrustCenter"));
 const ApiKeys = lazy(() => import("./pages/ApiKeys"));
+const Settings = lazy(() => import("./pages/Settings"));
 
 // The navigation of the whole product: only pages that exist are listed.
 const PAGES = [
@@ -27,6 +28,7 @@ const PAGES = [
   { path: "/costs", label: "Cost & usage", Page: Costs },
   { path: "/trust", label: "Trust Center", Page: TrustCenter },
   { path: "/keys", label: "API keys", Page: ApiKeys },
+  { path: "/settings", label: "Settings", Page: Settings },
 ];
 const RENEW_BEFORE_MS = 60_000; // access tokens live 10 minutes (docs/auth.md)
 // Read once per page load: back from an SSO provider (a first sign-in, or a tenant switch that went by SSO).
