@@ -237,6 +237,11 @@ def _tokens(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
     return count(usage.get("prompt_tokens")), count(usage.get("completion_tokens")), cached, reasoning
 
 
+def _first(value: Any) -> Any:
+    """A text, or the first item of a list of texts or token arrays (a token array's first item is a token)."""
+    return value[0] if isinstance(value, list) and value else value
+
+
 def _text_of(value: Any) -> str:
     """The text in message contents: strings, or lists of text parts."""
     if isinstance(value, str):
@@ -278,22 +283,27 @@ class Gateway:
 
     # --- routing ----------------------------------------------------------------------------------
 
-    async def routes(self, tenant_id: str, model: str, kind: str) -> tuple[list[Route], bool]:
+    async def routes(self, request: InferenceRequest) -> tuple[list[Route], bool]:
         """The deployments that may serve this request, and whether its InferenceRequested must be committed
         before any upstream call (NEXUS_RECORD_BEFORE_UPSTREAM, or the tenant's recording mode); GatewayError
         404/400 (nothing recorded) if none."""
-        deployments = self._deployments
-        table = deployments.cached_routes(tenant_id)
+        deployments, model = self._deployments, request.model
+        table = deployments.cached_routes(request.tenant_id)
         if table is None:
-            table = await asyncio.to_thread(deployments.routes, tenant_id)
+            table = await asyncio.to_thread(deployments.routes, request.tenant_id)
         found = table.get(model)
         if not found:
             raise model_not_found(model)
-        if kind == "embeddings":
+        if request.kind == "embeddings":
             found = [r for r in found if PROVIDERS[r.deployment.provider].embeddings]
             if not found:
                 raise GatewayError(400, f"no deployment of {model!r} serves embeddings", "invalid_request_error",
                                    "embeddings_not_supported")
+            if not isinstance(_first(request.body.get("input")), str):
+                found = [r for r in found if PROVIDERS[r.deployment.provider].embeds_token_ids]
+                if not found:
+                    raise GatewayError(400, f"no deployment of {model!r} embeds token arrays: send text",
+                                       "invalid_request_error", "token_input_not_supported")
         return found, self.config.record_before_upstream or table.strict_recording
 
     def models(self, tenant_id: str) -> dict[str, list[Deployment]]:
@@ -366,7 +376,7 @@ class Gateway:
 
     async def complete(self, request: InferenceRequest) -> Completion:
         """A chat completion or embeddings, recorded before it is returned."""
-        routes, strict = await self.routes(request.tenant_id, request.model, request.kind)
+        routes, strict = await self.routes(request)
         started = time.perf_counter_ns()
         flight = _Flight(self, request, strict)
 
@@ -403,7 +413,7 @@ class Gateway:
         """An upstream stream that has produced its first chunk; failures before that are recorded and raised."""
         if request.key_check is not None:
             request.key_check.start_reading()  # it overlaps the upstream call; awaited before the first chunk
-        routes, strict = await self.routes(request.tenant_id, request.model, request.kind)
+        routes, strict = await self.routes(request)
         started = time.perf_counter_ns()
         flight = _Flight(self, request, strict)
 

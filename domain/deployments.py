@@ -32,6 +32,7 @@ class ProviderSpec:
     default_base_url: str | None  # None: the deployment must name its base URL
     stream_usage_option: bool = True  # accepts stream_options.include_usage
     embeddings: bool = True  # serves POST /v1/embeddings (in whatever shape its wire speaks)
+    embeds_token_ids: bool = True  # embeddings of token arrays, not only of text
     auth: str = "bearer"  # the credential as `Authorization: Bearer ...`, or in an `api-key` header (Azure)
     base_url_query: str | None = None  # a query parameter the base URL must carry (Azure: api-version)
 
@@ -47,7 +48,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
     "azure": ProviderSpec(WIRE_OPENAI, None, auth="api-key", base_url_query="api-version"),
     "openai_compatible": ProviderSpec(WIRE_OPENAI, None),  # vLLM, Ollama, llama.cpp server, ...
     "anthropic": ProviderSpec(WIRE_ANTHROPIC, "https://api.anthropic.com", embeddings=False),
-    "gemini": ProviderSpec(WIRE_GEMINI, "https://generativelanguage.googleapis.com/v1beta"),
+    "gemini": ProviderSpec(WIRE_GEMINI, "https://generativelanguage.googleapis.com/v1beta", embeds_token_ids=False),
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$")

@@ -18,12 +18,31 @@ from api.gateway.common import (
 from application.gateway import GatewayError
 
 
+def _is_tokens(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                          for t in value)
+
+
+def _check(body: dict) -> None:
+    """OpenAI's shapes: `input` a text, a list of texts, a token array or a list of token arrays, none empty."""
+    texts = body.get("input")
+    if not (isinstance(texts, str) and texts or _is_tokens(texts) or isinstance(texts, list) and texts and (
+            all(isinstance(t, str) and t for t in texts) or all(_is_tokens(t) for t in texts))):
+        raise bad_request("input: a non-empty text, a list of texts, a token array or a list of token arrays is"
+                          " required", "input")
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        raise bad_request("encoding_format: 'float' or 'base64'", "encoding_format")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and not (isinstance(dimensions, int) and not isinstance(dimensions, bool)
+                                       and dimensions > 0):
+        raise bad_request("dimensions: a positive integer", "dimensions")
+
+
 async def create_embeddings(request: Request) -> Response:
     principal = await confirmed_later_inference_principal(request)
     try:
         body = await read_json(request)
-        if body.get("input") in (None, "", []):
-            raise bad_request("input: text, or a list of texts or token arrays, is required", "input")
+        _check(body)
         inference = inference_request(request, principal, "embeddings", body)
     except ApiError as exc:
         return await refused(request, exc)

@@ -121,6 +121,36 @@ def test_a_malformed_request_is_400_and_records_nothing(gw, body, param):
     assert gw.size() == before
 
 
+@pytest.mark.parametrize("body, param", [
+    ({"model": "gpt-test"}, "input"),
+    ({"model": "gpt-test", "input": 5}, "input"),
+    ({"model": "gpt-test", "input": {"text": "hi"}}, "input"),
+    ({"model": "gpt-test", "input": ["hi", ""]}, "input"),
+    ({"model": "gpt-test", "input": [[1, 2], []]}, "input"),
+    ({"model": "gpt-test", "input": ["hi", [1, 2]]}, "input"),
+    ({"model": "gpt-test", "input": "hi", "encoding_format": "hex"}, "encoding_format"),
+    ({"model": "gpt-test", "input": "hi", "dimensions": 0}, "dimensions"),
+])
+def test_a_malformed_embeddings_request_is_400_and_records_nothing(gw, body, param):
+    upstream = gw.deploy("primary")
+    before = gw.size()
+    with gw.http() as http:
+        response = http.post("/v1/embeddings", json=body)
+    assert_openai_error(response, 400, "invalid_request_error")
+    assert response.json()["error"]["param"] == param
+    assert gw.size() == before and gw.script(upstream).requests == []
+
+
+def test_token_arrays_for_a_model_served_only_by_gemini_are_400_before_any_upstream_call(gw):
+    upstream = gw.deploy("gem", provider="gemini", model_name="gem-embed", model="text-embedding-fake")
+    before = gw.size()
+    with gw.http() as http:
+        response = http.post("/v1/embeddings", json={"model": "gem-embed", "input": [[1, 2, 3]]})
+    assert_openai_error(response, 400, "invalid_request_error")
+    assert response.json()["error"]["code"] == "token_input_not_supported"
+    assert gw.size() == before and gw.script(upstream).requests == []
+
+
 def test_embeddings_of_a_model_without_an_embeddings_deployment_is_400(gw):
     gw.deploy("claude", provider="anthropic", model_name="claude-test")
     before = gw.size()
