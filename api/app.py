@@ -12,6 +12,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from api.audit_routes import router as audit_router
 from api.auth import mount as mount_auth
 from api.bootstrap import Container
+from api.change_notices import install_change_notices
 from api.cors import install_cors
 from api.errors import install_error_handlers
 from api.gateway import mount as mount_gateway
@@ -29,6 +30,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(audit_router)  # GET /v1/audit/bundle (api/audit_routes.py)
     install_rate_limits(app, container)  # NEXUS_RATE_LIMIT_*: per API key and per user
     install_cors(app, container.settings.cors_origins)  # added last: the outermost layer, so even a 429 carries CORS
+    install_change_notices(app, container)  # each process drops its cached copy of what others change
 
     @app.get("/healthz")
     def health() -> dict[str, object]:

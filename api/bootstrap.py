@@ -10,6 +10,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from adapters.embedded import start_embedded_nats, start_embedded_postgres
 from adapters.keystore import FileKeyStore
 from adapters.oidc import connect as connect_identity_provider
+from adapters.postgres.change_notices import PostgresChangeNotices
 from adapters.postgres.checkpoint_store import PostgresCheckpointStore
 from adapters.postgres.credentials import PostgresCredentialStore
 from adapters.postgres.keystore import PostgresKeyStore, load_master_key
@@ -23,6 +24,7 @@ from api.settings import Settings
 from application.deployments import DeploymentService
 from application.gateway import Gateway, GatewayConfig
 from application.identity import IdentityService
+from application.ports import ChangeNotices
 from application.privacy import PrivacyService
 from application.sessions import SessionService, load_jwt_key
 from application.signer import CheckpointSigner
@@ -74,6 +76,7 @@ class Container:
     sessions: SessionService | None = None
     credentials: PostgresCredentialStore | None = None
     sso: SsoService | None = None
+    change_notices: ChangeNotices | None = None  # followed by each API process (api/change_notices.py)
 
     def close(self) -> None:
         self.ledger.close()
@@ -95,6 +98,8 @@ def bootstrap(settings: Settings | None = None) -> Container:
     container = Container(settings, database, ledger, checkpoints, signer, IdentityService(ledger), privacy)
     wire_gateway(container)
     wire_auth(container)
+    if settings.change_notices:
+        container.change_notices = PostgresChangeNotices(database.app_url)
     return container
 
 

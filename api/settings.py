@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     record_before_upstream: bool = Field(
         default=False, description="NEXUS_RECORD_BEFORE_UPSTREAM=on: no upstream call without a committed record"
     )
+    # Each API process listens for changes to what it caches (revoked keys, erased subjects, deployments) and
+    # drops its copy at once; off (behind a pooler in transaction mode, which keeps no LISTEN), copies expire
+    # on their own (docs/architecture.md, "Change notices").
+    change_notices: bool = Field(default=True, description="NEXUS_CHANGE_NOTICES=on|off: LISTEN for cache changes")
     # pydantic reads on/off (and true/false, 1/0) as a bool
     local_model: bool = Field(default=True, description="NEXUS_LOCAL_MODEL=on|off: serve the embedded SmolLM2 model")
     # browsers: origins other than the API's own that may call it with credentials (docs/auth.md, "CORS")

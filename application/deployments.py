@@ -157,6 +157,9 @@ class DeploymentService:
     def invalidate(self, tenant_id: str) -> None:
         self._cache.invalidate(tenant_id)
 
+    def forget_everything(self) -> None:
+        self._cache.clear()
+
     def _load(self, tenant_id: str) -> tuple[str, list[tuple[str, dict[str, Any]]], dict[str, Deployment]]:
         stream = dep.deployments_stream(tenant_id)
         events = [(e.type, orjson.loads(e.payload)) for e in self._ledger.read_stream(stream)]

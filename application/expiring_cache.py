@@ -91,6 +91,19 @@ class ExpiringLru(Generic[K, V]):
             self._generation += 1
             self._entries.pop(key, None)
 
+    def invalidate_where(self, predicate: Callable[[V], bool]) -> None:
+        """`invalidate` for every entry whose value matches."""
+        with self._lock:
+            self._generation += 1
+            for key in [k for k, (v, _) in self._entries.items() if predicate(v)]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        """Drop every entry, and keep any read begun before now from putting one back."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
     def pop(self, key: K) -> None:
         with self._lock:
             self._entries.pop(key, None)

@@ -112,6 +112,13 @@ class IdentityService:
             self._verified.put(_digest(token), (principal, len(stream)))
         return principal
 
+    def forget_key(self, key_id: str) -> None:
+        """The key's stream changed elsewhere (application/change_notices.py): authenticate it again next time."""
+        self._verified.invalidate_where(lambda known: known[0].key_id == key_id)
+
+    def forget_everything(self) -> None:
+        self._verified.clear()
+
     def recently_authenticated(self, token: str) -> tuple[Principal, int] | None:
         """The principal `authenticate` found for this token in this process lately, without reading, and the
         version of the key's stream it was read at.

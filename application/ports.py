@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 from domain.checkpoint import Checkpoint
 from domain.entry import Genesis
@@ -151,3 +153,23 @@ class ResumePositions(abc.ABC):
     @abc.abstractmethod
     def reset(self, worker: str, position: int) -> None:
         """Save `position` even if a later one is saved: the ledger was restored to before that one."""
+
+
+@dataclass(frozen=True)
+class ChangeNotice:
+    """State that processes keep in memory changed: an event was appended to `stream_id`, or the data key of
+    `subject_id` was destroyed. It says what to read again, never what it now holds."""
+
+    tenant_id: str
+    stream_id: str | None = None
+    subject_id: str | None = None
+
+
+class ChangeNotices(abc.ABC):
+    """Announcements of committed changes to what other processes may have cached."""
+
+    @abc.abstractmethod
+    async def follow(self, on_notice: Callable[[ChangeNotice], None], on_gap: Callable[[], None],
+                     stop: asyncio.Event) -> None:
+        """Until `stop` is set: `on_notice` for each change committed after listening began, and `on_gap`
+        whenever notices may have been missed (once listening begins, and again after each reconnection)."""

@@ -175,7 +175,15 @@ class PrivacyService:
 
     def forget_switch(self, tenant_id: str) -> None:
         """The tenant's stream moved on from the version `sealer_async` gave: read the switch again next time."""
-        self._switches.pop(tenant_id)
+        self._switches.invalidate(tenant_id)
+
+    def forget_key(self, tenant_id: str, subject_id: str) -> None:
+        """The subject's key was destroyed elsewhere (application/change_notices.py): never seal with it again."""
+        self._cache.invalidate((tenant_id, subject_id))
+
+    def forget_everything(self) -> None:
+        self._cache.clear()
+        self._switches.clear()
 
     @staticmethod
     def is_sealed(value: object) -> bool:

@@ -72,8 +72,11 @@ def tenant_stream(tenant_id: str) -> str:
     return f"tenant-{tenant_id}"
 
 
+API_KEY_STREAM_PREFIX = "apikey-"
+
+
 def api_key_stream(key_id: str) -> str:
-    return f"apikey-{key_id}"
+    return f"{API_KEY_STREAM_PREFIX}{key_id}"
 
 
 def validate_tenant_id(tenant_id: str) -> str:

@@ -1,0 +1,69 @@
+"""Change notices over PostgreSQL's LISTEN/NOTIFY: the triggers of migration 0008 announce, in the
+committing transaction, changes to what API processes cache; this follows them on a connection of its own.
+
+NOTIFY is delivered only once its transaction commits, and only to sessions listening then. So a
+follower calls `on_gap` each time it starts listening (first, and after every lost connection): whatever
+changed while it was not listening must be read again. It does not work through a pooler in transaction
+mode (PgBouncer's default), which does not keep a session's LISTEN; set NEXUS_CHANGE_NOTICES=off there,
+and the caches fall back to their TTLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import orjson
+import psycopg
+
+from application.ports import ChangeNotice, ChangeNotices
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "nexus_changes"
+
+
+def parse_notice(payload: str) -> ChangeNotice:
+    """A notice from its NOTIFY payload; ValueError if it is not one the triggers send."""
+    try:
+        fields = orjson.loads(payload)
+        if "data_key" in fields:
+            tenant_id, subject_id = fields["data_key"]
+            return ChangeNotice(str(tenant_id), subject_id=str(subject_id))
+        return ChangeNotice(str(fields["tenant"]), stream_id=str(fields["stream"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a change notice: {payload[:200]!r}") from exc
+
+
+class PostgresChangeNotices(ChangeNotices):
+    def __init__(self, url: str, *, reconnect_after_s: float = 1.0) -> None:
+        self._url = url
+        self._reconnect_after_s = reconnect_after_s
+
+    async def follow(self, on_notice: Callable[[ChangeNotice], None], on_gap: Callable[[], None],
+                     stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._listen(on_notice, on_gap, stop)
+            except Exception as exc:  # a lost connection, mostly: never let the follower die
+                log.warning("change notices interrupted (%s); what is cached is read again once they resume", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), self._reconnect_after_s)
+            except TimeoutError:
+                pass
+
+    async def _listen(self, on_notice: Callable[[ChangeNotice], None], on_gap: Callable[[], None],
+                      stop: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            on_gap()  # changes committed before the LISTEN took hold were not announced to us
+            while not stop.is_set():
+                async for notify in conn.notifies(timeout=0.5):  # returns at the timeout, to look at `stop`
+                    try:
+                        notice = parse_notice(notify.payload)
+                    except ValueError as exc:  # something changed, and we cannot tell what: forget it all
+                        log.warning("%s", exc)
+                        on_gap()
+                        continue
+                    on_notice(notice)
