@@ -4,6 +4,11 @@ A key this process authenticated lately, and the tenant's content switch it read
 expected versions of their streams: the ledger checks them under its lock, in the same round trip as
 the record. Only when one of them moved on (another process revoked the key, or turned content storage
 off) does the gateway read again, and then it acts on what it finds.
+
+The gateway here hears no change notices (NEXUS_CHANGE_NOTICES=off), as a process does while its listening
+connection is down, or before a notice reaches it: with notices, a change made elsewhere makes it read
+again at once (tests/integration/test_change_notices.py), and the conditions catch only what is already
+under way.
 """
 # ruff: noqa: F811  (pytest fixtures imported from tests/fakes/harness.py are parameters here)
 
@@ -24,6 +29,11 @@ from domain.sealing import CONTENT_STORAGE_POLICY_CHANGED, REDACTED
 from tests.fakes.harness import gw, upstreams  # noqa: F401 - fixtures
 
 HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.fixture(autouse=True)
+def no_change_notices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXUS_CHANGE_NOTICES", "off")
 
 
 @pytest.fixture

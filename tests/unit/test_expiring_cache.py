@@ -95,3 +95,20 @@ def test_a_zero_ttl_or_size_keeps_nothing():
         lru.put("a", "1")
         lru.put_read("b", "2", lru.read_started())
         assert lru.get("a") is None and lru.get("b") is None
+
+
+def test_invalidating_by_value_or_everything_also_keeps_reads_begun_before_from_putting_values_back():
+    now = [0.0]
+    lru = cache(now)
+    lru.put("token-1", "key-a")
+    lru.put("token-2", "key-a")
+    lru.put("token-3", "key-b")
+    read = lru.read_started()
+    lru.invalidate_where(lambda value: value == "key-a")  # every token of a revoked key
+    assert (lru.get("token-1"), lru.get("token-2"), lru.get("token-3")) == (None, None, "key-b")
+    lru.put_read("token-1", "key-a", read)
+    assert lru.get("token-1") is None
+    read = lru.read_started()
+    lru.clear()  # notices were missed: nothing cached can be trusted
+    lru.put_read("token-3", "key-b", read)
+    assert len(lru) == 0
