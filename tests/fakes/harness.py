@@ -104,6 +104,13 @@ def start_gateway(database: Any, tmp_path: Path, upstreams: Upstreams) -> tuple[
 
 
 @pytest.fixture
+def no_change_notices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Request it before `gw`: a gateway that hears no change notices (NEXUS_CHANGE_NOTICES=off), as a process
+    does while its listening connection is down, or before a notice reaches it."""
+    monkeypatch.setenv("NEXUS_CHANGE_NOTICES", "off")
+
+
+@pytest.fixture
 def gw(database: Any, tmp_path: Path, upstreams: Upstreams) -> Iterator[Gateway]:
     gateway, server = start_gateway(database, tmp_path, upstreams)
     try:

@@ -26,14 +26,14 @@ from adapters.postgres.ledger_store import PostgresLedger
 from domain.identity import api_key_stream, tenant_stream
 from domain.ledger import NewEvent
 from domain.sealing import CONTENT_STORAGE_POLICY_CHANGED, REDACTED
-from tests.fakes.harness import gw, upstreams  # noqa: F401 - fixtures
+from tests.fakes.harness import gw, no_change_notices, upstreams  # noqa: F401 - fixtures
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
 @pytest.fixture(autouse=True)
-def no_change_notices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NEXUS_CHANGE_NOTICES", "off")
+def unnotified(no_change_notices: None) -> None:
+    """Every gateway here hears no change notices."""
 
 
 @pytest.fixture

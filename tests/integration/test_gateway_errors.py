@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.harness import PRICE, gw, upstreams  # noqa: F401 - fixtures
+from tests.fakes.harness import PRICE, gw, no_change_notices, upstreams  # noqa: F401 - fixtures
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
@@ -37,9 +37,11 @@ def test_a_missing_or_revoked_key_is_401_and_records_nothing(gw):
     assert len(gw.events("InferenceCompleted")) == 1 and before < after_revocation
 
 
-def test_a_key_revoked_by_another_process_gets_no_answer_and_the_withheld_call_is_recorded(gw, database):
+def test_a_key_revoked_by_another_process_gets_no_answer_and_the_withheld_call_is_recorded(no_change_notices, gw,
+                                                                                           database):
     # This process remembers keys it authenticated and lets them go ahead, reading the key's stream while
-    # the upstream call runs; the answer waits for that read. Another process's revocation is only seen there.
+    # the upstream call runs; the answer waits for that read. A revocation by another process that this one
+    # has not heard of (no change notice yet) is only seen there.
     from adapters.postgres.ledger_store import PostgresLedger
     from application.identity import IdentityService
 
