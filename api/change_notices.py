@@ -27,7 +27,7 @@ def install_change_notices(app: FastAPI, container: Container) -> None:
     @asynccontextmanager
     async def lifespan(application: Any) -> AsyncIterator[Any]:
         stop = asyncio.Event()
-        following = asyncio.create_task(notices.follow(invalidation.apply, invalidation.forget_everything, stop))
+        following = asyncio.create_task(notices.follow(invalidation, stop))
         try:
             async with previous(application) as state:
                 yield state

@@ -6,6 +6,10 @@ commits (application.ports.ChangeNotices), and this drops the copy here, so that
 it again: a revoked key is refused before any upstream call, an erased subject's key is not sealed with
 again, a new recording mode or deployment holds at once. Without notices each copy would still be
 dropped, but only when it expires. docs/architecture.md, "Change notices".
+
+While notices flow, a copy need not expire either: it lasts until a notice drops it, and nothing is read
+again in the background (`ExpiringLru.last_until_invalidated`). When they stop (the connection lost),
+everything cached is dropped and copies expire after their TTL again, until notices resume.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from application.ports import ChangeNotice
+from application.ports import ChangeListener, ChangeNotice
 from domain.deployments import deployments_stream
 from domain.identity import API_KEY_STREAM_PREFIX, tenant_stream
 
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CacheInvalidation:
+class CacheInvalidation(ChangeListener):
     """Routes each notice to the cache that holds the changed state."""
 
     def __init__(self, identity: IdentityService, privacy: PrivacyService,
@@ -35,6 +39,26 @@ class CacheInvalidation:
         self._deployments = deployments
         self.applied = 0  # notices applied, and times everything was forgotten: for tests and metrics
         self.gaps = 0
+        self.listening = False
+
+    def resumed(self) -> None:
+        self.forget_everything()
+        self._last_until_invalidated(True)
+        self.listening = True
+
+    def interrupted(self) -> None:
+        self.listening = False
+        self._last_until_invalidated(False)
+        self.forget_everything()
+
+    def changed(self, notice: ChangeNotice) -> None:
+        self.apply(notice)
+
+    def _last_until_invalidated(self, lasting: bool) -> None:
+        self._identity.last_until_invalidated(lasting)
+        self._privacy.last_until_invalidated(lasting)
+        if self._deployments is not None:
+            self._deployments.last_until_invalidated(lasting)
 
     def apply(self, notice: ChangeNotice) -> None:
         try:

@@ -160,6 +160,10 @@ class DeploymentService:
     def forget_everything(self) -> None:
         self._cache.clear()
 
+    def last_until_invalidated(self, lasting: bool) -> None:
+        """While every change to deployments is announced here: a routing table lasts until one comes."""
+        self._cache.last_until_invalidated(lasting)
+
     def _load(self, tenant_id: str) -> tuple[str, list[tuple[str, dict[str, Any]]], dict[str, Deployment]]:
         stream = dep.deployments_stream(tenant_id)
         events = [(e.type, orjson.loads(e.payload)) for e in self._ledger.read_stream(stream)]

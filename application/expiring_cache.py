@@ -5,6 +5,9 @@ A value read from a store is put with the read it came from (`read_started`, `pu
 expires a TTL after the read began and is not put at all if the key was invalidated meanwhile: a change
 made in this process never loses to a read that began before it. A busy key's entry can be read again
 before it expires, off the caller's path (`get_refreshing`), so that its callers never wait for the store.
+While every change to what it holds is announced to it (`last_until_invalidated`, set by the change-notice
+follower, application/change_notices.py), an entry lasts until invalidated instead, and nothing is read
+again in the background.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 log = logging.getLogger(__name__)
+
+LASTING_MAX_S = 600.0
+"""The age at which even a lasting entry is read again: a bound in case a change was never announced."""
 
 
 class ReadStart(NamedTuple):
@@ -43,6 +49,7 @@ class ExpiringLru(Generic[K, V]):
         # a read that overlaps an invalidation of another key is merely not cached
         self._generation = 0
         self._refreshing: set[K] = set()
+        self._lasting = False
 
     def get(self, key: K) -> V | None:
         found = self._get_with_expiry(key)
@@ -57,12 +64,19 @@ class ExpiringLru(Generic[K, V]):
         if found is None:
             return None
         value, expires_at = found
-        if expires_at - self._clock() < self._ttl / 2 and self._claim_refresh(key):
+        if not self._lasting and expires_at - self._clock() < self._ttl / 2 and self._claim_refresh(key):
             try:
                 asyncio.get_running_loop().run_in_executor(None, self._refresh, key, value, read)
             except RuntimeError:  # no event loop here
                 self._refresh(key, value, read)
         return value
+
+    def last_until_invalidated(self, lasting: bool) -> None:
+        """While `lasting`, entries last until invalidated, evicted or LASTING_MAX_S old, instead of their TTL,
+        and `get_refreshing` reads nothing again: for while every change is announced. Off again, the TTL
+        counts from each entry's read as before (the caller clears what a lapse in announcements made stale)."""
+        with self._lock:
+            self._lasting = lasting
 
     @property
     def refreshing(self) -> int:
@@ -121,7 +135,8 @@ class ExpiringLru(Generic[K, V]):
             found = self._entries.get(key)
             if found is None:
                 return None
-            if found[1] <= self._clock():
+            expires_at = found[1] + (max(0.0, LASTING_MAX_S - self._ttl) if self._lasting else 0.0)
+            if expires_at <= self._clock():
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)

@@ -119,6 +119,10 @@ class IdentityService:
     def forget_everything(self) -> None:
         self._verified.clear()
 
+    def last_until_invalidated(self, lasting: bool) -> None:
+        """While every change to keys is announced here: a verified key lasts until its stream changes."""
+        self._verified.last_until_invalidated(lasting)
+
     def recently_authenticated(self, token: str) -> tuple[Principal, int] | None:
         """The principal `authenticate` found for this token in this process lately, without reading, and the
         version of the key's stream it was read at.

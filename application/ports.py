@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -165,11 +165,27 @@ class ChangeNotice:
     subject_id: str | None = None
 
 
+class ChangeListener(abc.ABC):
+    """What follows change notices: told of each change, and of when changes may go unannounced."""
+
+    @abc.abstractmethod
+    def resumed(self) -> None:
+        """Every change is announced from now on; any before now may have gone unannounced."""
+
+    @abc.abstractmethod
+    def changed(self, notice: ChangeNotice) -> None:
+        """A change committed."""
+
+    @abc.abstractmethod
+    def interrupted(self) -> None:
+        """Changes go unannounced from now on, until `resumed`."""
+
+
 class ChangeNotices(abc.ABC):
     """Announcements of committed changes to what other processes may have cached."""
 
     @abc.abstractmethod
-    async def follow(self, on_notice: Callable[[ChangeNotice], None], on_gap: Callable[[], None],
-                     stop: asyncio.Event) -> None:
-        """Until `stop` is set: `on_notice` for each change committed after listening began, and `on_gap`
-        whenever notices may have been missed (once listening begins, and again after each reconnection)."""
+    async def follow(self, listener: ChangeListener, stop: asyncio.Event) -> None:
+        """Tell `listener` until `stop` is set: `resumed` once listening begins (and again after each
+        reconnection, or after a notice that cannot be read), `changed` for each change committed while
+        listening, `interrupted` when the connection is lost."""

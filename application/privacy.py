@@ -185,6 +185,10 @@ class PrivacyService:
         self._cache.clear()
         self._switches.clear()
 
+    def last_until_invalidated(self, lasting: bool) -> None:
+        """While every destroyed key is announced here: a data key lasts until destroyed, not read again."""
+        self._cache.last_until_invalidated(lasting)
+
     @staticmethod
     def is_sealed(value: object) -> bool:
         return sealing.is_sealed(value)

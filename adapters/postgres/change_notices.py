@@ -2,8 +2,9 @@
 committing transaction, changes to what API processes cache; this follows them on a connection of its own.
 
 NOTIFY is delivered only once its transaction commits, and only to sessions listening then. So a
-follower calls `on_gap` each time it starts listening (first, and after every lost connection): whatever
-changed while it was not listening must be read again. It does not work through a pooler in transaction
+follower tells its listener `resumed` each time it starts listening (first, and after every lost
+connection): whatever changed while it was not listening must be read again; and `interrupted` as soon
+as it finds the connection lost. It does not work through a pooler in transaction
 mode (PgBouncer's default), which does not keep a session's LISTEN; set NEXUS_CHANGE_NOTICES=off there,
 and the caches fall back to their TTLs.
 """
@@ -12,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import orjson
 import psycopg
 
-from application.ports import ChangeNotice, ChangeNotices
+from application.ports import ChangeListener, ChangeNotice, ChangeNotices
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +41,36 @@ class PostgresChangeNotices(ChangeNotices):
         self._url = url
         self._reconnect_after_s = reconnect_after_s
 
-    async def follow(self, on_notice: Callable[[ChangeNotice], None], on_gap: Callable[[], None],
-                     stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self._listen(on_notice, on_gap, stop)
-            except Exception as exc:  # a lost connection, mostly: never let the follower die
-                log.warning("change notices interrupted (%s); what is cached is read again once they resume", exc)
-            try:
-                await asyncio.wait_for(stop.wait(), self._reconnect_after_s)
-            except TimeoutError:
-                pass
+    async def follow(self, listener: ChangeListener, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    await self._listen(listener, stop)
+                except Exception as exc:  # a lost connection, mostly: never let the follower die
+                    listener.interrupted()
+                    log.warning("change notices interrupted (%s); what is cached is read again once they resume",
+                                exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), self._reconnect_after_s)
+                except TimeoutError:
+                    pass
+        finally:
+            listener.interrupted()  # nobody listens any more
 
-    async def _listen(self, on_notice: Callable[[ChangeNotice], None], on_gap: Callable[[], None],
-                      stop: asyncio.Event) -> None:
+    async def _listen(self, listener: ChangeListener, stop: asyncio.Event) -> None:
         # TCP keepalives: a connection whose server vanished without a word (a host lost, a partition) would
         # otherwise wait for notices forever while this process trusts its caches; with them it fails in
         # about 15 s, and the reconnection forgets everything. (A Unix socket has no such failure.)
         async with await psycopg.AsyncConnection.connect(self._url, autocommit=True, keepalives=1, keepalives_idle=5,
                                                          keepalives_interval=2, keepalives_count=5) as conn:
             await conn.execute(f"LISTEN {CHANNEL}")
-            on_gap()  # changes committed before the LISTEN took hold were not announced to us
+            listener.resumed()  # changes committed before the LISTEN took hold were not announced to us
             while not stop.is_set():
                 async for notify in conn.notifies(timeout=0.5):  # returns at the timeout, to look at `stop`
                     try:
                         notice = parse_notice(notify.payload)
-                    except ValueError as exc:  # something changed, and we cannot tell what: forget it all
+                    except ValueError as exc:  # something changed, and we cannot tell what: start afresh
                         log.warning("%s", exc)
-                        on_gap()
+                        listener.resumed()
                         continue
-                    on_notice(notice)
+                    listener.changed(notice)

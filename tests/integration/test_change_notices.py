@@ -66,7 +66,7 @@ def following(url: str, invalidation: CacheInvalidation, **options: float) -> It
     notices = PostgresChangeNotices(url, **options)
     thread = threading.Thread(
         target=loop.run_until_complete,
-        args=(notices.follow(invalidation.apply, invalidation.forget_everything, stop),), daemon=True)
+        args=(notices.follow(invalidation, stop),), daemon=True)
     thread.start()
     try:
         eventually(lambda: invalidation.gaps >= 1, "the follower began listening")
@@ -116,9 +116,9 @@ def test_a_key_revoked_elsewhere_is_forgotten_here_although_its_copy_never_expir
         assert here.identity.authenticate(other.token) is not None
         elsewhere.identity.revoke_key("acme", key.key_id, reason="leaked")
         took = eventually(lambda: here.identity.recently_authenticated(key.token) is None, "the revoked key forgotten")
-    assert took < 1.0
-    assert here.identity.authenticate(key.token) is None  # read again: refused
-    assert here.identity.recently_authenticated(other.token) is not None  # another key of the tenant stays
+        assert took < 1.0
+        assert here.identity.authenticate(key.token) is None  # read again: refused
+        assert here.identity.recently_authenticated(other.token) is not None  # another key of the tenant stays
 
 
 def test_a_subject_erased_elsewhere_is_never_sealed_for_here_with_its_destroyed_key(database, here, elsewhere,
@@ -210,3 +210,39 @@ def test_a_notice_nobody_can_read_makes_a_process_forget_everything(database, he
             admin.execute("SELECT pg_notify(%s, 'not json')", (CHANNEL,))
         eventually(lambda: invalidation.gaps == 2, "everything forgotten")
     assert here.identity.recently_authenticated(key.token) is None
+
+
+def test_while_notices_flow_a_busy_subjects_key_is_never_read_again_and_without_them_it_expires(database, elsewhere):
+    """A copy lasts until a notice drops it, so nothing is read again in the background; once the notices stop
+    (the connection lost), everything cached is dropped and copies expire after their TTL again."""
+    now = [FROZEN]
+    here = process(database, clock=lambda: now[0])
+    reads: list[str] = []
+    read_key = here.privacy._keys.get
+
+    def counted(tenant_id: str, subject_id: str):
+        reads.append(subject_id)
+        return read_key(tenant_id, subject_id)
+
+    here.privacy._keys.get = counted  # type: ignore[method-assign]
+    invalidation = CacheInvalidation(here.identity, here.privacy, here.deployments)
+    try:
+        with following(database.app_url, invalidation, reconnect_after_s=60):
+            asyncio.run(here.privacy.sealer_async("acme", "user-42"))  # as the gateway does: the key and the switch
+            reads.clear()
+            for _ in range(60):  # five minutes of requests, thirty times the key's TTL: never read again
+                now[0] += 5
+                assert here.privacy.cached_sealer("acme", "user-42") is not None
+            assert reads == []  # (outside an event loop a background read would have run at once)
+            with psycopg.connect(database.admin_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                              " WHERE datname = current_database() AND query = %s", (f"LISTEN {CHANNEL}",))
+            eventually(lambda: not invalidation.listening, "the lost connection noticed")
+            assert here.privacy.cached_sealer("acme", "user-42") is None  # dropped with everything else
+            asyncio.run(here.privacy.sealer_async("acme", "user-42"))  # read and cached again, for its TTL only
+            reads.clear()
+            now[0] += 6  # past half the 10 s TTL: read again in the background, as without notices
+            assert here.privacy.cached_sealer("acme", "user-42") is not None
+            eventually(lambda: reads == ["user-42"], "the background read")
+    finally:
+        here.close()

@@ -16,7 +16,7 @@ class Forgetting:
         self.forgot: list[tuple] = []
 
     def __getattr__(self, name: str):
-        if not name.startswith(("forget", "invalidate")):
+        if not name.startswith(("forget", "invalidate", "last_until")):
             raise AttributeError(name)
         return lambda *args: self.forgot.append((name, *args))
 

@@ -112,3 +112,38 @@ def test_invalidating_by_value_or_everything_also_keeps_reads_begun_before_from_
     lru.clear()  # notices were missed: nothing cached can be trusted
     lru.put_read("token-3", "key-b", read)
     assert len(lru) == 0
+
+
+def test_while_every_change_is_announced_an_entry_lasts_until_invalidated_and_is_not_read_again():
+    from application.expiring_cache import LASTING_MAX_S
+
+    now = [0.0]
+    lru = cache(now, ttl_s=10)
+    reads: list[str] = []
+    lru.last_until_invalidated(True)
+    lru.put("a", "1")
+    now[0] = 9.0  # past half its TTL
+    assert lru.get_refreshing("a", lambda value: reads.append(value) or value) == "1"
+    now[0] = 500.0  # long past its TTL
+    assert lru.get("a") == "1" and reads == [] and lru.refreshing == 0
+    lru.invalidate("a")  # the announcement
+    assert lru.get("a") is None
+    lru.put("b", "2")
+    now[0] += LASTING_MAX_S  # the bound in case a change was never announced
+    assert lru.get("b") is None
+
+
+def test_when_announcements_stop_entries_expire_after_their_ttl_again():
+    now = [0.0]
+    lru = cache(now, ttl_s=10)
+    lru.last_until_invalidated(True)
+    lru.put("a", "1")
+    now[0] = 30.0
+    assert lru.get("a") == "1"
+    lru.last_until_invalidated(False)
+    assert lru.get("a") is None  # 30 s after its read: expired
+    lru.put("b", "2")
+    now[0] = 39.0
+    assert lru.get("b") == "2"
+    now[0] = 40.0
+    assert lru.get("b") is None
