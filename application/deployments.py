@@ -127,7 +127,9 @@ class DeploymentService:
         return [d.public() for d in sorted(table.values(), key=lambda d: (d.model_name, d.priority, d.name))]
 
     def recording(self, tenant_id: str) -> str:
-        """The tenant's recording mode as recorded (not cached)."""
+        """The tenant's recording mode as recorded (not cached); UnknownTenant, as `set_recording` raises."""
+        if not self._ledger.read_stream(tenant_stream(tenant_id)):
+            raise UnknownTenant(tenant_id)
         _, events, _ = self._load(tenant_id)
         return dep.recording_mode(events)
 

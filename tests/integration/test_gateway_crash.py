@@ -258,6 +258,8 @@ def test_a_recording_mode_that_does_not_exist_or_a_tenant_that_does_not_is_refus
         gw.container.deployments.set_recording("acme", "sometimes")
     with pytest.raises(UnknownTenant):
         gw.container.deployments.set_recording("nobody", "strict")
+    with pytest.raises(UnknownTenant):  # nor is a mode made up for it
+        gw.container.deployments.recording("nobody")
     assert len(gw.events()) == before
 
 

@@ -110,6 +110,8 @@ def test_the_cli_shows_and_sets_a_tenants_recording_mode(gw, monkeypatch):
     assert runner.invoke(app, ["deployments", "recording", "--tenant", "acme"]).output.endswith(": strict\n")
     bad = runner.invoke(app, ["deployments", "recording", "always", "--tenant", "acme"])
     assert bad.exit_code == 1 and "expected one of ['deferred', 'strict'], got 'always'" in bad.output
+    unknown = runner.invoke(app, ["deployments", "recording", "--tenant", "nobody"])
+    assert unknown.exit_code == 1 and "nobody" in unknown.output and "Traceback" not in unknown.output
     [event] = gw.events("RecordingPolicyChanged")
     assert orjson.loads(event.metadata) == {"actor": "dpo@acme"}
 
