@@ -51,16 +51,13 @@ class CacheInvalidation(ChangeListener):
         self._last_until_invalidated(False)
         self.forget_everything()
 
-    def changed(self, notice: ChangeNotice) -> None:
-        self.apply(notice)
-
     def _last_until_invalidated(self, lasting: bool) -> None:
         self._identity.last_until_invalidated(lasting)
         self._privacy.last_until_invalidated(lasting)
         if self._deployments is not None:
             self._deployments.last_until_invalidated(lasting)
 
-    def apply(self, notice: ChangeNotice) -> None:
+    def changed(self, notice: ChangeNotice) -> None:
         try:
             self._apply(notice)
         except Exception:  # never lose the follower over one notice: forget everything instead

@@ -82,8 +82,7 @@ class DeploymentService:
         max_retries: int = 2, api_key: str | None = None, actor: str = "system",
     ) -> Receipt:
         """Add a deployment, or replace the one of that name. Without `api_key`, an existing credential is kept."""
-        if not self._ledger.read_stream(tenant_stream(tenant_id)):
-            raise UnknownTenant(tenant_id)
+        self._require_tenant(tenant_id)
         stream, events, table = self._load(tenant_id)
         if api_key:
             credentials = self._sealer.seal(tenant_id, name, api_key)
@@ -102,8 +101,7 @@ class DeploymentService:
     def set_recording(self, tenant_id: str, mode: str, actor: str = "system") -> Receipt:
         """Record the tenant's recording mode (domain.deployments.STRICT or DEFERRED); every API process
         follows it within the routing table's TTL, this one at once."""
-        if not self._ledger.read_stream(tenant_stream(tenant_id)):
-            raise UnknownTenant(tenant_id)
+        self._require_tenant(tenant_id)
         payload = dep.decide_recording(tenant_id, mode)
         stream, events, _ = self._load(tenant_id)
         event = NewEvent(stream, dep.RECORDING_POLICY_CHANGED, payload, tenant_id=tenant_id, metadata={"actor": actor})
@@ -128,8 +126,7 @@ class DeploymentService:
 
     def recording(self, tenant_id: str) -> str:
         """The tenant's recording mode as recorded (not cached); UnknownTenant, as `set_recording` raises."""
-        if not self._ledger.read_stream(tenant_stream(tenant_id)):
-            raise UnknownTenant(tenant_id)
+        self._require_tenant(tenant_id)
         _, events, _ = self._load(tenant_id)
         return dep.recording_mode(events)
 
@@ -155,6 +152,10 @@ class DeploymentService:
             api_key = self._sealer.open(tenant_id, d.name, d.credentials) if d.credentials else None
             models.setdefault(d.model_name, []).append(Route(d, api_key))
         return RoutingTable(models, dep.recording_mode(events))
+
+    def _require_tenant(self, tenant_id: str) -> None:
+        if not self._ledger.read_stream(tenant_stream(tenant_id)):
+            raise UnknownTenant(tenant_id)
 
     def invalidate(self, tenant_id: str) -> None:
         self._cache.invalidate(tenant_id)

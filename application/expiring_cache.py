@@ -122,11 +122,6 @@ class ExpiringLru(Generic[K, V]):
         with self._lock:
             self._entries.pop(key, None)
 
-    def pop_where(self, predicate: Callable[[V], bool]) -> None:
-        with self._lock:
-            for key in [k for k, (v, _) in self._entries.items() if predicate(v)]:
-                del self._entries[key]
-
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -88,13 +88,13 @@ class IdentityService:
             raise identity.ApiKeyAlreadyRevoked(key_id)
         event = NewEvent(stream, "ApiKeyRevoked", {"key_id": key_id, "reason": reason}, tenant_id=tenant_id,
                          metadata={"actor": actor})
-        self._verified.pop_where(lambda known: known[0].key_id == key_id)
+        self.forget_key(key_id)
         try:
             [receipt] = self._ledger.append([event], {stream: len(events)})
         except ConcurrencyError:
             raise identity.ApiKeyAlreadyRevoked(key_id) from None
         finally:
-            self._verified.pop_where(lambda known: known[0].key_id == key_id)  # again: an authentication may have been reading meanwhile
+            self.forget_key(key_id)  # again: a read begun before the commit is not put back (ExpiringLru.invalidate_where)
         return receipt
 
     def authenticate(self, token: str) -> Principal | None:

@@ -165,7 +165,7 @@ def test_only_what_processes_cache_is_announced_and_in_commit_order(database, el
     seen: list[ChangeNotice] = []
 
     class Recording(CacheInvalidation):
-        def apply(self, notice: ChangeNotice) -> None:
+        def changed(self, notice: ChangeNotice) -> None:
             seen.append(notice)
 
         def forget_everything(self) -> None:

@@ -43,7 +43,7 @@ def test_anything_else_is_refused_by_name(payload):
 ])
 def test_each_notice_reaches_the_cache_that_holds_the_changed_state(notice, forgotten):
     services = {"identity": Forgetting(), "privacy": Forgetting(), "deployments": Forgetting()}
-    CacheInvalidation(**services).apply(notice)  # type: ignore[arg-type]
+    CacheInvalidation(**services).changed(notice)  # type: ignore[arg-type]
     assert [(name, *call) for name, s in services.items() for call in s.forgot] == forgotten
 
 
@@ -54,6 +54,6 @@ def test_a_notice_that_cannot_be_applied_makes_every_cache_forget_everything():
 
     identity, privacy = Failing(), Forgetting()
     invalidation = CacheInvalidation(identity, privacy)  # type: ignore[arg-type]
-    invalidation.apply(ChangeNotice("acme", stream_id="apikey-k1"))
+    invalidation.changed(ChangeNotice("acme", stream_id="apikey-k1"))
     assert ("forget_everything",) in identity.forgot and privacy.forgot == [("forget_everything",)]
     assert invalidation.gaps == 1
