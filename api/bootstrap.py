@@ -16,6 +16,7 @@ from adapters.postgres.credentials import PostgresCredentialStore
 from adapters.postgres.keystore import PostgresKeyStore, load_master_key
 from adapters.postgres.ledger_store import PostgresLedger
 from adapters.postgres.migrate import APP_ROLE, migrate
+from adapters.postgres.spending_exchange import PostgresSpendingExchange
 from adapters.providers.litellm_provider import LitellmProvider
 from adapters.providers.openai_compatible import OpenAICompatibleProvider
 from adapters.providers.tokens import token_counter
@@ -24,7 +25,7 @@ from api.settings import Settings
 from application.deployments import DeploymentService
 from application.gateway import Gateway, GatewayConfig
 from application.identity import IdentityService
-from application.ports import ChangeNotices
+from application.ports import ChangeNotices, SpendingExchange
 from application.privacy import PrivacyService
 from application.sessions import SessionService, load_jwt_key
 from application.signer import CheckpointSigner
@@ -77,6 +78,7 @@ class Container:
     credentials: PostgresCredentialStore | None = None
     sso: SsoService | None = None
     change_notices: ChangeNotices | None = None  # followed by each API process (api/change_notices.py)
+    spending_exchange: SpendingExchange | None = None  # rate limits shared by the API processes (api/ratelimit.py)
 
     def close(self) -> None:
         self.ledger.close()
@@ -100,6 +102,7 @@ def bootstrap(settings: Settings | None = None) -> Container:
     wire_auth(container)
     if settings.change_notices:
         container.change_notices = PostgresChangeNotices(database.app_url)
+        container.spending_exchange = PostgresSpendingExchange(database.app_url)  # LISTEN too: the same switch
     return container
 
 

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
 from fastapi import FastAPI
 
+from api.background import run_while_serving
 from api.bootstrap import Container
 from application.change_notices import CacheInvalidation
-
-log = logging.getLogger(__name__)
 
 
 def install_change_notices(app: FastAPI, container: Container) -> None:
@@ -22,20 +15,4 @@ def install_change_notices(app: FastAPI, container: Container) -> None:
         return
     invalidation = CacheInvalidation(container.identity, container.privacy, container.deployments)
     app.state.cache_invalidation = invalidation
-    previous = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(application: Any) -> AsyncIterator[Any]:
-        stop = asyncio.Event()
-        following = asyncio.create_task(notices.follow(invalidation, stop))
-        try:
-            async with previous(application) as state:
-                yield state
-        finally:
-            stop.set()
-            try:
-                await asyncio.wait_for(following, 5)
-            except TimeoutError:
-                log.warning("the change-notice follower did not stop in 5 s")
-
-    app.router.lifespan_context = lifespan
+    run_while_serving(app, "the change-notice follower", lambda stop: notices.follow(invalidation, stop))

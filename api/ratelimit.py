@@ -7,7 +7,8 @@ shares one bucket). A request without credentials is not limited here: it is ref
 /v1/auth has its own limiter per email and address (application/sessions.py).
 
 Buckets live in this process (application/token_bucket.py): no round trip on the gateway's hot path.
-With N API processes a caller gets up to N times the limit; docs/auth.md says why that is accepted.
+With change notices on, the API processes tell each other what they spent every tenth of a second
+(application/shared_budget.py), so a limit holds across them; docs/auth.md says how closely.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.background import run_while_serving
 from api.errors import error_body
 from application.credentials import still_stands
+from application.ports import SpendingExchange
+from application.shared_budget import SharedBuckets
 from application.token_bucket import TokenBucket
 from domain.identity import parse_api_key
 
@@ -187,3 +191,14 @@ def install_rate_limits(app: Any, container: Any) -> None:
     app.state.rate_limits = limits
     # installed even with both limits off: it also re-checks every GraphQL websocket operation's credential
     app.add_middleware(RateLimitMiddleware, limits=limits)
+    limiter = getattr(container.sessions, "limiter", None)  # sign-in attempts (application/sessions.py)
+    exchange = container.spending_exchange
+    if exchange is not None:
+        share_spending(app, exchange, SharedBuckets({"keys": limits.keys, "users": limits.users, "sign_in": limiter}))
+
+
+def share_spending(app: Any, exchange: SpendingExchange, buckets: SharedBuckets) -> None:
+    """Run the spending exchange for as long as the app serves (application/shared_budget.py)."""
+    if buckets:
+        app.state.shared_buckets = buckets
+        run_while_serving(app, "the rate-limit spending exchange", lambda stop: exchange.run(buckets, stop))

@@ -189,3 +189,24 @@ class ChangeNotices(abc.ABC):
         """Tell `listener` until `stop` is set: `resumed` once listening begins (and again after each
         reconnection, or after a notice that cannot be read), `changed` for each change committed while
         listening, `interrupted` when the connection is lost."""
+
+
+class SharedBudget(abc.ABC):
+    """Budgets that several processes spend from at once (rate limits), each keeping its own count."""
+
+    @abc.abstractmethod
+    def spent_here(self) -> dict[str, dict[str, int]]:
+        """What this process spent since the last call: {budget: {opaque id: amount}}, empty budgets left out."""
+
+    @abc.abstractmethod
+    def spent_elsewhere(self, spent: Mapping[str, Mapping[str, int]]) -> None:
+        """What another process spent, as it told us; budgets this process does not keep are ignored."""
+
+
+class SpendingExchange(abc.ABC):
+    """Tells the other processes what this one spent of a SharedBudget, and this one what they spent."""
+
+    @abc.abstractmethod
+    async def run(self, budget: SharedBudget, stop: asyncio.Event) -> None:
+        """Until `stop` is set: send `budget.spent_here()` every so often, hand every other process's spending
+        to `budget.spent_elsewhere`. Spending that could not be sent (the connection lost) is not sent later."""

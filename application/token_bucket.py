@@ -1,18 +1,26 @@
 """Token buckets in process memory: `capacity` tries at once, refilled at `per_s` a second, per key.
 
 Used for sign-in attempts (application/sessions.py) and request rate limits (api/ratelimit.py). In
-memory on purpose: a check costs a dict lookup under a lock, no round trip; the price is that each
-process keeps its own buckets (docs/auth.md says what that means for limits).
+memory on purpose: a check costs a dict lookup under a lock, no round trip. A shared bucket also counts
+what it spends, so that other processes can be told and debit theirs (application/shared_budget.py):
+each process's buckets then follow everyone's spending, a moment late.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 MAX_KEYS = 100_000  # bounded memory under a spray of keys
+
+
+def opaque_id(key: str) -> str:
+    """What a shared bucket is known by, in memory and to other processes: a key such as an email address
+    or a token's hash never leaves the process."""
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 class TokenBucket:
@@ -22,18 +30,53 @@ class TokenBucket:
         self.capacity, self.per_s, self._clock = capacity, per_s, clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
+        self._unshared: dict[str, int] | None = None  # tokens spent here since others were last told; None: private
+
+    def share(self) -> None:
+        """From now on buckets are kept by opaque_id and what this process spends is counted for the others."""
+        with self._lock:
+            self._buckets.clear()
+            self._unshared = {}
+
+    @property
+    def shared(self) -> bool:
+        return self._unshared is not None
 
     def take(self, key: str) -> float:
         """0 if allowed (and one token spent), else the seconds until the next try is allowed."""
         with self._lock:
+            unshared = self._unshared
+            if unshared is not None:
+                key = opaque_id(key)
             now = self._clock()
             tokens = self._level(key, now)
             spent = tokens >= 1
             self._buckets[key] = (tokens - 1 if spent else tokens, now)
             self._buckets.move_to_end(key)
+            if spent and unshared is not None and (key in unshared or len(unshared) < MAX_KEYS):
+                unshared[key] = unshared.get(key, 0) + 1
             if len(self._buckets) > MAX_KEYS:
                 self._shrink(now)
             return 0.0 if spent else (1 - tokens) / self.per_s
+
+    def spent_here(self) -> dict[str, int]:
+        """Tokens this process spent since the last call, by opaque id (empty unless shared)."""
+        with self._lock:
+            spent, self._unshared = self._unshared or {}, {} if self._unshared is not None else None
+            return spent
+
+    def spent_elsewhere(self, spent: Mapping[str, int]) -> None:
+        """Debit what other processes spent. A bucket may owe up to its capacity: tokens that two processes
+        took at the same moment are paid back before either allows more."""
+        if not self.shared:
+            return
+        with self._lock:
+            now = self._clock()
+            for key, tokens in spent.items():
+                self._buckets[key] = (max(self._level(key, now) - tokens, -self.capacity), now)
+                self._buckets.move_to_end(key)
+            if len(self._buckets) > MAX_KEYS:
+                self._shrink(now)
 
     def _shrink(self, now: float) -> None:
         """Back to 90% of MAX_KEYS, so the O(n) pass runs once per tenth of the bound (amortized O(1)).

@@ -40,6 +40,23 @@ PROCESSES = 2
 def processes(database: Any, nats_url: str, tmp_path: Path, upstreams,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gateway, list[subprocess.Popen[bytes]]]]:
     """Tenant acme and its key made here; PROCESSES API processes serving them on one port."""
+    yield from serving(database, nats_url, tmp_path, upstreams, monkeypatch)
+
+
+BURST = 6
+
+
+@pytest.fixture
+def rate_limited_processes(database: Any, nats_url: str, tmp_path: Path, upstreams,
+                           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gateway, list[subprocess.Popen[bytes]]]]:
+    """The same, with a key allowed BURST requests and then about none (one a minute)."""
+    monkeypatch.setenv("NEXUS_RATE_LIMIT_KEY_BURST", str(BURST))
+    monkeypatch.setenv("NEXUS_RATE_LIMIT_KEY_PER_MINUTE", "1")
+    yield from serving(database, nats_url, tmp_path, upstreams, monkeypatch)
+
+
+def serving(database: Any, nats_url: str, tmp_path: Path, upstreams,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gateway, list[subprocess.Popen[bytes]]]]:
     data_dir = tmp_path / "data"
     container = bootstrap(Settings(database_url=database.admin_url, data_dir=data_dir))
     container.identity.create_tenant("acme")
@@ -171,6 +188,28 @@ def test_a_key_revoked_through_one_process_is_refused_by_every_process_at_once(p
     assert len(gw.events("InferenceCompleted")) == len(pids)  # no answer went out for the revoked key
     assert len(gw.script(upstream).requests) == len(pids)  # nor did any call: each process read the key again
     assert gw.payloads("InferenceFailed") == []
+
+
+def test_a_rate_limit_holds_across_processes_not_once_per_process(rate_limited_processes):
+    """Each process checks its own buckets (no round trip per request) and tells the others what it spent
+    every tenth of a second: a key allowed six requests gets six in all, not six from each process."""
+    gw, started = rate_limited_processes
+    gw.deploy("primary")
+    pids = [p.pid for p in started]
+    clients = [connection_to(gw, pid, pids) for pid in pids]
+    try:
+        # wait_until_each_serves spent nothing: its connections made no request
+        assert [clients[0].chat().status for _ in range(4)] == [200] * 4
+        time.sleep(0.5)  # a few exchanges
+        statuses = [clients[1].chat().status for _ in range(4)]
+        assert statuses == [200, 200, 429, 429]
+        time.sleep(0.5)
+        refused = clients[0].chat()
+        assert refused.status == 429 and refused.headers["retry-after"]
+    finally:
+        for client in clients:
+            client.close()
+    assert len(gw.events("InferenceCompleted")) == BURST
 
 
 def test_stopping_the_processes_ends_them_all(processes):

@@ -1,0 +1,118 @@
+"""Rate limits shared by API processes: each keeps its buckets in memory and tells the others what it
+spent (application/shared_budget.py), over a real PostgreSQL LISTEN/NOTIFY connection each. A "process"
+here is a set of buckets with its exchange running on an event loop of its own, as in an API process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+
+from adapters.postgres.spending_exchange import CHANNEL, PostgresSpendingExchange
+from application.shared_budget import SharedBuckets
+from application.token_bucket import TokenBucket
+
+EVERY_S = 0.05
+BURST = 10
+TOKEN_HASH = "a3f1" * 16  # what RateLimits keys an API key by
+
+
+def eventually(condition: Callable[[], bool], what: str, within_s: float = 5.0) -> None:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > within_s:
+            raise AssertionError(f"not within {within_s} s: {what}")
+        time.sleep(0.005)
+
+
+@contextmanager
+def api_process(url: str, **options: float) -> Iterator[tuple[TokenBucket, PostgresSpendingExchange]]:
+    """A key bucket with nearly no refill, shared through an exchange that runs until the block ends."""
+    keys = TokenBucket(capacity=BURST, per_s=1e-6)
+    exchange = PostgresSpendingExchange(url, every_s=EVERY_S, **options)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete,
+                              args=(exchange.run(SharedBuckets({"keys": keys}), stop),), daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: exchange.listening, "the exchange began listening")
+        yield keys, exchange
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def allowed(keys: TokenBucket, tries: int) -> int:
+    return sum(keys.take(TOKEN_HASH) == 0 for _ in range(tries))
+
+
+def settled() -> None:
+    time.sleep(EVERY_S * 6)  # a few exchanges: what each spent has reached the other
+
+
+def test_a_limit_holds_across_processes_instead_of_once_per_process(database):
+    with api_process(database.app_url) as (a, _), api_process(database.app_url) as (b, _):
+        assert allowed(a, 6) == 6
+        settled()
+        assert allowed(b, BURST) == BURST - 6  # private buckets would have allowed all ten here
+        settled()
+        assert allowed(a, BURST) == 0  # and b's four are gone from a's bucket too
+
+
+def test_a_process_does_not_count_its_own_spending_twice(database):
+    with api_process(database.app_url) as (a, _), api_process(database.app_url):
+        assert allowed(a, 3) == 3
+        settled()  # its own notifications come back to it as well, and are skipped
+        assert allowed(a, BURST) == BURST - 3
+
+
+def test_spending_at_the_same_moment_is_paid_back_before_more_is_allowed(database):
+    """Both processes allow the whole burst before either hears of the other: that is the overshoot a
+    shared limit can have (one exchange's worth). Both then owe it, and allow nothing until it is refilled."""
+    with api_process(database.app_url) as (a, _), api_process(database.app_url) as (b, _):
+        assert allowed(a, BURST) == BURST and allowed(b, BURST) == BURST
+        settled()
+        assert allowed(a, 1) == 0 and allowed(b, 1) == 0
+        assert a.take(TOKEN_HASH) >= BURST / 1e-6  # a whole burst owed: a burst's refill before the next
+
+
+def test_after_a_lost_connection_spending_is_exchanged_again(database):
+    with api_process(database.app_url, reconnect_after_s=0.05) as (a, exchange), \
+            api_process(database.app_url, reconnect_after_s=0.05) as (b, other):
+        with psycopg.connect(database.admin_url, autocommit=True) as admin:
+            [ended] = admin.execute(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND backend_type = 'client backend' AND pid IN"
+                " (SELECT pid FROM pg_stat_activity WHERE query LIKE %s)) t", (f"%{CHANNEL}%",)).fetchone()
+        assert ended == 2
+        eventually(lambda: not exchange.listening, "the lost connection noticed", within_s=3)
+        eventually(lambda: exchange.listening and other.listening, "listening again")
+        assert allowed(b, 4) == 4
+        settled()
+        assert allowed(a, BURST) == BURST - 4
+
+
+def test_a_notification_that_is_not_spending_changes_nothing(database):
+    with api_process(database.app_url) as (a, _):
+        with psycopg.connect(database.admin_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_notify(%s, 'not json')", (CHANNEL,))
+            admin.execute("SELECT pg_notify(%s, %s)", (CHANNEL, '{"o": "x", "s": {"keys": {"%s": -100}}}' % ("0" * 32)))
+        settled()
+        assert allowed(a, BURST) == BURST
+
+
+@pytest.mark.parametrize("keys_spent", [1_000])
+def test_spending_on_many_keys_at_once_reaches_the_other_process_whole(database, keys_spent):
+    """More than one NOTIFY payload holds (each under 8000 bytes)."""
+    with api_process(database.app_url) as (a, _), api_process(database.app_url) as (b, _):
+        for i in range(keys_spent):
+            a.take(f"key-{i}")
+        settled()
+        assert sum(b.take(f"key-{i}") == 0 for i in range(keys_spent) for _ in range(BURST)) == keys_spent * (BURST - 1)

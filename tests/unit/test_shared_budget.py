@@ -1,0 +1,58 @@
+"""Shared budgets (application/shared_budget.py) and their NOTIFY encoding (adapters/postgres/spending_exchange.py)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.postgres.spending_exchange import MAX_PAYLOAD_BYTES, parse_spending, spending_payloads
+from application.shared_budget import SharedBuckets
+from application.token_bucket import TokenBucket, opaque_id
+
+
+def test_named_buckets_report_only_what_was_spent_and_take_only_their_own_debits():
+    keys, users = TokenBucket(capacity=5, per_s=1), TokenBucket(capacity=5, per_s=1)
+    shared = SharedBuckets({"keys": keys, "users": users, "sign_in": None})
+    keys.take("token-hash")
+    assert shared.spent_here() == {"keys": {opaque_id("token-hash"): 1}}
+    shared.spent_elsewhere({"users": {opaque_id("u1"): 5}, "unknown_budget": {opaque_id("x"): 1}})
+    assert users.take("u1") > 0
+    assert keys.take("u1") == 0  # another budget's debit is not this one's
+
+
+def test_nothing_to_share_when_every_limit_is_off():
+    assert not SharedBuckets({"keys": None, "users": None})
+
+
+ids = st.text("0123456789abcdef", min_size=32, max_size=32)
+
+
+@given(st.dictionaries(st.sampled_from(["keys", "users", "sign_in"]),
+                       st.dictionaries(ids, st.integers(1, 1_000_000), min_size=1, max_size=600), max_size=3))
+def test_any_spending_goes_out_in_payloads_postgres_accepts_and_comes_back_whole(spent):
+    payloads = list(spending_payloads("a" * 32, spent))
+    assert all(len(p.encode()) < MAX_PAYLOAD_BYTES for p in payloads)
+    back: dict[str, dict[str, int]] = {}
+    for payload in payloads:
+        origin, part = parse_spending(payload)
+        assert origin == "a" * 32
+        for name, amounts in part.items():
+            assert not set(amounts) & set(back.get(name, {}))  # each amount told once
+            back.setdefault(name, {}).update(amounts)
+    assert back == {name: amounts for name, amounts in spent.items() if amounts}
+
+
+@pytest.mark.parametrize("payload", [
+    "not json",
+    "[]",
+    orjson.dumps({"o": "p", "s": {"keys": {"not-an-id": 1}}}).decode(),
+    orjson.dumps({"o": "p", "s": {"keys": {"a" * 32: -5}}}).decode(),  # a negative amount would refill a bucket
+    orjson.dumps({"o": "p", "s": {"keys": {"a" * 32: 1.5}}}).decode(),
+    orjson.dumps({"o": "p", "s": {"Keys; DROP": {"a" * 32: 1}}}).decode(),
+    orjson.dumps({"o": 1, "s": {}}).decode(),
+])
+def test_a_payload_that_is_not_spending_is_refused(payload):
+    with pytest.raises(ValueError, match="not a spending notice"):
+        parse_spending(payload)
