@@ -62,7 +62,9 @@ class TokenBucket:
     def spent_here(self) -> dict[str, int]:
         """Tokens this process spent since the last call, by opaque id (empty unless shared)."""
         with self._lock:
-            spent, self._unshared = self._unshared or {}, {} if self._unshared is not None else None
+            if self._unshared is None:
+                return {}
+            spent, self._unshared = self._unshared, {}
             return spent
 
     def spent_elsewhere(self, spent: Mapping[str, int]) -> None:
