@@ -28,6 +28,7 @@ from application.identity import IdentityService
 from application.ports import ChangeNotices, SpendingExchange
 from application.privacy import PrivacyService
 from application.sessions import SessionService, load_jwt_key
+from application.shared_budget import bucket_id_secret
 from application.signer import CheckpointSigner
 from application.sso import SsoService
 from application.users import UserService
@@ -79,6 +80,7 @@ class Container:
     sso: SsoService | None = None
     change_notices: ChangeNotices | None = None  # followed by each API process (api/change_notices.py)
     spending_exchange: SpendingExchange | None = None  # rate limits shared by the API processes (api/ratelimit.py)
+    bucket_id_secret: bytes = b""  # their buckets' ids (application/shared_budget.py)
 
     def close(self) -> None:
         self.ledger.close()
@@ -112,9 +114,10 @@ def wire_auth(container: Container) -> None:
 
     container.credentials = PostgresCredentialStore(container.database.app_url)
     container.users = UserService(container.ledger, container.credentials)
-    container.sessions = SessionService(container.users, container.credentials,
-                                        load_jwt_key(container.settings.key_dir),
+    signing_key = load_jwt_key(container.settings.key_dir)
+    container.sessions = SessionService(container.users, container.credentials, signing_key,
                                         platform_tenant=GraphQLSettings().platform_tenant)
+    container.bucket_id_secret = bucket_id_secret(signing_key)
     sealer = AesGcmCredentialSealer(load_master_key(container.settings.key_dir))  # client secrets, as deployments'
     container.sso = SsoService(container.ledger, sealer, container.users, container.sessions, container.credentials,
                                connect_identity_provider)

@@ -194,7 +194,8 @@ def install_rate_limits(app: Any, container: Any) -> None:
     limiter = getattr(container.sessions, "limiter", None)  # sign-in attempts (application/sessions.py)
     exchange = container.spending_exchange
     if exchange is not None:
-        share_spending(app, exchange, SharedBuckets({"keys": limits.keys, "users": limits.users, "sign_in": limiter}))
+        share_spending(app, exchange, SharedBuckets({"keys": limits.keys, "users": limits.users, "sign_in": limiter},
+                                                    container.bucket_id_secret))
 
 
 def share_spending(app: Any, exchange: SpendingExchange, buckets: SharedBuckets) -> None:

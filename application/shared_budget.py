@@ -9,19 +9,26 @@ by N times the limit as with private buckets.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 from application.ports import SharedBudget
 from application.token_bucket import TokenBucket
 
 
+def bucket_id_secret(signing_key: bytes) -> bytes:
+    """The secret of the buckets' opaque ids, derived from a key every API process of a deployment holds (the
+    session signing key) and nobody else: whoever can NOTIFY without it can neither read nor forge an id."""
+    return hashlib.blake2b(b"nexus rate-limit bucket ids", key=signing_key[:64], digest_size=32).digest()
+
+
 class SharedBuckets(SharedBudget):
     """Named token buckets, shared: their keys become opaque ids and their spending is counted."""
 
-    def __init__(self, buckets: Mapping[str, TokenBucket | None]) -> None:
+    def __init__(self, buckets: Mapping[str, TokenBucket | None], secret: bytes) -> None:
         self._buckets = {name: bucket for name, bucket in buckets.items() if bucket is not None}
         for bucket in self._buckets.values():
-            bucket.share()
+            bucket.share(secret)
 
     def __bool__(self) -> bool:
         return bool(self._buckets)

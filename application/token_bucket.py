@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 MAX_KEYS = 100_000  # bounded memory under a spray of keys
 
 
-def opaque_id(key: str) -> str:
-    """What a shared bucket is known by, in memory and to other processes: a key such as an email address
-    or a token's hash never leaves the process."""
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+def opaque_id(key: str, secret: bytes) -> str:
+    """What a shared bucket is known by, in memory and to other processes: a keyed hash, so that a key such
+    as an email address or a token's hash never leaves the process, and nobody without `secret` can tell
+    whose bucket an id is, or make up the id of a bucket they know the key of."""
+    return hashlib.blake2b(key.encode(), digest_size=16, key=secret).hexdigest()
 
 
 class TokenBucket:
@@ -31,12 +32,17 @@ class TokenBucket:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self._unshared: dict[str, int] | None = None  # tokens spent here since others were last told; None: private
+        self._secret = b""
 
-    def share(self) -> None:
-        """From now on buckets are kept by opaque_id and what this process spends is counted for the others."""
+    def share(self, secret: bytes) -> None:
+        """From now on buckets are kept by opaque_id and what this process spends is counted for the others
+        (which must share with the same secret)."""
+        if not 16 <= len(secret) <= 64:
+            raise ValueError(f"a bucket id secret of 16 to 64 bytes, got {len(secret)}")
         with self._lock:
             self._buckets.clear()
             self._unshared = {}
+            self._secret = secret
 
     @property
     def shared(self) -> bool:
@@ -47,7 +53,7 @@ class TokenBucket:
         with self._lock:
             unshared = self._unshared
             if unshared is not None:
-                key = opaque_id(key)
+                key = opaque_id(key, self._secret)
             now = self._clock()
             tokens = self._level(key, now)
             spent = tokens >= 1

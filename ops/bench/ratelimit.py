@@ -1,7 +1,7 @@
 """What the rate limiter (api/ratelimit.py) adds to each request, before any route runs: an API key is one
 SHA-256 and a bucket update, a user one HS256 signature check (no database) and a bucket update.
 `shared_*` are the same with the buckets shared between API processes (application/shared_budget.py): an
-opaque id (BLAKE2b) per check and a count of what was spent, which the exchange sends every 0.1 s.
+opaque id (keyed BLAKE2b) per check and a count of what was spent, which the exchange sends every 0.1 s.
 Prints JSON (microseconds per request, median of runs).
 
     python ops/bench/ratelimit.py [--runs 5] [--n 20000]
@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 
 from api.ratelimit import RateLimits
 from application.sessions import SessionService
-from application.shared_budget import SharedBuckets
+from application.shared_budget import SharedBuckets, bucket_id_secret
 
 
 class _NoUsers:
@@ -42,7 +42,7 @@ def main() -> None:
                          "typ": "access", "iat": now, "exp": now + 300}, key, algorithm="HS256")
     private, shared = (RateLimits(key_per_minute=1e12, key_burst=10**12, user_per_minute=1e12, user_burst=10**12,
                                   sessions=sessions) for _ in range(2))
-    buckets = SharedBuckets({"keys": shared.keys, "users": shared.users})
+    buckets = SharedBuckets({"keys": shared.keys, "users": shared.users}, bucket_id_secret(key))
     cases = {"api_key_us": Headers({"authorization": "Bearer nx_0123456789ab_" + "A" * 43}),
              "user_jwt_us": Headers({"authorization": f"Bearer {access}"})}
     result = {}

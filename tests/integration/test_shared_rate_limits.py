@@ -14,12 +14,13 @@ import psycopg
 import pytest
 
 from adapters.postgres.spending_exchange import CHANNEL, PostgresSpendingExchange
-from application.shared_budget import SharedBuckets
+from application.shared_budget import SharedBuckets, bucket_id_secret
 from application.token_bucket import TokenBucket
 
 EVERY_S = 0.05
 BURST = 10
 TOKEN_HASH = "a3f1" * 16  # what RateLimits keys an API key by
+SECRET = bucket_id_secret(b"signing key of this deployment..")  # every API process of it derives the same
 
 
 def eventually(condition: Callable[[], bool], what: str, within_s: float = 5.0) -> None:
@@ -38,7 +39,7 @@ def api_process(url: str, **options: float) -> Iterator[tuple[TokenBucket, Postg
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete,
-                              args=(exchange.run(SharedBuckets({"keys": keys}), stop),), daemon=True)
+                              args=(exchange.run(SharedBuckets({"keys": keys}, SECRET), stop),), daemon=True)
     thread.start()
     try:
         eventually(lambda: exchange.listening, "the exchange began listening")

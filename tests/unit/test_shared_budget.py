@@ -8,22 +8,29 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.postgres.spending_exchange import MAX_PAYLOAD_BYTES, parse_spending, spending_payloads
-from application.shared_budget import SharedBuckets
+from application.shared_budget import SharedBuckets, bucket_id_secret
 from application.token_bucket import TokenBucket, opaque_id
+
+SECRET = bucket_id_secret(b"k" * 32)
 
 
 def test_named_buckets_report_only_what_was_spent_and_take_only_their_own_debits():
     keys, users = TokenBucket(capacity=5, per_s=1), TokenBucket(capacity=5, per_s=1)
-    shared = SharedBuckets({"keys": keys, "users": users, "sign_in": None})
+    shared = SharedBuckets({"keys": keys, "users": users, "sign_in": None}, SECRET)
     keys.take("token-hash")
-    assert shared.spent_here() == {"keys": {opaque_id("token-hash"): 1}}
-    shared.spent_elsewhere({"users": {opaque_id("u1"): 5}, "unknown_budget": {opaque_id("x"): 1}})
+    assert shared.spent_here() == {"keys": {opaque_id("token-hash", SECRET): 1}}
+    shared.spent_elsewhere({"users": {opaque_id("u1", SECRET): 5}, "unknown_budget": {opaque_id("x", SECRET): 1}})
     assert users.take("u1") > 0
     assert keys.take("u1") == 0  # another budget's debit is not this one's
 
 
+def test_the_ids_secret_differs_with_the_signing_key_and_is_never_the_key_itself():
+    assert bucket_id_secret(b"k" * 32) != bucket_id_secret(b"j" * 32)
+    assert b"k" * 32 not in bucket_id_secret(b"k" * 32)
+
+
 def test_nothing_to_share_when_every_limit_is_off():
-    assert not SharedBuckets({"keys": None, "users": None})
+    assert not SharedBuckets({"keys": None, "users": None}, SECRET)
 
 
 ids = st.text("0123456789abcdef", min_size=32, max_size=32)

@@ -7,6 +7,8 @@ import pytest
 from application import token_bucket
 from application.token_bucket import TokenBucket
 
+SECRET = b"s" * 32  # what every API process of one deployment derives from its signing key
+
 
 class Clock:
     def __init__(self) -> None:
@@ -75,11 +77,11 @@ def test_the_most_recently_used_key_keeps_its_debt_under_a_spray(monkeypatch):
 
 def test_a_shared_bucket_counts_what_it_spends_under_opaque_ids_for_the_other_processes():
     bucket = TokenBucket(capacity=3, per_s=1, clock=Clock())
-    bucket.share()
+    bucket.share(SECRET)
     for _ in range(4):  # three allowed, the fourth refused: only what was allowed is spent
         bucket.take("alice@example.com|10.0.0.1")
     spent = bucket.spent_here()
-    assert spent == {token_bucket.opaque_id("alice@example.com|10.0.0.1"): 3}
+    assert spent == {token_bucket.opaque_id("alice@example.com|10.0.0.1", SECRET): 3}
     assert "alice" not in repr(spent)  # the key itself never leaves the process
     assert bucket.spent_here() == {}  # told once
 
@@ -87,25 +89,25 @@ def test_a_shared_bucket_counts_what_it_spends_under_opaque_ids_for_the_other_pr
 def test_what_other_processes_spent_is_debited_from_the_same_bucket():
     clock = Clock()
     bucket = TokenBucket(capacity=5, per_s=1, clock=clock)
-    bucket.share()
+    bucket.share(SECRET)
     bucket.take("k")
-    bucket.spent_elsewhere({token_bucket.opaque_id("k"): 3})
+    bucket.spent_elsewhere({token_bucket.opaque_id("k", SECRET): 3})
     assert [bucket.take("k") == 0 for _ in range(2)] == [True, False]  # 5 - 1 here - 3 elsewhere = 1 left
-    assert bucket.spent_here() == {token_bucket.opaque_id("k"): 2}  # only its own spending is passed on
+    assert bucket.spent_here() == {token_bucket.opaque_id("k", SECRET): 2}  # only its own spending is passed on
 
 
 def test_a_key_first_seen_elsewhere_starts_from_what_was_spent_there():
     bucket = TokenBucket(capacity=4, per_s=1, clock=Clock())
-    bucket.share()
-    bucket.spent_elsewhere({token_bucket.opaque_id("new"): 4})
+    bucket.share(SECRET)
+    bucket.spent_elsewhere({token_bucket.opaque_id("new", SECRET): 4})
     assert bucket.take("new") == pytest.approx(1.0)
 
 
 def test_a_bucket_owes_at_most_its_capacity_however_much_was_spent_at_once():
     clock = Clock()
     bucket = TokenBucket(capacity=2, per_s=1, clock=clock)
-    bucket.share()
-    bucket.spent_elsewhere({token_bucket.opaque_id("k"): 1_000})
+    bucket.share(SECRET)
+    bucket.spent_elsewhere({token_bucket.opaque_id("k", SECRET): 1_000})
     assert bucket.take("k") == pytest.approx(3.0)  # from -2 to 1 token: 3 s, not 1,000
     clock.now = 3.0
     assert bucket.take("k") == 0
@@ -114,6 +116,20 @@ def test_a_bucket_owes_at_most_its_capacity_however_much_was_spent_at_once():
 def test_a_private_bucket_neither_counts_nor_takes_debits():
     bucket = TokenBucket(capacity=2, per_s=1, clock=Clock())
     bucket.take("k")
-    bucket.spent_elsewhere({token_bucket.opaque_id("k"): 2})
+    bucket.spent_elsewhere({token_bucket.opaque_id("k", SECRET): 2})
     assert bucket.spent_here() == {}
     assert bucket.take("k") == 0
+
+
+def test_ids_are_keyed_so_that_nobody_without_the_secret_can_tell_or_forge_whose_bucket_it_is():
+    """Whoever can NOTIFY could otherwise debit a known user's or email's bucket, or read who is busy."""
+    assert token_bucket.opaque_id("u1", SECRET) != token_bucket.opaque_id("u1", b"t" * 32)
+    bucket = TokenBucket(capacity=2, per_s=1, clock=Clock())
+    bucket.share(SECRET)
+    bucket.spent_elsewhere({token_bucket.opaque_id("u1", b"guessed-without-it" * 2): 2})
+    assert bucket.take("u1") == 0
+
+
+def test_sharing_needs_a_real_secret():
+    with pytest.raises(ValueError, match="16 to 64 bytes"):
+        TokenBucket().share(b"")
