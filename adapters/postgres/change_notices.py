@@ -15,8 +15,8 @@ import asyncio
 import logging
 
 import orjson
-import psycopg
 
+from adapters.postgres.listening import listening
 from application.ports import ChangeListener, ChangeNotice, ChangeNotices
 
 log = logging.getLogger(__name__)
@@ -58,12 +58,9 @@ class PostgresChangeNotices(ChangeNotices):
             listener.interrupted()  # nobody listens any more
 
     async def _listen(self, listener: ChangeListener, stop: asyncio.Event) -> None:
-        # TCP keepalives: a connection whose server vanished without a word (a host lost, a partition) would
-        # otherwise wait for notices forever while this process trusts its caches; with them it fails in
-        # about 15 s, and the reconnection forgets everything. (A Unix socket has no such failure.)
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True, keepalives=1, keepalives_idle=5,
-                                                         keepalives_interval=2, keepalives_count=5) as conn:
-            await conn.execute(f"LISTEN {CHANNEL}")
+        # a server lost without a word is noticed in about 15 s (listening.py), and the reconnection forgets
+        # everything
+        async with listening(self._url, CHANNEL) as conn:
             listener.resumed()  # changes committed before the LISTEN took hold were not announced to us
             while not stop.is_set():
                 async for notify in conn.notifies(timeout=0.5):  # returns at the timeout, to look at `stop`

@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 
 import orjson
-import psycopg
 
+from adapters.postgres.listening import listening
 from application.ports import SharedBudget, SpendingExchange
 
 log = logging.getLogger(__name__)
@@ -92,10 +92,7 @@ class PostgresSpendingExchange(SpendingExchange):
                     pass
 
     async def _exchange(self, budget: SharedBudget, stop: asyncio.Event) -> None:
-        # keepalives, as for change notices: a vanished server is noticed in about 15 s
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True, keepalives=1, keepalives_idle=5,
-                                                         keepalives_interval=2, keepalives_count=5) as conn:
-            await conn.execute(f"LISTEN {CHANNEL}")
+        async with listening(self._url, CHANNEL) as conn:
             self.listening = True
             try:
                 while not stop.is_set():

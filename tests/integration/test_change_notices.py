@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from domain import deployments as dep
 from domain.ledger import NewEvent
 from domain.pricing import Price
 from domain.sealing import SubjectErased
+from tests.polling import eventually
 
 MASTER = MasterKey.generate()
 PRICE = Price(input=1_000_000, output=2_000_000, currency="USD", version="test-1")
@@ -75,16 +75,6 @@ def following(url: str, invalidation: CacheInvalidation, **options: float) -> It
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=10)
         loop.close()
-
-
-def eventually(condition: Callable[[], bool], what: str, within_s: float = 5.0) -> float:
-    """Seconds until `condition` held."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > within_s:
-            raise AssertionError(f"not within {within_s} s: {what}")
-        time.sleep(0.002)
-    return time.monotonic() - started
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -16,19 +16,12 @@ import pytest
 from adapters.postgres.spending_exchange import CHANNEL, PostgresSpendingExchange
 from application.shared_budget import SharedBuckets, bucket_id_secret
 from application.token_bucket import TokenBucket
+from tests.polling import eventually
 
 EVERY_S = 0.05
 BURST = 10
 TOKEN_HASH = "a3f1" * 16  # what RateLimits keys an API key by
 SECRET = bucket_id_secret(b"signing key of this deployment..")  # every API process of it derives the same
-
-
-def eventually(condition: Callable[[], bool], what: str, within_s: float = 5.0) -> None:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > within_s:
-            raise AssertionError(f"not within {within_s} s: {what}")
-        time.sleep(0.005)
 
 
 @contextmanager
