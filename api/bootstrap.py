@@ -32,7 +32,7 @@ from application.shared_budget import bucket_id_secret
 from application.signer import CheckpointSigner
 from application.sso import SsoService
 from application.users import UserService
-from domain.deployments import WIRE_ANTHROPIC, WIRE_GEMINI, WIRE_OPENAI
+from domain.deployments import WIRE_ANTHROPIC, WIRE_BEDROCK, WIRE_GEMINI, WIRE_OPENAI
 
 
 def app_url_for(admin_url: str, password: str | None = None) -> str:
@@ -128,7 +128,7 @@ def wire_gateway(container: Container) -> None:
     sealer = AesGcmCredentialSealer(load_master_key(container.settings.key_dir))
     container.deployments = DeploymentService(container.ledger, sealer)
     direct, translated = OpenAICompatibleProvider(), LitellmProvider()
-    providers = {WIRE_OPENAI: direct, WIRE_ANTHROPIC: translated, WIRE_GEMINI: translated}
+    providers = {WIRE_OPENAI: direct, WIRE_ANTHROPIC: translated, WIRE_GEMINI: translated, WIRE_BEDROCK: translated}
     container.gateway = Gateway(container.ledger, container.deployments, providers, privacy=container.privacy,
                                 token_counter=token_counter,
                                 config=GatewayConfig(record_before_upstream=container.settings.record_before_upstream))

@@ -38,9 +38,10 @@ def add(
     provider: str = typer.Option(..., help=f"One of: {', '.join(sorted(PROVIDERS))}"),
     model: str = typer.Option(..., help="The upstream model id, e.g. gpt-4o-mini or claude-3-5-haiku-latest"),
     model_name: str = typer.Option("", help="The model name clients ask for (default: the deployment name)"),
-    base_url: str = typer.Option("", help="Upstream base URL (default: the provider's; required for llama and"
-                                          " openai_compatible)"),
-    region: str = typer.Option("", help="Region label recorded with every inference"),
+    base_url: str = typer.Option("", help="Upstream base URL (default: the provider's; required for llama,"
+                                          " openai_compatible and azure)"),
+    region: str = typer.Option("", help="Region label recorded with every inference; for bedrock, the AWS region"
+                                        " its requests are signed for and its default endpoint's"),
     priority: int = typer.Option(0, help="0 is tried first; higher numbers are fallbacks"),
     timeout_ms: int = typer.Option(0, help="Limit of one attempt at this deployment (0: the request's own)"),
     max_retries: int = typer.Option(2, help="Retries on 429/5xx before falling back"),
@@ -49,7 +50,8 @@ def add(
     cached_input_price: str = typer.Option("", help="Price per 1M cached input tokens (default: the input price)"),
     currency: str = typer.Option("USD", help="ISO 4217 currency of the prices"),
     price_version: str = typer.Option(..., help="Version of the price table these prices come from"),
-    api_key_env: str = typer.Option(None, help="Read the provider credential from this environment variable"),
+    api_key_env: str = typer.Option(None, help="Read the provider credential from this environment variable (bedrock:"
+                                               " a Bedrock API key, or ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN])"),
     api_key_stdin: bool = typer.Option(False, help="Read the provider credential from the first line of stdin"),
 ) -> None:
     """Add or replace a deployment; its credential is sealed (AES-GCM) before it is recorded."""

@@ -84,6 +84,7 @@ class DeploymentService:
         """Add a deployment, or replace the one of that name. Without `api_key`, an existing credential is kept."""
         self._require_tenant(tenant_id)
         stream, events, table = self._load(tenant_id)
+        dep.check_credential(provider, api_key or None, kept=name in table and table[name].credentials is not None)
         if api_key:
             credentials = self._sealer.seal(tenant_id, name, api_key)
         else:

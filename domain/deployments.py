@@ -24,6 +24,7 @@ from domain.pricing import Price
 WIRE_OPENAI = "openai"  # the OpenAI chat-completions / embeddings protocol, spoken by many hosts
 WIRE_ANTHROPIC = "anthropic"
 WIRE_GEMINI = "gemini"
+WIRE_BEDROCK = "bedrock"  # AWS Bedrock's Converse API, signed with SigV4 or a Bedrock API key
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class ProviderSpec:
     embeds_token_ids: bool = True  # embeddings of token arrays, not only of text
     auth: str = "bearer"  # the credential as `Authorization: Bearer ...`, or in an `api-key` header (Azure)
     base_url_query: str | None = None  # a query parameter the base URL must carry (Azure: api-version)
+    regional: bool = False  # needs an AWS region: its requests are signed for it, its default URL names it
+    needs_credential: bool = False  # without one, a library would fall back to the host's own (AWS's chain)
 
 
 PROVIDERS: Mapping[str, ProviderSpec] = {
@@ -49,10 +52,16 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
     "openai_compatible": ProviderSpec(WIRE_OPENAI, None),  # vLLM, Ollama, llama.cpp server, ...
     "anthropic": ProviderSpec(WIRE_ANTHROPIC, "https://api.anthropic.com", embeddings=False),
     "gemini": ProviderSpec(WIRE_GEMINI, "https://generativelanguage.googleapis.com/v1beta", embeds_token_ids=False),
+    # AWS Bedrock (Meta Llama, Mistral, Anthropic, Amazon Nova... by their Bedrock model ids) through its
+    # Converse API; chat only here (its embedding models speak InvokeModel, not Converse).
+    "bedrock": ProviderSpec(WIRE_BEDROCK, "https://bedrock-runtime.{region}.amazonaws.com", embeddings=False,
+                            regional=True, needs_credential=True),
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$")
 _URL = re.compile(r"^https?://[^\s]+$")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+_AWS_KEY_PAIR = re.compile(r"^(?P<key_id>[A-Z0-9]{16,128}):(?P<secret>[^:\s]{16,256})(?::(?P<session_token>[^:\s]+))?$")
 
 
 class DeploymentError(Exception):
@@ -121,11 +130,15 @@ def new_deployment(
     model_name = model_name or name
     if not _NAME.match(model_name):
         raise InvalidDeployment("model_name", model_name, f"a name matching {_NAME.pattern}")
-    path, separator, query = (base_url or PROVIDERS[provider].default_base_url or "").partition("?")
+    spec = PROVIDERS[provider]
+    if spec.regional and not (isinstance(region, str) and _AWS_REGION.match(region)):
+        raise InvalidDeployment("region", region, f"an AWS region such as us-east-1 (provider {provider} signs for it)")
+    default_url = (spec.default_base_url or "").replace("{region}", region or "")
+    path, separator, query = (base_url or default_url).partition("?")
     base_url = path.rstrip("/") + separator + query  # paths are appended before the query
     if not _URL.match(base_url):
         raise InvalidDeployment("base_url", base_url, f"an http(s) URL (provider {provider} has no default)")
-    required = PROVIDERS[provider].base_url_query
+    required = spec.base_url_query
     if required and not parse_qs(query).get(required):
         raise InvalidDeployment("base_url", base_url, f"a URL ending in ?{required}=... (provider {provider})")
     if not isinstance(priority, int) or not 0 <= priority < 100:
@@ -136,6 +149,32 @@ def new_deployment(
         raise InvalidDeployment("max_retries", max_retries, "an integer from 0 to 10")
     return Deployment(name, model_name, provider, model.strip(), base_url, region or "", price, priority,
                       timeout_ms, max_retries, credentials)
+
+
+def check_credential(provider: str, credential: str | None, *, kept: bool) -> None:
+    """Refuse a credential the provider cannot use, or none where one is needed (`kept`: one is recorded already).
+
+    Bedrock takes a Bedrock API key (sent as a bearer token) or an IAM key pair written
+    `ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]` (requests signed with SigV4). It needs one: without
+    it, AWS's libraries would sign with the host's own credentials (environment, profile, instance role),
+    which no tenant may borrow.
+    """
+    spec = PROVIDERS.get(provider)
+    if spec is None or not spec.needs_credential:
+        return
+    if credential is None:
+        if not kept:
+            raise InvalidDeployment("api_key", None, f"a credential (provider {provider} never uses the host's own)")
+        return
+    if ":" in credential and not _AWS_KEY_PAIR.match(credential):
+        raise InvalidDeployment("api_key", "<hidden>", "a Bedrock API key, or ACCESS_KEY_ID:SECRET_ACCESS_KEY"
+                                "[:SESSION_TOKEN]")
+
+
+def aws_key_pair(credential: str) -> tuple[str, str, str | None] | None:
+    """(access key id, secret access key, session token) if the credential is an IAM key pair, else None."""
+    found = _AWS_KEY_PAIR.match(credential)
+    return (found["key_id"], found["secret"], found["session_token"]) if found else None
 
 
 def deployment_from_payload(p: Mapping[str, Any]) -> Deployment:

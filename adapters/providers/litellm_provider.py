@@ -1,5 +1,5 @@
-"""Anthropic Messages and Gemini (chat, and Gemini's batchEmbedContents) through litellm, which translates them
-to and from OpenAI's shapes.
+"""Anthropic Messages, Gemini (chat, and Gemini's batchEmbedContents) and AWS Bedrock's Converse through litellm,
+which translates them to and from OpenAI's shapes (and signs Bedrock's requests).
 
 litellm costs milliseconds per call (docs/gateway.md), so it is used only where its translation earns
 that: request and response formats that differ from OpenAI's. It is imported on first use (about 3 s)
@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 
 from application.providers import Answer, Chunk, Provider, UpstreamCall, UpstreamFailure, UpstreamStream
-from domain.deployments import BROKEN_RESPONSE, TIMEOUT, UNREACHABLE, classify_status
+from domain.deployments import BROKEN_RESPONSE, TIMEOUT, UNREACHABLE, aws_key_pair, classify_status
 
-_PREFIX = {"anthropic": "anthropic", "gemini": "gemini"}
+_PREFIX = {"anthropic": "anthropic", "gemini": "gemini", "bedrock": "bedrock/converse"}
 # OpenAI request fields passed on to litellm; everything else in the body is dropped rather than
 # guessed at (litellm refuses unknown fields for some providers).
 _PASSED = ("tools", "tool_choice", "response_format", "temperature", "top_p", "max_tokens", "max_completion_tokens",
@@ -140,6 +140,20 @@ def _embeddings(obj: dict[str, Any], model: str, encoding_format: object) -> dic
     return {"object": "list", "data": data, "model": model}
 
 
+def _credentials(provider: str, region: str, credential: str | None) -> dict[str, Any]:
+    """litellm's credential arguments for one call: always the deployment's own, never the host's."""
+    if provider != "bedrock":
+        return {"api_key": credential or "none"}
+    pair = aws_key_pair(credential or "")
+    if pair is None:  # a Bedrock API key, sent as a bearer token (deployments refuse a bedrock one without any)
+        return {"api_key": credential or "none", "aws_region_name": region}
+    key_id, secret, session_token = pair
+    # An empty api_key (not None) makes litellm sign with these keys, not with AWS_BEARER_TOKEN_BEDROCK
+    # from the host's environment, which it would otherwise prefer.
+    return {"api_key": "", "aws_access_key_id": key_id, "aws_secret_access_key": secret,
+            "aws_session_token": session_token, "aws_region_name": region}
+
+
 class LitellmProvider(Provider):
 
     def _kwargs(self, call: UpstreamCall) -> dict[str, Any]:
@@ -147,8 +161,8 @@ class LitellmProvider(Provider):
         body = call.body
         kwargs: dict[str, Any] = {k: body[k] for k in _PASSED if k in body}
         kwargs.update(model=f"{_PREFIX[d.provider]}/{d.model}", messages=body.get("messages") or [],
-                      api_base=d.base_url, api_key=call.route.api_key or "none", timeout=call.timeout_s,
-                      num_retries=0, max_retries=0)
+                      api_base=d.base_url, timeout=call.timeout_s, num_retries=0, max_retries=0,
+                      **_credentials(d.provider, d.region, call.route.api_key))
         return kwargs
 
     async def complete(self, call: UpstreamCall) -> Answer:
@@ -174,8 +188,8 @@ class LitellmProvider(Provider):
         extra = {k: call.body[k] for k in ("dimensions", "user") if k in call.body}
         try:
             response = await _lib().aembedding(model=f"{_PREFIX[d.provider]}/{d.model}", input=texts,
-                                               api_base=d.base_url, api_key=call.route.api_key or "none",
-                                               timeout=call.timeout_s, num_retries=0, max_retries=0, **extra)
+                                               api_base=d.base_url, timeout=call.timeout_s,
+                                               **_credentials(d.provider, d.region, call.route.api_key), num_retries=0, max_retries=0, **extra)
         except Exception as exc:
             raise _failure(exc) from None
         obj = _embeddings(response.model_dump(), d.model, call.body.get("encoding_format"))

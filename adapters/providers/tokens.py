@@ -33,7 +33,7 @@ def tokenizer_for(provider: str, model: str) -> str:
     m = model.lower().rsplit("/", 1)[-1]
     if provider == "deepseek" or "deepseek" in m:
         return "deepseek"
-    if provider == "anthropic" or m.startswith("claude"):
+    if provider == "anthropic" or m.startswith("claude") or "anthropic.claude" in m:  # Bedrock: [us.]anthropic.claude-*
         return "anthropic"
     if provider == "openai" and m.startswith(_O200K_PREFIXES):
         return "o200k_base"

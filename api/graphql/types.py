@@ -280,11 +280,14 @@ class ConfigureDeploymentInput:
     price: PriceInput
     model_name: str | None = None
     base_url: str | None = None
-    region: str = ""
+    region: str = strawberry.field(default="", description="Recorded with every inference; for bedrock, the AWS"
+                                   " region its requests are signed for")
     priority: int = 0
     timeout_ms: int | None = None
     max_retries: int = 2
-    api_key: str | None = strawberry.field(default=None, description="Sealed before it is recorded; never returned")
+    api_key: str | None = strawberry.field(default=None, description="Sealed before it is recorded; never returned."
+                                           " Bedrock: a Bedrock API key, or ACCESS_KEY_ID:SECRET_ACCESS_KEY"
+                                           "[:SESSION_TOKEN]")
 
 
 @strawberry.enum

@@ -25,8 +25,10 @@ from application.gateway import GatewayConfig
 from domain.ledger import RecordedEvent
 from domain.pricing import Price
 from tests.fakes.server import ServerThread
-from tests.fakes.upstream import Upstreams, upstream_app
+from tests.fakes.upstream import BEDROCK_KEY_ID, BEDROCK_SECRET, Upstreams, upstream_app
 
+UPSTREAM_CREDENTIALS = {"bedrock": f"{BEDROCK_KEY_ID}:{BEDROCK_SECRET}"}
+"""What each fake upstream accepts, by provider (default: any key, here "sk-upstream-secret")."""
 PRICE = Price(input=2_500_000, output=10_000_000, currency="USD", version="test-2026-11")
 """USD 2.50 per 1M input tokens, 10.00 per 1M output tokens."""
 
@@ -48,11 +50,17 @@ class Gateway:
     tenant: str = "acme"
 
     def deploy(self, name: str, *, provider: str = "openai", model_name: str = "gpt-test", upstream: str | None = None,
-               model: str | None = None, price: Price = PRICE, api_key: str | None = "sk-upstream-secret",
+               model: str | None = None, price: Price = PRICE, api_key: str | None = "",
                tenant: str | None = None, **options: Any) -> str:
-        """A deployment of `model_name` on the fake upstream `upstream` (default: a fresh one); returns its name."""
+        """A deployment of `model_name` on the fake upstream `upstream` (default: a fresh one); returns its name.
+
+        `api_key` "" is the credential the provider's fake accepts; None deploys without one."""
         upstream = upstream or unique(name)
-        suffix = {"anthropic": "", "gemini": "/v1beta",
+        if api_key == "":
+            api_key = UPSTREAM_CREDENTIALS.get(provider, "sk-upstream-secret")
+        if provider == "bedrock":
+            options.setdefault("region", "us-east-1")
+        suffix = {"anthropic": "", "gemini": "/v1beta", "bedrock": "",
                   "azure": "/openai/deployments/gpt-4o-eu?api-version=2024-10-21"}.get(provider, "/v1")
         self.container.deployments.configure(
             tenant or self.tenant, name=name, provider=provider, model=model or f"{provider}-model-{name}",

@@ -9,6 +9,9 @@ own script of behaviours and its own log of the requests it received. Under each
                with usage, message_stop)
     Gemini     POST /v1beta/models/<model>:generateContent, :streamGenerateContent?alt=sse and
                :batchEmbedContents (no usage in its answer, as Gemini sends none)
+    Bedrock    POST /model/<model id>/converse (JSON) and /converse-stream (AWS's binary event stream),
+               refusing with 403, as AWS does, a request that is neither signed with SigV4 for the
+               BEDROCK_KEY_ID pair nor carries BEDROCK_API_KEY (each request's log says which, and its region)
 
 Replies are deterministic so tests can state exact token counts: the reply is REPLY split into words
 (one word = one token = one streamed chunk), prompt tokens are the words of every message.
@@ -31,12 +34,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
+import re
 import struct
 import threading
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.applications import Starlette
@@ -355,6 +363,99 @@ async def gemini(request: Request) -> Response:
     return _stream(frames, behaviour, set(range(len(frames))))
 
 
+# --- AWS Bedrock Converse --------------------------------------------------------------------------------
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html, its event stream framing
+# https://docs.aws.amazon.com/transcribe/latest/dg/streaming-setting-up.html#streaming-event-stream and
+# SigV4 https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html, checked here by hand (not
+# with botocore, which signs on the client's side).
+
+BEDROCK_KEY_ID = "AKIAFAKEBEDROCK00001"
+BEDROCK_SECRET = "fake+bedrock/secret/access/key/00000000"
+BEDROCK_API_KEY = "ABSKZmFrZUJlZHJvY2tBcGlLZXkwMDAw"
+_SIGV4 = re.compile(r"AWS4-HMAC-SHA256 Credential=(\w+)/(\d{8})/([a-z0-9-]+)/bedrock/aws4_request, "
+                    r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})")
+
+
+def _bedrock_caller(request: Request, body: bytes) -> tuple[str, str | None] | str:
+    """("sigv4", region) or ("api_key", None) for a request AWS would accept; else why it would not."""
+    auth = request.headers.get("authorization", "")
+    if auth.startswith("Bearer "):
+        return ("api_key", None) if hmac.compare_digest(auth, f"Bearer {BEDROCK_API_KEY}") else "unknown API key"
+    found = _SIGV4.fullmatch(auth)
+    if found is None:
+        return "not signed with SigV4"
+    key_id, day, region, signed, signature = found.groups()
+    names = signed.split(";")
+    if key_id != BEDROCK_KEY_ID or "host" not in names or "x-amz-date" not in names:
+        return "unknown access key, or host and date not signed"
+    canonical = "\n".join((
+        request.method, quote(request.scope["raw_path"].decode(), safe="/~"), request.scope["query_string"].decode(),
+        "".join(f"{name}:{' '.join(request.headers.get(name, '').split())}\n" for name in names), signed,
+        hashlib.sha256(body).hexdigest(),
+    ))
+    scope = f"{day}/{region}/bedrock/aws4_request"
+    to_sign = "\n".join(("AWS4-HMAC-SHA256", request.headers["x-amz-date"], scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()))
+    key = f"AWS4{BEDROCK_SECRET}".encode()
+    for part in (day, region, "bedrock", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return ("sigv4", region) if hmac.compare_digest(expected, signature) else "the signature does not match"
+
+
+def _bedrock_error(status: int, kind: str, message: str) -> Response:
+    return JSONResponse({"message": message}, status_code=status, headers={"x-amzn-ErrorType": f"{kind}:"})
+
+
+def _event_frame(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One message of AWS's event stream: prelude (lengths, CRC), string headers, JSON payload, CRC."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")):
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+    data = orjson.dumps(payload)
+    prelude = struct.pack(">II", 12 + len(headers) + len(data) + 4, len(headers))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + data
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+async def bedrock_converse(request: Request) -> Response:
+    upstreams: Upstreams = request.app.state.upstreams
+    script, behaviour, body = await _begin(request, upstreams)
+    caller = _bedrock_caller(request, await request.body())
+    if isinstance(caller, str):
+        return _bedrock_error(403, "InvalidSignatureException", caller)
+    script.requests[-1].update(auth=caller[0], region=caller[1])
+    if behaviour.kind == "status":
+        kind = {429: "ThrottlingException", 503: "ServiceUnavailableException"}.get(behaviour.status,
+                                                                                   "InternalServerException")
+        return _bedrock_error(behaviour.status, kind, f"scripted {behaviour.status}")
+    prompt = sum(_words(c.get("text", "")) for m in body.get("messages", []) for c in m.get("content", []))
+    prompt += sum(_words(c.get("text", "")) for c in body.get("system", []))
+
+    def usage(out: int) -> dict[str, Any]:  # inputTokens leave the cache reads out, as Anthropic's do
+        return {"inputTokens": prompt - behaviour.cached, "outputTokens": out,
+                "totalTokens": prompt + out, "cacheReadInputTokens": behaviour.cached, "cacheWriteInputTokens": 0}
+
+    if not request.url.path.endswith("/converse-stream"):
+        tools = (body.get("toolConfig") or {}).get("tools")
+        if tools:
+            content: list[dict[str, Any]] = [{"toolUse": {"toolUseId": "tooluse_fake_1",
+                                                          "name": tools[0]["toolSpec"]["name"], "input": TOOL_ARGUMENTS}}]
+            stop, out = "tool_use", 6
+        else:
+            content, stop, out = [{"text": REPLY}], "end_turn", len(WORDS)
+        return JSONResponse({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
+                             "usage": usage(out), "metrics": {"latencyMs": 1}})
+    frames = [_event_frame("messageStart", {"role": "assistant"})]
+    frames += [_event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}}) for w in WORDS]
+    content_frames = set(range(1, len(frames)))
+    frames += [_event_frame("contentBlockStop", {"contentBlockIndex": 0}),
+               _event_frame("messageStop", {"stopReason": "end_turn"})]
+    if behaviour.kind != "no_usage":
+        frames.append(_event_frame("metadata", {"usage": usage(len(WORDS)), "metrics": {"latencyMs": 1}}))
+    return StreamingResponse(_emit(frames, behaviour, content_frames), media_type="application/vnd.amazon.eventstream")
+
+
 def upstream_app(upstreams: Upstreams) -> Starlette:
     app = Starlette(routes=[
         Route("/u/{name}/v1/chat/completions", openai_chat, methods=["POST"]),
@@ -364,6 +465,8 @@ def upstream_app(upstreams: Upstreams) -> Starlette:
         Route("/u/{name}/openai/deployments/{deployment}/embeddings", openai_embeddings, methods=["POST"]),
         Route("/u/{name}/v1/messages", anthropic_messages, methods=["POST"]),
         Route("/u/{name}/v1beta/models/{rest:path}", gemini, methods=["POST"]),
+        Route("/u/{name}/model/{model}/converse", bedrock_converse, methods=["POST"]),
+        Route("/u/{name}/model/{model}/converse-stream", bedrock_converse, methods=["POST"]),
     ])
     app.state.upstreams = upstreams
     return app

@@ -3,7 +3,8 @@
 The recorded `tokens_in` is the whole prompt, cached tokens included; `tokens_out` the whole completion,
 reasoning included (OpenAI's definitions); the cost charges cached tokens at the cached-input price. The
 providers disagree: Anthropic's `input_tokens` leave the cache reads out, Gemini counts thoughts apart
-from the candidates, DeepSeek names its cache hits `prompt_cache_hit_tokens`.
+from the candidates, DeepSeek names its cache hits `prompt_cache_hit_tokens`, and Bedrock's `inputTokens`
+leave its `cacheReadInputTokens` out.
 """
 # ruff: noqa: F811  (pytest fixtures imported from tests/fakes/harness.py are parameters here)
 
@@ -25,6 +26,7 @@ CASES = [
     ("deepseek", cache_and_reasoning(3, 4, deepseek=True), (5, VISIBLE + 4, 3, 4)),
     ("anthropic", cache_and_reasoning(3, 0), (5, VISIBLE, 3, 0)),
     ("gemini", cache_and_reasoning(3, 4), (5, VISIBLE + 4, 3, 4)),
+    ("bedrock", cache_and_reasoning(3, 0), (5, VISIBLE, 3, 0)),
 ]
 
 

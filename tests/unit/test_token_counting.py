@@ -16,6 +16,9 @@ from adapters.providers.tokens import TokenCounter, tokenizer_for
     ("anthropic", "claude-sonnet-4-5", "anthropic"),
     ("gemini", "gemini-2.5-flash", "cl100k_base"),
     ("llama", "meta-llama/Llama-3.3-70B-Instruct", "cl100k_base"),
+    ("bedrock", "us.anthropic.claude-3-7-sonnet-20250219-v1:0", "anthropic"),
+    ("bedrock", "deepseek.r1-v1:0", "deepseek"),
+    ("bedrock", "meta.llama3-3-70b-instruct-v1:0", "cl100k_base"),
 ])
 def test_each_model_family_gets_the_closest_offline_tokenizer(provider, model, tokenizer):
     assert tokenizer_for(provider, model) == tokenizer

@@ -1,0 +1,51 @@
+"""A Bedrock credential is a Bedrock API key or an IAM key pair, told apart by its shape, never shown back."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain.deployments import InvalidDeployment, aws_key_pair, check_credential, new_deployment
+from domain.pricing import Price
+
+KEY_IDS = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=16, max_size=128)
+SECRETS = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=", min_size=16, max_size=256)
+API_KEYS = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=-_", min_size=1, max_size=300)
+PRICE = Price(input=1, output=1, currency="USD", version="t")
+
+
+@given(KEY_IDS, SECRETS, st.none() | SECRETS)
+def test_a_key_pair_is_read_back_whole_with_or_without_its_session_token(key_id, secret, token):
+    credential = f"{key_id}:{secret}" + (f":{token}" if token else "")
+    check_credential("bedrock", credential, kept=False)
+    assert aws_key_pair(credential) == (key_id, secret, token)
+
+
+@given(API_KEYS)
+def test_anything_without_a_colon_is_a_bedrock_api_key(api_key):
+    check_credential("bedrock", api_key, kept=False)
+    assert aws_key_pair(api_key) is None
+
+
+@pytest.mark.parametrize("credential", ["AKIA:secret", "akiaexample0000000:secret-access-key-00", "A:B:C:D",
+                                        "AKIAEXAMPLE000000:secret with spaces 000"])
+def test_a_malformed_key_pair_is_refused_without_being_echoed(credential):
+    with pytest.raises(InvalidDeployment) as refused:
+        check_credential("bedrock", credential, kept=False)
+    assert credential not in str(refused.value) and "<hidden>" in str(refused.value)
+
+
+def test_only_providers_that_would_use_the_hosts_credentials_need_one():
+    check_credential("openai", None, kept=False)
+    check_credential("bedrock", None, kept=True)  # replacing a deployment keeps its recorded credential
+    with pytest.raises(InvalidDeployment, match="never uses the host's own"):
+        check_credential("bedrock", None, kept=False)
+
+
+def test_the_default_endpoint_is_the_regions_and_a_given_one_is_kept():
+    assert new_deployment(name="l", provider="bedrock", model="meta.llama3-3-70b-instruct-v1:0", price=PRICE,
+                          region="eu-central-1").base_url == "https://bedrock-runtime.eu-central-1.amazonaws.com"
+    assert new_deployment(name="l", provider="bedrock", model="m", price=PRICE, region="us-gov-west-1",
+                          base_url="https://vpce-0abc.bedrock-runtime.us-gov-west-1.vpce.amazonaws.com/").base_url == (
+        "https://vpce-0abc.bedrock-runtime.us-gov-west-1.vpce.amazonaws.com")
