@@ -17,6 +17,7 @@ from adapters.postgres.keystore import PostgresKeyStore, load_master_key
 from adapters.postgres.ledger_store import PostgresLedger
 from adapters.postgres.migrate import APP_ROLE, migrate
 from adapters.postgres.spending_exchange import PostgresSpendingExchange
+from adapters.providers.entra import EntraTokens
 from adapters.providers.litellm_provider import LitellmProvider
 from adapters.providers.openai_compatible import OpenAICompatibleProvider
 from adapters.providers.tokens import token_counter
@@ -127,7 +128,8 @@ def wire_gateway(container: Container) -> None:
     """Deployments (credentials sealed under the master key) and the gateway with its two provider adapters."""
     sealer = AesGcmCredentialSealer(load_master_key(container.settings.key_dir))
     container.deployments = DeploymentService(container.ledger, sealer)
-    direct, translated = OpenAICompatibleProvider(), LitellmProvider()
+    direct = OpenAICompatibleProvider(entra=EntraTokens(container.settings.entra_authority))
+    translated = LitellmProvider()
     providers = {WIRE_OPENAI: direct, WIRE_ANTHROPIC: translated, WIRE_GEMINI: translated, WIRE_BEDROCK: translated}
     container.gateway = Gateway(container.ledger, container.deployments, providers, privacy=container.privacy,
                                 token_counter=token_counter,

@@ -61,6 +61,8 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$")
 _URL = re.compile(r"^https?://[^\s]+$")
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+_ENTRA_CLIENT = re.compile(r"^entra:(?P<directory>[A-Za-z0-9][A-Za-z0-9.-]{0,99}):(?P<client_id>[0-9a-fA-F-]{36}):"
+                           r"(?P<secret>\S{1,512})$")
 _AWS_KEY_PAIR = re.compile(r"^(?P<key_id>[A-Z0-9]{16,128}):(?P<secret>[^:\s]{16,256})(?::(?P<session_token>[^:\s]+))?$")
 
 
@@ -151,16 +153,55 @@ def new_deployment(
                       timeout_ms, max_retries, credentials)
 
 
+@dataclass(frozen=True)
+class EntraClient:
+    """An Azure OpenAI deployment's Microsoft Entra ID app registration: it gets bearer tokens with these."""
+
+    directory: str  # the Entra tenant (directory) id, or its domain
+    client_id: str
+    secret: str
+
+
+def entra_client(credential: str | None) -> EntraClient | None:
+    """The app registration written `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET`, or None for an API key."""
+    if not credential or not credential.startswith("entra:"):
+        return None
+    found = _ENTRA_CLIENT.match(credential)
+    return EntraClient(found["directory"], found["client_id"].lower(), found["secret"]) if found else None
+
+
+_ENTRA_CLOUDS = (  # (host suffix of the Azure OpenAI endpoint, Entra authority, token scope)
+    (".azure.us", "https://login.microsoftonline.us", "https://cognitiveservices.azure.us/.default"),
+    (".azure.cn", "https://login.chinacloudapi.cn", "https://cognitiveservices.azure.cn/.default"),
+)
+_ENTRA_PUBLIC = ("https://login.microsoftonline.com", "https://cognitiveservices.azure.com/.default")
+
+
+def entra_endpoints(base_url: str) -> tuple[str, str]:
+    """(authority, scope) of the Azure cloud a deployment's endpoint is in: public, US Government or China."""
+    host = base_url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].rsplit(":", 1)[0].lower()
+    for suffix, authority, scope in _ENTRA_CLOUDS:
+        if host.endswith(suffix):
+            return authority, scope
+    return _ENTRA_PUBLIC
+
+
 def check_credential(provider: str, credential: str | None, *, kept: bool) -> None:
     """Refuse a credential the provider cannot use, or none where one is needed (`kept`: one is recorded already).
 
     Bedrock takes a Bedrock API key (sent as a bearer token) or an IAM key pair written
     `ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]` (requests signed with SigV4). It needs one: without
     it, AWS's libraries would sign with the host's own credentials (environment, profile, instance role),
-    which no tenant may borrow.
+    which no tenant may borrow. Azure takes an API key or an Entra ID app registration,
+    `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET`.
     """
     spec = PROVIDERS.get(provider)
-    if spec is None or not spec.needs_credential:
+    if spec is None:
+        return
+    if provider == "azure" and credential and credential.startswith("entra:") and entra_client(credential) is None:
+        raise InvalidDeployment("api_key", "<hidden>", "an Azure API key, or entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET"
+                                " (a directory id or domain, the app's client id, its secret)")
+    if not spec.needs_credential:
         return
     if credential is None:
         if not kept:

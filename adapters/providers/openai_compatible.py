@@ -5,7 +5,8 @@ These upstreams already speak the protocol our clients speak, so translation wou
 request body goes through with only `model` replaced (and usage asked for on streams), the response
 bytes come back untouched, and streamed chunks are relayed as the upstream framed them. Per event
 loop, one lean HTTP/1.1 client (adapters/providers/http1.py) carries whole requests and one aiohttp
-session carries streams; both keep connections alive across requests.
+session carries streams; both keep connections alive across requests. An Azure deployment whose credential
+is a Microsoft Entra ID app registration (not an API key) sends a bearer token from adapters/providers/entra.py.
 
 Why not httpx: measured here against a local upstream (docs/gateway.md), one httpx request cost
 about 1.0 ms of CPU alone and 2.4 ms at 20 in flight (its pool checks every idle connection's socket
@@ -23,9 +24,18 @@ from typing import Any
 import aiohttp
 import orjson
 
+from adapters.providers.entra import EntraTokens
 from adapters.providers.http1 import CannotConnect, ConnectionLost, Http1Client, Http1Error, encode_headers
 from application.providers import Answer, Chunk, Provider, UpstreamCall, UpstreamFailure, UpstreamStream
-from domain.deployments import BROKEN_RESPONSE, PROVIDERS, TIMEOUT, UNREACHABLE, classify_status
+from domain.deployments import (
+    BROKEN_RESPONSE,
+    PROVIDERS,
+    TIMEOUT,
+    UNREACHABLE,
+    EntraClient,
+    classify_status,
+    entra_client,
+)
 
 _MAX_ERROR_DETAIL = 300
 
@@ -44,6 +54,9 @@ def _headers(api_key: str | None, auth: str) -> dict[str, str]:
 def _header_lines(api_key: str | None, auth: str) -> bytes:
     """The whole-request headers for one credential, encoded once (checked for line breaks)."""
     return encode_headers(_headers(api_key, auth))
+
+
+_entra_client = lru_cache(maxsize=256)(entra_client)  # read once per credential, not per call
 
 
 def upstream_url(base_url: str, path: str) -> str:
@@ -92,8 +105,9 @@ def _exchange_failure(exc: BaseException) -> UpstreamFailure:
 
 
 class OpenAICompatibleProvider(Provider):
-    def __init__(self, *, max_connections: int = 1000) -> None:
+    def __init__(self, *, max_connections: int = 1000, entra: EntraTokens | None = None) -> None:
         self._max_connections = max_connections
+        self._entra = entra or EntraTokens()
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._clients: dict[asyncio.AbstractEventLoop, Http1Client] = {}
 
@@ -125,16 +139,31 @@ class OpenAICompatibleProvider(Provider):
         if session is not None:
             await session.close()
 
+    async def _credential(self, call: UpstreamCall) -> tuple[str | None, str, EntraClient | None]:
+        """(credential, how it is sent, the Entra app registration it came from): an Azure deployment's app
+        registration is exchanged for a bearer token (held until it nearly expires)."""
+        d = call.route.deployment
+        key, auth = call.route.api_key, PROVIDERS[d.provider].auth
+        entra = _entra_client(key) if auth == "api-key" and key else None
+        if entra is None:
+            return key, auth, None
+        return await self._entra.bearer(entra, d.base_url, self._session(), call.timeout_s), "bearer", entra
+
+    def _refused(self, status: int, entra: EntraClient | None) -> None:
+        if status == 401 and entra is not None:
+            self._entra.forget(entra)
+
     async def _post(self, call: UpstreamCall, path: str, body: dict[str, Any]) -> Answer:
+        key, auth, entra = await self._credential(call)
         try:
             d = call.route.deployment
             response = await self._client().post(upstream_url(d.base_url, path), orjson.dumps(body),
-                                                 _header_lines(call.route.api_key, PROVIDERS[d.provider].auth),
-                                                 call.timeout_s)
+                                                 _header_lines(key, auth), call.timeout_s)
         except (Http1Error, TimeoutError, ValueError) as exc:
             raise _exchange_failure(exc) from None
         raw = response.body
         if response.status >= 400:
+            self._refused(response.status, entra)
             raise _failure(response.status, response.headers, raw)
         try:
             obj = orjson.loads(raw)
@@ -161,11 +190,11 @@ class OpenAICompatibleProvider(Provider):
         body = {**call.body, "model": deployment.model, "stream": True}
         if PROVIDERS[deployment.provider].stream_usage_option:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        key, auth, entra = await self._credential(call)
         try:
             response = await self._session().post(
                 upstream_url(deployment.base_url, "/chat/completions"), data=orjson.dumps(body),
-                headers={**_headers(call.route.api_key, PROVIDERS[deployment.provider].auth),
-                         "accept": "text/event-stream"},
+                headers={**_headers(key, auth), "accept": "text/event-stream"},
                 # the attempt's limit until the headers; the gateway bounds every later read itself
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=call.timeout_s))
         except _TRANSPORT_ERRORS as exc:
@@ -177,6 +206,7 @@ class OpenAICompatibleProvider(Provider):
                 raw = b""
             finally:
                 response.release()
+            self._refused(response.status, entra)
             raise _failure(response.status, response.headers, raw)
         return _SSEStream(response)
 

@@ -287,7 +287,8 @@ class ConfigureDeploymentInput:
     max_retries: int = 2
     api_key: str | None = strawberry.field(default=None, description="Sealed before it is recorded; never returned."
                                            " Bedrock: a Bedrock API key, or ACCESS_KEY_ID:SECRET_ACCESS_KEY"
-                                           "[:SESSION_TOKEN]")
+                                           "[:SESSION_TOKEN]. Azure: an API key, or an Entra ID app registration,"
+                                           " entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET")
 
 
 @strawberry.enum

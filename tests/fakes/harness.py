@@ -102,7 +102,8 @@ class Gateway:
 
 
 def start_gateway(database: Any, tmp_path: Path, upstreams: Upstreams) -> tuple[Gateway, ServerThread]:
-    container = bootstrap(Settings(database_url=database.admin_url, data_dir=tmp_path / "data"))
+    container = bootstrap(Settings(database_url=database.admin_url, data_dir=tmp_path / "data",
+                                   entra_authority=f"{upstreams.url}/entra"))
     # Short backoffs keep the retry tests fast; the rule itself is domain.deployments.backoff_s.
     container.gateway.config = GatewayConfig(default_timeout_s=10.0, backoff_base_s=0.01, backoff_cap_s=0.05)
     container.identity.create_tenant("acme")

@@ -4,7 +4,11 @@ One Starlette app serves any number of named upstreams: `/u/<name>/...` is upstr
 own script of behaviours and its own log of the requests it received. Under each name it speaks:
 
     OpenAI     POST /v1/chat/completions (JSON, or SSE with the usage chunk when asked), POST /v1/embeddings
-    Azure      the same under /openai/deployments/<deployment>/ (the query and headers are logged)
+    Azure      the same under /openai/deployments/<deployment>/ (the query and headers are logged); a request
+               with a bearer token instead of an api-key is refused (401) unless the fake Entra issued it
+               and it has not expired
+    Entra ID   POST /entra/<directory>/oauth2/v2.0/token: the client-credentials grant for one app
+               registration (ENTRA_*), tokens that expire after `Upstreams.entra.expires_in` seconds
     Anthropic  POST /v1/messages (JSON, or its event stream: message_start, content_block_*, message_delta
                with usage, message_stop)
     Gemini     POST /v1beta/models/<model>:generateContent, :streamGenerateContent?alt=sse and
@@ -39,12 +43,14 @@ import hmac
 import re
 import struct
 import threading
+import time
+import uuid
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import orjson
 from starlette.applications import Starlette
@@ -116,6 +122,25 @@ class Script:
             return self.default
 
 
+ENTRA_DIRECTORY = "contoso.onmicrosoft.com"
+ENTRA_CLIENT_ID = "0f3a1c52-8d3e-4a7b-9c1d-2e5f6a7b8c9d"
+ENTRA_SECRET = "fake~entra.client_secret-0000"
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+@dataclass
+class EntraFake:
+    """The fake Entra ID's state: what it issued, until when, and the token requests it answered."""
+
+    expires_in: int = 3599
+    delay_s: float = 0.0  # before each answer
+    token_requests: list[dict[str, str]] = field(default_factory=list)
+    issued: dict[str, float] = field(default_factory=dict)  # token -> time.monotonic() it expires at
+
+    def valid(self, token: str) -> bool:
+        return time.monotonic() < self.issued.get(token, 0.0)
+
+
 class Upstreams:
     """The scripts of every named upstream; the app below reads them from its server thread."""
 
@@ -123,6 +148,7 @@ class Upstreams:
         self._scripts: dict[str, Script] = {}
         self._lock = threading.Lock()
         self.url = ""  # set once the server runs
+        self.entra = EntraFake()
 
     def script(self, name: str) -> Script:
         with self._lock:
@@ -131,6 +157,7 @@ class Upstreams:
     def reset(self) -> None:
         with self._lock:
             self._scripts.clear()
+            self.entra = EntraFake()
 
     def base(self, name: str, suffix: str = "/v1") -> str:
         return f"{self.url}/u/{name}{suffix}"
@@ -363,6 +390,43 @@ async def gemini(request: Request) -> Response:
     return _stream(frames, behaviour, set(range(len(frames))))
 
 
+# --- Azure OpenAI with Microsoft Entra ID -------------------------------------------------------------------
+
+
+async def entra_token(request: Request) -> Response:
+    """https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow"""
+    entra: EntraFake = request.app.state.upstreams.entra
+    form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+    entra.token_requests.append({"directory": request.path_params["directory"], **form})
+    await asyncio.sleep(entra.delay_s)
+    if form.get("grant_type") != "client_credentials" or form.get("scope") != ENTRA_SCOPE:
+        return JSONResponse({"error": "invalid_request", "error_description": "AADSTS900144: bad grant or scope"},
+                            status_code=400)
+    if (request.path_params["directory"], form.get("client_id"), form.get("client_secret")) != (
+            ENTRA_DIRECTORY, ENTRA_CLIENT_ID, ENTRA_SECRET):
+        return JSONResponse({"error": "invalid_client",
+                             "error_description": "AADSTS7000215: Invalid client secret provided."}, status_code=401)
+    token = f"entra-token-{uuid.uuid4().hex}"
+    entra.issued[token] = time.monotonic() + entra.expires_in
+    return JSONResponse({"token_type": "Bearer", "expires_in": entra.expires_in, "ext_expires_in": entra.expires_in,
+                         "access_token": token})
+
+
+def _azure(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """An Azure OpenAI route: an api-key passes (as before), a bearer token only if Entra issued it and it holds."""
+    async def endpoint(request: Request) -> Response:
+        auth = request.headers.get("authorization")
+        upstreams: Upstreams = request.app.state.upstreams
+        if auth is not None and not upstreams.entra.valid(auth.removeprefix("Bearer ")):
+            upstreams.script(request.path_params["name"]).requests.append(
+                {"path": request.url.path, "headers": dict(request.headers), "refused": True})
+            return JSONResponse({"error": {"code": "401", "message": "Unauthorized. Access token is missing, invalid,"
+                                           " audience is incorrect, or have expired."}}, status_code=401)
+        response: Response = await handler(request)
+        return response
+    return endpoint
+
+
 # --- AWS Bedrock Converse --------------------------------------------------------------------------------
 # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html, its event stream framing
 # https://docs.aws.amazon.com/transcribe/latest/dg/streaming-setting-up.html#streaming-event-stream and
@@ -461,8 +525,9 @@ def upstream_app(upstreams: Upstreams) -> Starlette:
         Route("/u/{name}/v1/chat/completions", openai_chat, methods=["POST"]),
         Route("/u/{name}/v1/embeddings", openai_embeddings, methods=["POST"]),
         # Azure OpenAI: OpenAI's protocol under a deployment's path, with ?api-version=... and an api-key header
-        Route("/u/{name}/openai/deployments/{deployment}/chat/completions", openai_chat, methods=["POST"]),
-        Route("/u/{name}/openai/deployments/{deployment}/embeddings", openai_embeddings, methods=["POST"]),
+        Route("/u/{name}/openai/deployments/{deployment}/chat/completions", _azure(openai_chat), methods=["POST"]),
+        Route("/u/{name}/openai/deployments/{deployment}/embeddings", _azure(openai_embeddings), methods=["POST"]),
+        Route("/entra/{directory}/oauth2/v2.0/token", entra_token, methods=["POST"]),
         Route("/u/{name}/v1/messages", anthropic_messages, methods=["POST"]),
         Route("/u/{name}/v1beta/models/{rest:path}", gemini, methods=["POST"]),
         Route("/u/{name}/model/{model}/converse", bedrock_converse, methods=["POST"]),

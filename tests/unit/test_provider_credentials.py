@@ -1,4 +1,5 @@
-"""A Bedrock credential is a Bedrock API key or an IAM key pair, told apart by its shape, never shown back."""
+"""Credentials that are more than an API key, told apart by their shape and never shown back: Bedrock's IAM
+key pairs, and Azure's Microsoft Entra ID app registrations (whose cloud follows the endpoint's host)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.deployments import InvalidDeployment, aws_key_pair, check_credential, new_deployment
+from domain.deployments import (
+    EntraClient,
+    InvalidDeployment,
+    aws_key_pair,
+    check_credential,
+    entra_client,
+    entra_endpoints,
+    new_deployment,
+)
 from domain.pricing import Price
 
 KEY_IDS = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=16, max_size=128)
@@ -49,3 +58,25 @@ def test_the_default_endpoint_is_the_regions_and_a_given_one_is_kept():
     assert new_deployment(name="l", provider="bedrock", model="m", price=PRICE, region="us-gov-west-1",
                           base_url="https://vpce-0abc.bedrock-runtime.us-gov-west-1.vpce.amazonaws.com/").base_url == (
         "https://vpce-0abc.bedrock-runtime.us-gov-west-1.vpce.amazonaws.com")
+
+
+def test_an_app_registration_is_read_back_and_anything_else_for_azure_is_an_api_key():
+    client_id = "0F3A1C52-8D3E-4A7B-9C1D-2E5F6A7B8C9D"
+    credential = f"entra:contoso.onmicrosoft.com:{client_id}:se:cr~et"
+    check_credential("azure", credential, kept=False)
+    assert entra_client(credential) == EntraClient("contoso.onmicrosoft.com", client_id.lower(), "se:cr~et")
+    assert entra_client("0123456789abcdef0123456789abcdef") is None
+
+
+@pytest.mark.parametrize(("endpoint", "authority", "scope"), [
+    ("https://acme.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21",
+     "https://login.microsoftonline.com", "https://cognitiveservices.azure.com/.default"),
+    ("https://acme.openai.azure.us/openai/deployments/gpt-4o?api-version=2024-10-21",
+     "https://login.microsoftonline.us", "https://cognitiveservices.azure.us/.default"),
+    ("https://acme.openai.azure.cn:443/openai/deployments/gpt-4o?api-version=2024-10-21",
+     "https://login.chinacloudapi.cn", "https://cognitiveservices.azure.cn/.default"),
+    ("https://azure.us.example.com/openai/deployments/x?api-version=1",
+     "https://login.microsoftonline.com", "https://cognitiveservices.azure.com/.default"),
+])
+def test_the_entra_cloud_is_the_one_the_endpoint_is_in(endpoint, authority, scope):
+    assert entra_endpoints(endpoint) == (authority, scope)

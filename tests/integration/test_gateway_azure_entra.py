@@ -1,0 +1,119 @@
+"""Azure OpenAI deployments that sign in with a Microsoft Entra ID app registration instead of an API key.
+
+The gateway gets a token with the client-credentials grant from a fake Entra ID (the harness points
+NEXUS_ENTRA_AUTHORITY at it), sends it as a bearer token, keeps it until shortly before it expires, and
+fetches a new one when the upstream refuses it. The fake Azure refuses any token Entra did not issue or
+that has expired.
+"""
+# ruff: noqa: F811  (pytest fixtures imported from tests/fakes/harness.py are parameters here)
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from domain.deployments import InvalidDeployment
+from tests.fakes.harness import PRICE, gw, upstreams  # noqa: F401 - fixtures
+from tests.fakes.upstream import ENTRA_CLIENT_ID, ENTRA_DIRECTORY, ENTRA_SCOPE, ENTRA_SECRET, REPLY, EntraFake
+
+HELLO = [{"role": "user", "content": "Say hello to the gateway"}]
+APP_REGISTRATION = f"entra:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{ENTRA_SECRET}"
+
+
+@pytest.fixture
+def entra(gw) -> EntraFake:
+    gw.upstreams.entra = EntraFake()
+    return gw.upstreams.entra
+
+
+def deploy_azure(gw, name: str = "azure-entra", credential: str = APP_REGISTRATION, **options) -> str:
+    return gw.deploy(name, provider="azure", model_name="gpt-azure", model="gpt-4o", region="westeurope",
+                     api_key=credential, **options)
+
+
+def test_whole_streamed_and_embedding_calls_carry_one_entra_token_and_no_api_key(gw, entra):
+    upstream = deploy_azure(gw)
+    gw.deploy("azure-embed", provider="azure", model_name="embed-azure", upstream=upstream, api_key=APP_REGISTRATION)
+    client = gw.client()
+
+    assert client.chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+    chunks = list(client.chat.completions.create(model="gpt-azure", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert len(client.embeddings.create(model="embed-azure", input="one two").data[0].embedding) == 4
+
+    [asked] = entra.token_requests  # one token for the three calls
+    assert asked == {"directory": ENTRA_DIRECTORY, "grant_type": "client_credentials", "client_id": ENTRA_CLIENT_ID,
+                     "client_secret": ENTRA_SECRET, "scope": ENTRA_SCOPE}
+    sent = gw.script(upstream).requests
+    assert {r["headers"]["authorization"] for r in sent} == {f"Bearer {next(iter(entra.issued))}"}
+    assert not any("api-key" in r["headers"] for r in sent) and not any(r.get("refused") for r in sent)
+    assert ENTRA_SECRET not in str(gw.container.deployments.list("acme"))
+    assert [p["provider"] for p in gw.payloads("InferenceCompleted")] == ["azure"] * 3
+
+
+def test_a_token_is_renewed_before_it_expires(gw, entra):
+    entra.expires_in = 1  # renewed a tenth of its life before the end
+    upstream = deploy_azure(gw)
+    client = gw.client()
+    client.chat.completions.create(model="gpt-azure", messages=HELLO)
+    client.chat.completions.create(model="gpt-azure", messages=HELLO)
+    time.sleep(1.0)
+    client.chat.completions.create(model="gpt-azure", messages=HELLO)
+
+    assert len(entra.token_requests) == 2
+    tokens = [r["headers"]["authorization"] for r in gw.script(upstream).requests]
+    assert tokens[0] == tokens[1] != tokens[2]
+    assert not any(r.get("refused") for r in gw.script(upstream).requests)
+
+
+def test_requests_that_need_a_token_at_once_share_one_fetch(gw, entra):
+    entra.delay_s = 0.3
+    deploy_azure(gw)
+    client = gw.client()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.chat.completions.create(model="gpt-azure", messages=HELLO), range(8)))
+    assert [a.choices[0].message.content for a in answers] == [REPLY] * 8
+    assert len(entra.token_requests) == 1
+
+
+def test_a_secret_entra_refuses_is_an_auth_failure_that_falls_back(gw, entra):
+    upstream = deploy_azure(gw, credential=f"entra:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:an-expired-secret")
+    gw.deploy("azure-key", provider="azure", model_name="gpt-azure", upstream=upstream, priority=1)
+    assert gw.client().chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+    [p] = gw.payloads("InferenceCompleted")
+    assert [(a["deployment"], a["outcome"], a["status"]) for a in p["attempts"]] == [
+        ("azure-entra", "auth", 401), ("azure-key", "ok", 200)]
+    assert "AADSTS7000215" in p["attempts"][0]["detail"] and "an-expired-secret" not in str(p)
+    assert [r["headers"].get("api-key") for r in gw.script(upstream).requests] == ["sk-upstream-secret"]
+
+
+def test_a_token_the_upstream_refuses_is_dropped_and_the_next_request_signs_in_again(gw, entra):
+    upstream = deploy_azure(gw, max_retries=0)
+    client = gw.client()
+    client.chat.completions.create(model="gpt-azure", messages=HELLO)
+    entra.issued.clear()  # revoked at Azure's end, long before it expires here
+
+    with gw.http() as http:
+        refused = http.post("/v1/chat/completions", json={"model": "gpt-azure", "messages": HELLO})
+    assert refused.status_code == 502
+    assert client.chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+
+    assert len(entra.token_requests) == 2
+    assert [r.get("refused", False) for r in gw.script(upstream).requests] == [False, True, False]
+    assert [p["attempts"][0]["outcome"] for p in gw.payloads("InferenceFailed")] == ["auth"]
+
+
+@pytest.mark.parametrize("credential", [
+    "entra:contoso.onmicrosoft.com:not-a-client-id:s3cr3t-value",
+    f"entra:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:",
+    "entra:",
+])
+def test_a_malformed_app_registration_is_refused_without_being_echoed(gw, credential):
+    with pytest.raises(InvalidDeployment, match="entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET") as refused:
+        gw.container.deployments.configure(
+            "acme", name="az", provider="azure", model="gpt-4o", price=PRICE, api_key=credential,
+            base_url="https://acme.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21")
+    assert "s3cr3t" not in str(refused.value) and "<hidden>" in str(refused.value)
+    assert gw.container.deployments.list("acme") == []
