@@ -199,8 +199,9 @@ class SharedBudget(abc.ABC):
         """What this process spent since the last call: {budget: {opaque id: amount}}, empty budgets left out."""
 
     @abc.abstractmethod
-    def spent_elsewhere(self, spent: Mapping[str, Mapping[str, int]]) -> None:
-        """What another process spent, as it told us; budgets this process does not keep are ignored."""
+    def spent_elsewhere(self, spent: Mapping[str, Mapping[str, int]], age_s: float = 0.0) -> None:
+        """What another process spent, as it told us, at most `age_s` ago; budgets this process does not keep
+        are ignored."""
 
 
 class SpendingExchange(abc.ABC):
@@ -209,4 +210,5 @@ class SpendingExchange(abc.ABC):
     @abc.abstractmethod
     async def run(self, budget: SharedBudget, stop: asyncio.Event) -> None:
         """Until `stop` is set: send `budget.spent_here()` every so often, hand every other process's spending
-        to `budget.spent_elsewhere`. Spending that could not be sent (the connection lost) is not sent later."""
+        to `budget.spent_elsewhere`. Spending that could not be sent (the connection lost) is sent once it can
+        be, with its age."""

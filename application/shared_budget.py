@@ -37,8 +37,8 @@ class SharedBuckets(SharedBudget):
         spent = {name: bucket.spent_here() for name, bucket in self._buckets.items()}
         return {name: amounts for name, amounts in spent.items() if amounts}
 
-    def spent_elsewhere(self, spent: Mapping[str, Mapping[str, int]]) -> None:
+    def spent_elsewhere(self, spent: Mapping[str, Mapping[str, int]], age_s: float = 0.0) -> None:
         for name, amounts in spent.items():
             bucket = self._buckets.get(name)
             if bucket is not None:
-                bucket.spent_elsewhere(amounts)
+                bucket.spent_elsewhere(amounts, age_s)

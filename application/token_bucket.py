@@ -73,15 +73,26 @@ class TokenBucket:
             spent, self._unshared = self._unshared, {}
             return spent
 
-    def spent_elsewhere(self, spent: Mapping[str, int]) -> None:
+    def spent_elsewhere(self, spent: Mapping[str, int], age_s: float = 0.0) -> None:
         """Debit what other processes spent. A bucket may owe up to its capacity: tokens that two processes
-        took at the same moment are paid back before either allows more."""
+        took at the same moment are paid back before either allows more.
+
+        Spending told late (`age_s`: it happened at most that long ago, as after a lost connection) is
+        debited less `per_s * age_s`, the most the bucket can have refilled since, and owes no more than
+        it would still owe had it hit its debt bound then: never more than the spending would have cost
+        told at once, and nothing once that much refill covers it.
+        """
         if not self.shared:
             return
+        refilled = self.per_s * max(age_s, 0.0)
+        floor = -self.capacity + refilled  # told at once, the debt stopped at -capacity, and refilled since
         with self._lock:
             now = self._clock()
             for key, tokens in spent.items():
-                self._buckets[key] = (max(self._level(key, now) - tokens, -self.capacity), now)
+                if tokens <= refilled:
+                    continue
+                level = self._level(key, now)
+                self._buckets[key] = (max(level - (tokens - refilled), min(level, floor)), now)
                 self._buckets.move_to_end(key)
             if len(self._buckets) > MAX_KEYS:
                 self._shrink(now)

@@ -93,6 +93,20 @@ def test_after_a_lost_connection_spending_is_exchanged_again(database):
         assert allowed(a, BURST) == BURST - 4
 
 
+def test_what_a_process_spends_while_its_connection_is_down_is_told_once_it_is_back(database):
+    with api_process(database.app_url, reconnect_after_s=0.5) as (a, exchange), \
+            api_process(database.app_url) as (b, _):
+        with psycopg.connect(database.admin_url, autocommit=True) as admin:
+            [ended] = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                    " WHERE application_name = %s", (exchange.name,)).fetchone()
+        assert ended == 1
+        eventually(lambda: not exchange.listening, "the lost connection noticed", within_s=3)
+        assert allowed(a, 4) == 4  # nobody can be told now
+        eventually(lambda: exchange.listening, "listening again")
+        settled()
+        assert allowed(b, BURST) == BURST - 4
+
+
 def test_a_notification_that_is_not_spending_changes_nothing(database):
     with api_process(database.app_url) as (a, _):
         with psycopg.connect(database.admin_url, autocommit=True) as admin:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.postgres.spending_exchange import MAX_PAYLOAD_BYTES, parse_spending, spending_payloads
+from adapters.postgres.spending_exchange import MAX_PAYLOAD_BYTES, UnsentSpending, parse_spending, spending_payloads
 from application.shared_budget import SharedBuckets, bucket_id_secret
 from application.token_bucket import TokenBucket, opaque_id
 
@@ -43,8 +43,8 @@ def test_any_spending_goes_out_in_payloads_postgres_accepts_and_comes_back_whole
     assert all(len(p.encode()) < MAX_PAYLOAD_BYTES for p in payloads)
     back: dict[str, dict[str, int]] = {}
     for payload in payloads:
-        origin, part = parse_spending(payload)
-        assert origin == "a" * 32
+        origin, part, age_s = parse_spending(payload)
+        assert (origin, age_s) == ("a" * 32, 0.0)
         for name, amounts in part.items():
             assert not set(amounts) & set(back.get(name, {}))  # each amount told once
             back.setdefault(name, {}).update(amounts)
@@ -59,7 +59,39 @@ def test_any_spending_goes_out_in_payloads_postgres_accepts_and_comes_back_whole
     orjson.dumps({"o": "p", "s": {"keys": {"a" * 32: 1.5}}}).decode(),
     orjson.dumps({"o": "p", "s": {"Keys; DROP": {"a" * 32: 1}}}).decode(),
     orjson.dumps({"o": 1, "s": {}}).decode(),
+    orjson.dumps({"o": "p", "a": -1, "s": {}}).decode(),  # a negative age would make spending cost more
+    orjson.dumps({"o": "p", "a": 1.5, "s": {}}).decode(),
 ])
 def test_a_payload_that_is_not_spending_is_refused(payload):
     with pytest.raises(ValueError, match="not a spending notice"):
         parse_spending(payload)
+
+
+def test_late_spending_carries_its_age_in_milliseconds():
+    [payload] = spending_payloads("p", {"keys": {"a" * 32: 3}}, age_s=2.5)
+    assert parse_spending(payload) == ("p", {"keys": {"a" * 32: 3}}, 2.5)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_unsent_spending_is_kept_by_the_second_from_its_earliest_start_and_forgotten_after_a_while():
+    clock = Clock()
+    unsent = UnsentSpending(remember_s=10, clock=clock)
+    unsent.keep({"keys": {"a" * 32: 2}}, since=99.9)
+    clock.now = 100.5
+    unsent.keep({"keys": {"a" * 32: 3, "b" * 32: 1}}, since=100.0)  # within the same second: one slot
+    clock.now = 102.0
+    unsent.keep({"users": {"c" * 32: 1}}, since=100.5)
+    assert unsent.take() == [(99.9, {"keys": {"a" * 32: 5, "b" * 32: 1}}), (100.5, {"users": {"c" * 32: 1}})]
+    assert not unsent
+
+    unsent.keep({"keys": {"a" * 32: 1}}, since=101.0)
+    clock.now = 112.0
+    unsent.keep({"keys": {"a" * 32: 1}}, since=111.9)
+    assert unsent.take() == [(111.9, {"keys": {"a" * 32: 1}})]  # what was spent 11 s ago is refilled by now

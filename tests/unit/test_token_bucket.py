@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from application import token_bucket
 from application.token_bucket import TokenBucket
@@ -133,3 +135,30 @@ def test_ids_are_keyed_so_that_nobody_without_the_secret_can_tell_or_forge_whose
 def test_sharing_needs_a_real_secret():
     with pytest.raises(ValueError, match="16 to 64 bytes"):
         TokenBucket().share(b"")
+
+
+def test_spending_told_late_is_debited_less_what_the_bucket_can_have_refilled_since():
+    bucket = TokenBucket(capacity=10, per_s=2, clock=Clock())
+    bucket.share(SECRET)
+    key = token_bucket.opaque_id("k", SECRET)
+    bucket.spent_elsewhere({key: 10}, age_s=3.0)  # 10 spent at most 3 s ago: at most 6 refilled since
+    assert [bucket.take("k") == 0 for _ in range(7)] == [True] * 6 + [False]
+    bucket.spent_elsewhere({key: 5}, age_s=60.0)  # long refilled: costs nothing now
+    assert bucket.take("k") == pytest.approx(0.5)
+
+
+@settings(max_examples=1000)
+@given(capacity=st.integers(1, 50), per_s=st.floats(0.1, 20), taken=st.integers(0, 60), spent=st.integers(1, 100),
+       age_s=st.floats(0, 30))
+def test_late_spending_never_costs_more_than_it_would_have_on_time(capacity, per_s, taken, spent, age_s):
+    """What the exchange relies on: whatever the bucket's level (its debt bound included), however late."""
+    on_time, late = Clock(), Clock()
+    told_at_once, told_late = TokenBucket(capacity, per_s, on_time), TokenBucket(capacity, per_s, late)
+    for bucket in (told_at_once, told_late):
+        bucket.share(SECRET)
+        for _ in range(taken):
+            bucket.take("k")
+    told_at_once.spent_elsewhere({token_bucket.opaque_id("k", SECRET): spent})
+    on_time.now = late.now = age_s
+    told_late.spent_elsewhere({token_bucket.opaque_id("k", SECRET): spent}, age_s=age_s)
+    assert told_late.take("k") <= told_at_once.take("k") + 1e-9  # the late one waits no longer
