@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from adapters.postgres.spending_exchange import MAX_PAYLOAD_BYTES, UnsentSpending, parse_spending, spending_payloads
 from application.shared_budget import SharedBuckets, bucket_id_secret
 from application.token_bucket import TokenBucket, opaque_id
+from tests.clock import Clock
 
 SECRET = bucket_id_secret(b"k" * 32)
 
@@ -72,16 +73,8 @@ def test_late_spending_carries_its_age_in_milliseconds():
     assert parse_spending(payload) == ("p", {"keys": {"a" * 32: 3}}, 2.5)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_unsent_spending_is_kept_by_the_second_from_its_earliest_start_and_forgotten_after_a_while():
-    clock = Clock()
+    clock = Clock(100.0)
     unsent = UnsentSpending(remember_s=10, clock=clock)
     unsent.keep({"keys": {"a" * 32: 2}}, since=99.9)
     clock.now = 100.5

@@ -8,16 +8,9 @@ from hypothesis import strategies as st
 
 from application import token_bucket
 from application.token_bucket import TokenBucket
+from tests.clock import Clock
 
 SECRET = b"s" * 32  # what every API process of one deployment derives from its signing key
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_burst_then_the_wait_until_the_next_token():
