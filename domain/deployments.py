@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -159,7 +159,7 @@ class EntraClient:
 
     directory: str  # the Entra tenant (directory) id, or its domain
     client_id: str
-    secret: str
+    secret: str = field(repr=False)  # never in a log line or a traceback
 
 
 def entra_client(credential: str | None) -> EntraClient | None:

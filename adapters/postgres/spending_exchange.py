@@ -164,8 +164,14 @@ class PostgresSpendingExchange(SpendingExchange):
             self.listening = True
             try:
                 self._keep_unsent(budget)
-                for started_at, spent in self._unsent.take():
-                    await self._send(conn, spent, started_at)
+                slots = self._unsent.take()
+                for i, (started_at, spent) in enumerate(slots):
+                    try:
+                        await self._send(conn, spent, started_at)
+                    except BaseException:
+                        for later_start, later in slots[i + 1:]:  # _send kept its own slot's rest
+                            self._unsent.keep(later, later_start)
+                        raise
                 while not stop.is_set():
                     async for notify in conn.notifies(timeout=self._every_s):
                         try:

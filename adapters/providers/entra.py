@@ -88,10 +88,13 @@ class EntraTokens:
             detail = str(answer.get("error_description") or answer.get("error") or "")[:200]
             raise UpstreamFailure(classify_status(refused), f"Microsoft Entra ID refused the deployment's app"
                                   f" registration ({status}): {detail}", refused)
-        token, expires_in = answer.get("access_token"), answer.get("expires_in")
-        if not isinstance(token, str) or not token or isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
+        token = answer.get("access_token")
+        if not isinstance(token, str) or not token:
             raise UpstreamFailure(UNREACHABLE, "Microsoft Entra ID answered without a token")
-        try:
-            return token, float(expires_in)
-        except ValueError:
-            raise UpstreamFailure(UNREACHABLE, "Microsoft Entra ID answered an unreadable expiry") from None
+        try:  # a number of seconds; some token services send it as a string
+            expires_in = float(answer["expires_in"])
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamFailure(UNREACHABLE, "Microsoft Entra ID answered without a readable expiry") from None
+        if not 0 < expires_in < 1e7:
+            raise UpstreamFailure(UNREACHABLE, f"Microsoft Entra ID answered an expiry of {expires_in} s")
+        return token, expires_in
