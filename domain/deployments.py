@@ -52,9 +52,9 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
     "openai_compatible": ProviderSpec(WIRE_OPENAI, None),  # vLLM, Ollama, llama.cpp server, ...
     "anthropic": ProviderSpec(WIRE_ANTHROPIC, "https://api.anthropic.com", embeddings=False),
     "gemini": ProviderSpec(WIRE_GEMINI, "https://generativelanguage.googleapis.com/v1beta", embeds_token_ids=False),
-    # AWS Bedrock (Meta Llama, Mistral, Anthropic, Amazon Nova... by their Bedrock model ids) through its
-    # Converse API; chat only here (its embedding models speak InvokeModel, not Converse).
-    "bedrock": ProviderSpec(WIRE_BEDROCK, "https://bedrock-runtime.{region}.amazonaws.com", embeddings=False,
+    # AWS Bedrock (Meta Llama, Mistral, Anthropic, Amazon Nova... by their Bedrock model ids): chat through
+    # its Converse API, embeddings (Amazon Titan, Cohere Embed) through InvokeModel, text only.
+    "bedrock": ProviderSpec(WIRE_BEDROCK, "https://bedrock-runtime.{region}.amazonaws.com", embeds_token_ids=False,
                             regional=True, needs_credential=True),
 }
 

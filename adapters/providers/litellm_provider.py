@@ -23,6 +23,7 @@ from application.providers import Answer, Chunk, Provider, UpstreamCall, Upstrea
 from domain.deployments import BROKEN_RESPONSE, TIMEOUT, UNREACHABLE, aws_key_pair, classify_status
 
 _PREFIX = {"anthropic": "anthropic", "gemini": "gemini", "bedrock": "bedrock/converse"}
+_EMBEDDING_PREFIX = {"gemini": "gemini", "bedrock": "bedrock"}  # Bedrock's embedding models speak InvokeModel
 # OpenAI request fields passed on to litellm; everything else in the body is dropped rather than
 # guessed at (litellm refuses unknown fields for some providers).
 _PASSED = ("tools", "tool_choice", "response_format", "temperature", "top_p", "max_tokens", "max_completion_tokens",
@@ -126,8 +127,8 @@ def _chunk(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _embeddings(obj: dict[str, Any], model: str, encoding_format: object) -> dict[str, Any]:
     """litellm's embeddings answer in OpenAI's shape, base64 if asked (as OpenAI's SDKs ask by default: little-
-    endian float32). Usage is left out: Gemini reports none, and litellm's count is its guess, so the gateway
-    counts (and records the count as an estimate)."""
+    endian float32). Usage is left out: Gemini and Cohere on Bedrock report none, and litellm's count is then
+    its guess, indistinguishable from a real one, so the gateway counts (and records the count as an estimate)."""
     data = []
     for i, item in enumerate(obj.get("data") or []):
         vector = [float(x) for x in item.get("embedding") or []]
@@ -187,7 +188,7 @@ class LitellmProvider(Provider):
         texts = call.body.get("input")
         extra = {k: call.body[k] for k in ("dimensions", "user") if k in call.body}
         try:
-            response = await _lib().aembedding(model=f"{_PREFIX[d.provider]}/{d.model}", input=texts,
+            response = await _lib().aembedding(model=f"{_EMBEDDING_PREFIX[d.provider]}/{d.model}", input=texts,
                                                api_base=d.base_url, timeout=call.timeout_s,
                                                **_credentials(d.provider, d.region, call.route.api_key), num_retries=0, max_retries=0, **extra)
         except Exception as exc:

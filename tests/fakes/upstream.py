@@ -14,6 +14,7 @@ own script of behaviours and its own log of the requests it received. Under each
     Gemini     POST /v1beta/models/<model>:generateContent, :streamGenerateContent?alt=sse and
                :batchEmbedContents (no usage in its answer, as Gemini sends none)
     Bedrock    POST /model/<model id>/converse (JSON) and /converse-stream (AWS's binary event stream),
+               /model/<model id>/invoke for embeddings (Amazon Titan: one text a call; Cohere: a batch),
                refusing with 403, as AWS does, a request that is neither signed with SigV4 for the
                BEDROCK_KEY_ID pair nor carries BEDROCK_API_KEY (each request's log says which, and its region)
 
@@ -520,6 +521,26 @@ async def bedrock_converse(request: Request) -> Response:
     return StreamingResponse(_emit(frames, behaviour, content_frames), media_type="application/vnd.amazon.eventstream")
 
 
+async def bedrock_invoke(request: Request) -> Response:
+    """InvokeModel for embedding models: Titan's body and answer, or Cohere Embed's."""
+    upstreams: Upstreams = request.app.state.upstreams
+    script, behaviour, body = await _begin(request, upstreams)
+    caller = _bedrock_caller(request, await request.body())
+    if isinstance(caller, str):
+        return _bedrock_error(403, "InvalidSignatureException", caller)
+    script.requests[-1].update(auth=caller[0], region=caller[1])
+    if behaviour.kind == "status":
+        return _bedrock_error(behaviour.status, "ThrottlingException" if behaviour.status == 429 else
+                              "InternalServerException", f"scripted {behaviour.status}")
+    if "inputText" in body:  # Amazon Titan Text Embeddings
+        text = body["inputText"]
+        size = body.get("dimensions") or 4
+        return JSONResponse({"embedding": ([float(len(text)), 0.5, -0.25, 1.0] * size)[:size],
+                             "inputTextTokenCount": _words(text)})
+    return JSONResponse({"id": "fake", "response_type": "embeddings_floats", "texts": body["texts"],
+                         "embeddings": [[float(len(t)), 0.5, -0.25] for t in body["texts"]]})
+
+
 def upstream_app(upstreams: Upstreams) -> Starlette:
     app = Starlette(routes=[
         Route("/u/{name}/v1/chat/completions", openai_chat, methods=["POST"]),
@@ -532,6 +553,7 @@ def upstream_app(upstreams: Upstreams) -> Starlette:
         Route("/u/{name}/v1beta/models/{rest:path}", gemini, methods=["POST"]),
         Route("/u/{name}/model/{model}/converse", bedrock_converse, methods=["POST"]),
         Route("/u/{name}/model/{model}/converse-stream", bedrock_converse, methods=["POST"]),
+        Route("/u/{name}/model/{model}/invoke", bedrock_invoke, methods=["POST"]),
     ])
     app.state.upstreams = upstreams
     return app

@@ -112,11 +112,39 @@ def test_a_bedrock_stream_the_client_cuts_is_recorded(gw):
     assert p["tokens_out"] >= 2
 
 
-def test_embeddings_of_a_model_served_only_by_bedrock_are_refused_before_any_upstream_call(gw):
-    upstream = gw.deploy("llama", provider="bedrock", model_name="llama-test", model=LLAMA)
+def test_titan_embeddings_are_answered_in_openais_shape_one_invoke_per_text_and_counted(gw):
+    upstream = gw.deploy("titan", provider="bedrock", model_name="titan-embed", model="amazon.titan-embed-text-v2:0",
+                         region="eu-central-1")
+    client = gw.client()
+    encoded = client.embeddings.create(model="titan-embed", input=["one two three", "four"])  # SDK default: base64
+    plain = client.embeddings.create(model="titan-embed", input="five six", encoding_format="float", dimensions=3)
+
+    assert [d.embedding for d in encoded.data] == [[13.0, 0.5, -0.25, 1.0], [4.0, 0.5, -0.25, 1.0]]
+    assert [d.embedding for d in plain.data] == [[8.0, 0.5, -0.25]]
+    sent = gw.script(upstream).requests
+    assert [r["path"].split("/model/")[1] for r in sent] == ["amazon.titan-embed-text-v2:0/invoke"] * 3
+    assert [r["body"]["inputText"] for r in sent] == ["one two three", "four", "five six"]
+    assert sent[2]["body"]["dimensions"] == 3
+    assert {(r["auth"], r["region"]) for r in sent} == {("sigv4", "eu-central-1")}
+    recorded = gw.payloads("InferenceCompleted")
+    assert [(p["kind"], p["provider"], p["usage_estimated"]) for p in recorded] == [("embeddings", "bedrock", True)] * 2
+    assert [p["tokens_in"] for p in recorded] == [encoded.usage.prompt_tokens, plain.usage.prompt_tokens]
+
+
+def test_cohere_embeddings_on_bedrock_go_as_one_batch(gw):
+    upstream = gw.deploy("cohere", provider="bedrock", model_name="cohere-embed", model="cohere.embed-english-v3")
+    answer = gw.client().embeddings.create(model="cohere-embed", input=["one two three", "four"],
+                                           encoding_format="float")
+    assert [d.embedding for d in answer.data] == [[13.0, 0.5, -0.25], [4.0, 0.5, -0.25]]
+    [sent] = gw.script(upstream).requests
+    assert sent["body"]["texts"] == ["one two three", "four"]
+
+
+def test_token_arrays_for_a_bedrock_embedding_model_are_refused_before_any_upstream_call(gw):
+    upstream = gw.deploy("titan", provider="bedrock", model_name="titan-embed", model="amazon.titan-embed-text-v2:0")
     with gw.http() as http:
-        response = http.post("/v1/embeddings", json={"model": "llama-test", "input": "hello"})
-    assert (response.status_code, response.json()["error"]["code"]) == (400, "embeddings_not_supported")
+        response = http.post("/v1/embeddings", json={"model": "titan-embed", "input": [[1, 2, 3]]})
+    assert response.status_code == 400
     assert gw.script(upstream).requests == []
 
 
