@@ -51,10 +51,10 @@ class Settings(BaseSettings):
     change_notices: bool = Field(default=True, description="NEXUS_CHANGE_NOTICES=on|off: LISTEN for cache changes")
     # pydantic reads on/off (and true/false, 1/0) as a bool
     local_model: bool = Field(default=True, description="NEXUS_LOCAL_MODEL=on|off: serve the embedded SmolLM2 model")
-    # browsers: origins other than the API's own that may call it with credentials (docs/auth.md, "CORS")
     entra_authority: str = Field(
         default="", description="Microsoft Entra ID authority for Azure deployments that sign in as an app"
         " registration; empty = the one of each endpoint's cloud (public, US Government, China)")
+    # browsers: origins other than the API's own that may call it with credentials (docs/auth.md, "CORS")
     cors_origins: str = Field(default="", description="Comma-separated origins, e.g. https://app.example.com; empty = none")
     # request rate limits, token buckets per process (docs/auth.md, "Rate limits"); 0 = off
     # keys serve programs (batch jobs, SDKs): the default stops a runaway loop, not a busy service

@@ -38,6 +38,7 @@ class ProviderSpec:
     base_url_query: str | None = None  # a query parameter the base URL must carry (Azure: api-version)
     regional: bool = False  # needs an AWS region: its requests are signed for it, its default URL names it
     needs_credential: bool = False  # without one, a library would fall back to the host's own (AWS's chain)
+    entra_sign_in: bool = False  # the credential may be a Microsoft Entra ID app registration (Azure)
 
 
 PROVIDERS: Mapping[str, ProviderSpec] = {
@@ -48,7 +49,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
     "llama": ProviderSpec(WIRE_OPENAI, None),  # Meta Llama through any OpenAI-compatible host
     # Azure OpenAI: https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT?api-version=2024-10-21,
     # OpenAI's protocol under that deployment's path, the key in an `api-key` header.
-    "azure": ProviderSpec(WIRE_OPENAI, None, auth="api-key", base_url_query="api-version"),
+    "azure": ProviderSpec(WIRE_OPENAI, None, auth="api-key", base_url_query="api-version", entra_sign_in=True),
     "openai_compatible": ProviderSpec(WIRE_OPENAI, None),  # vLLM, Ollama, llama.cpp server, ...
     "anthropic": ProviderSpec(WIRE_ANTHROPIC, "https://api.anthropic.com", embeddings=False),
     "gemini": ProviderSpec(WIRE_GEMINI, "https://generativelanguage.googleapis.com/v1beta", embeds_token_ids=False),
@@ -198,7 +199,7 @@ def check_credential(provider: str, credential: str | None, *, kept: bool) -> No
     spec = PROVIDERS.get(provider)
     if spec is None:
         return
-    if provider == "azure" and credential and credential.startswith("entra:") and entra_client(credential) is None:
+    if spec.entra_sign_in and credential and credential.startswith("entra:") and entra_client(credential) is None:
         raise InvalidDeployment("api_key", "<hidden>", "an Azure API key, or entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET"
                                 " (a directory id or domain, the app's client id, its secret)")
     if not spec.needs_credential:

@@ -1,5 +1,6 @@
-"""Anthropic Messages, Gemini (chat, and Gemini's batchEmbedContents) and AWS Bedrock's Converse through litellm,
-which translates them to and from OpenAI's shapes (and signs Bedrock's requests).
+"""Anthropic Messages, Gemini (chat, and Gemini's batchEmbedContents) and AWS Bedrock (Converse for chat,
+InvokeModel for embeddings) through litellm, which translates them to and from OpenAI's shapes (and signs
+Bedrock's requests).
 
 litellm costs milliseconds per call (docs/gateway.md), so it is used only where its translation earns
 that: request and response formats that differ from OpenAI's. It is imported on first use (about 3 s)
@@ -189,8 +190,9 @@ class LitellmProvider(Provider):
         extra = {k: call.body[k] for k in ("dimensions", "user") if k in call.body}
         try:
             response = await _lib().aembedding(model=f"{_EMBEDDING_PREFIX[d.provider]}/{d.model}", input=texts,
-                                               api_base=d.base_url, timeout=call.timeout_s,
-                                               **_credentials(d.provider, d.region, call.route.api_key), num_retries=0, max_retries=0, **extra)
+                                               api_base=d.base_url, timeout=call.timeout_s, num_retries=0,
+                                               max_retries=0, **_credentials(d.provider, d.region, call.route.api_key),
+                                               **extra)
         except Exception as exc:
             raise _failure(exc) from None
         obj = _embeddings(response.model_dump(), d.model, call.body.get("encoding_format"))

@@ -143,8 +143,9 @@ class OpenAICompatibleProvider(Provider):
         """(credential, how it is sent, the Entra app registration it came from): an Azure deployment's app
         registration is exchanged for a bearer token (held until it nearly expires)."""
         d = call.route.deployment
-        key, auth = call.route.api_key, PROVIDERS[d.provider].auth
-        entra = _entra_client(key) if auth == "api-key" and key else None
+        spec = PROVIDERS[d.provider]
+        key, auth = call.route.api_key, spec.auth
+        entra = _entra_client(key) if spec.entra_sign_in and key else None
         if entra is None:
             return key, auth, None
         return await self._entra.bearer(entra, d.base_url, self._session(), call.timeout_s), "bearer", entra

@@ -483,9 +483,9 @@ def _event_frame(event_type: str, payload: dict[str, Any]) -> bytes:
     return message + struct.pack(">I", zlib.crc32(message))
 
 
-async def bedrock_converse(request: Request) -> Response:
-    upstreams: Upstreams = request.app.state.upstreams
-    script, behaviour, body = await _begin(request, upstreams)
+async def _bedrock_begin(request: Request) -> tuple[Behaviour, dict[str, Any]] | Response:
+    """The request logged with its caller, or AWS's answer: 403 to a bad signature, a scripted failure."""
+    script, behaviour, body = await _begin(request, request.app.state.upstreams)
     caller = _bedrock_caller(request, await request.body())
     if isinstance(caller, str):
         return _bedrock_error(403, "InvalidSignatureException", caller)
@@ -494,6 +494,14 @@ async def bedrock_converse(request: Request) -> Response:
         kind = {429: "ThrottlingException", 503: "ServiceUnavailableException"}.get(behaviour.status,
                                                                                    "InternalServerException")
         return _bedrock_error(behaviour.status, kind, f"scripted {behaviour.status}")
+    return behaviour, body
+
+
+async def bedrock_converse(request: Request) -> Response:
+    begun = await _bedrock_begin(request)
+    if isinstance(begun, Response):
+        return begun
+    behaviour, body = begun
     prompt = sum(_words(c.get("text", "")) for m in body.get("messages", []) for c in m.get("content", []))
     prompt += sum(_words(c.get("text", "")) for c in body.get("system", []))
 
@@ -523,15 +531,10 @@ async def bedrock_converse(request: Request) -> Response:
 
 async def bedrock_invoke(request: Request) -> Response:
     """InvokeModel for embedding models: Titan's body and answer, or Cohere Embed's."""
-    upstreams: Upstreams = request.app.state.upstreams
-    script, behaviour, body = await _begin(request, upstreams)
-    caller = _bedrock_caller(request, await request.body())
-    if isinstance(caller, str):
-        return _bedrock_error(403, "InvalidSignatureException", caller)
-    script.requests[-1].update(auth=caller[0], region=caller[1])
-    if behaviour.kind == "status":
-        return _bedrock_error(behaviour.status, "ThrottlingException" if behaviour.status == 429 else
-                              "InternalServerException", f"scripted {behaviour.status}")
+    begun = await _bedrock_begin(request)
+    if isinstance(begun, Response):
+        return begun
+    _, body = begun
     if "inputText" in body:  # Amazon Titan Text Embeddings
         text = body["inputText"]
         size = body.get("dimensions") or 4
