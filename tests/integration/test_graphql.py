@@ -10,8 +10,14 @@ from domain.merkle import verify_consistency, verify_inclusion
 from tests.integration.test_graphql_harness import api  # noqa: F401 - fixture
 from tests.integration.test_projections_support import completed
 
-NOW = dt.datetime.now(dt.UTC)
-RANGE = {"start": (NOW - dt.timedelta(hours=1)).isoformat(), "end": (NOW + dt.timedelta(hours=1)).isoformat()}
+
+def around_now() -> dict[str, str]:
+    """An hour either side of now, and the first and last day that covers. Taken when a test asks, not at
+    import: a run that crossed midnight after collecting the tests asked for the day before its events."""
+    now = dt.datetime.now(dt.UTC)
+    start, end = now - dt.timedelta(hours=1), now + dt.timedelta(hours=1)
+    return {"start": start.isoformat(), "end": end.isoformat(), "first_day": start.date().isoformat(),
+            "last_day": end.date().isoformat()}
 
 
 def test_usage_timeseries_summary_and_costs_come_from_the_read_models_for_the_callers_tenant_only(api):
@@ -19,18 +25,18 @@ def test_usage_timeseries_summary_and_costs_come_from_the_read_models_for_the_ca
                completed(tenant="acme", latency_us=300_000, cost_micros=2_000, model="gpt-4o-mini"),
                completed(tenant="globex", cost_micros=999_999))
     api.project()
+    span = around_now()
     data = api.data("""query($start: DateTime!, $end: DateTime!) {
         usageTimeseries(granularity: MINUTE, start: $start, end: $end) { start requests costMicros p50Us p99Us }
         usageSummary(start: $start, end: $end, model: "gpt-4o") { requests costMicros latencyMaxUs }
-    }""", RANGE)
+    }""", {"start": span["start"], "end": span["end"]})
     assert sum(b["requests"] for b in data["usageTimeseries"]) == 2
     assert sum(b["costMicros"] for b in data["usageTimeseries"]) == 3_000
     assert all(b["p50Us"] <= b["p99Us"] for b in data["usageTimeseries"])
     assert data["usageSummary"] == {"requests": 1, "costMicros": 1_000, "latencyMaxUs": 100_000}
 
-    today = NOW.date().isoformat()
-    report = api.data("query($d: Date!) { costReport(firstDay: $d, lastDay: $d) { lines { model costMicros } "
-                      "totals { currency costMicros } } }", {"d": today})["costReport"]
+    report = api.data("query($f: Date!, $l: Date!) { costReport(firstDay: $f, lastDay: $l) { lines { model costMicros }"
+                      " totals { currency costMicros } } }", {"f": span["first_day"], "l": span["last_day"]})["costReport"]
     assert sorted((line["model"], line["costMicros"]) for line in report["lines"]) == [("gpt-4o", 1_000), ("gpt-4o-mini", 2_000)]
     assert report["totals"] == [{"currency": "USD", "costMicros": 3_000}]
 
@@ -41,12 +47,12 @@ def test_costs_tokens_and_latencies_beyond_32_bits_come_back_exact(api):
            "latency_us": 2_400_000_000, "cost_micros": 9_000_000_000_123}
     api.append(completed(tenant="acme", **big), completed(tenant="acme", **big))
     api.project()
-    data = api.data("""query($start: DateTime!, $end: DateTime!, $d: Date!) {
+    data = api.data("""query($start: DateTime!, $end: DateTime!, $first_day: Date!, $last_day: Date!) {
         usageTimeseries(granularity: MINUTE, start: $start, end: $end) { costMicros tokensIn latencyMaxUs p99Us }
         usageSummary(start: $start, end: $end) { costMicros tokensIn tokensOut tokensCached latencyMaxUs }
-        costReport(firstDay: $d, lastDay: $d) { lines { costMicros tokensIn } totals { costMicros } }
+        costReport(firstDay: $first_day, lastDay: $last_day) { lines { costMicros tokensIn } totals { costMicros } }
         inferences(first: 2) { edges { node { costMicros tokensIn latencyMs } } }
-    }""", {**RANGE, "d": NOW.date().isoformat()})
+    }""", around_now())
     assert sum(b["costMicros"] for b in data["usageTimeseries"]) == 18_000_000_000_246
     assert data["usageSummary"] == {"costMicros": 18_000_000_000_246, "tokensIn": 6_000_000_000,
                                     "tokensOut": 5_000_000_000, "tokensCached": 4_400_000_000,
@@ -127,7 +133,7 @@ def test_invalid_input_is_a_typed_error_naming_the_field_and_writes_nothing(api)
     body = api.gql('mutation { revokeApiKey(keyId: "000000000000") { position } }').json()
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     body = api.gql("query($s: DateTime!, $e: DateTime!) { usageSummary(start: $s, end: $e) { requests } }",
-                   {"s": RANGE["end"], "e": RANGE["start"]}).json()
+                   {"s": around_now()["end"], "e": around_now()["start"]}).json()
     assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "end"}
     assert api.size() == before
 
