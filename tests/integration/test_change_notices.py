@@ -115,6 +115,8 @@ def test_a_subject_erased_elsewhere_is_never_sealed_for_here_with_its_destroyed_
                                                                                      invalidation):
     with following(database.app_url, invalidation):
         before = here.privacy.protect("acme", "user-42", "my address is 1 Main St")
+        asyncio.run(here.privacy.sealer_async("acme", "user-42"))  # the switch cached too: until the key is
+        assert here.privacy.cached_sealer("acme", "user-42") is not None  # forgotten, a sealer is at hand
         elsewhere.privacy.erase("acme", "user-42", actor="dpo")
         eventually(lambda: here.privacy.cached_sealer("acme", "user-42") is None, "the destroyed key forgotten")
         after = here.privacy.protect("acme", "user-42", "sealed after the erasure")

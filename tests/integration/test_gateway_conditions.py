@@ -160,7 +160,9 @@ def test_a_content_switch_that_keeps_moving_withholds_the_answer_as_ledger_unava
     moved: list[int] = []
 
     async def racing(events: Any, expected_versions: Any = None) -> Any:
-        if expected_versions and stream in expected_versions:
+        # the outcome's append only: an InferenceRequested appended alone while a slow upstream call is in
+        # flight is not one of the record's rounds
+        if expected_versions and stream in expected_versions and any(e.type == "InferenceCompleted" for e in events):
             with PostgresLedger(database.app_url) as elsewhere:  # storage stays on: only the version moves
                 version = len(elsewhere.read_stream(stream))
                 elsewhere.append([NewEvent(stream, CONTENT_STORAGE_POLICY_CHANGED,
