@@ -55,7 +55,11 @@ def _failure(exc: Exception) -> UpstreamFailure:
     if isinstance(exc, lib.Timeout) or "Timeout" in name:
         return UpstreamFailure(TIMEOUT, f"upstream timed out ({name})")
     response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)  # the upstream's own status (litellm maps 529 to 500)
+    # The upstream's own status: litellm raises Anthropic's 529 (overloaded) as a 500 and keeps the 529
+    # in provider_status_code only.
+    status = getattr(exc, "provider_status_code", None)
+    if not isinstance(status, int) or status < 400:
+        status = getattr(response, "status_code", None)
     if not isinstance(status, int) or status < 400:
         status = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", "") or exc)[:300]
@@ -126,10 +130,17 @@ def _chunk(obj: dict[str, Any]) -> dict[str, Any]:
     return chunk
 
 
-def _embeddings(obj: dict[str, Any], model: str, encoding_format: object) -> dict[str, Any]:
+def _reports_usage(provider: str, model: str) -> bool:
+    """Whether litellm's embedding usage for this model is the provider's own count: Amazon Titan answers each
+    text with its `inputTextTokenCount`, which litellm sums. Gemini and Cohere on Bedrock report none, and
+    litellm's usage is then its own guess, indistinguishable from a real count."""
+    return provider == "bedrock" and model.startswith("amazon.titan-embed")
+
+
+def _embeddings(obj: dict[str, Any], model: str, encoding_format: object, reported: bool) -> dict[str, Any]:
     """litellm's embeddings answer in OpenAI's shape, base64 if asked (as OpenAI's SDKs ask by default: little-
-    endian float32). Usage is left out: Gemini and Cohere on Bedrock report none, and litellm's count is then
-    its guess, indistinguishable from a real one, so the gateway counts (and records the count as an estimate)."""
+    endian float32). Usage is kept only where the provider `reported` it; otherwise it is left out and the
+    gateway counts (and records the count as an estimate)."""
     data = []
     for i, item in enumerate(obj.get("data") or []):
         vector = [float(x) for x in item.get("embedding") or []]
@@ -139,7 +150,11 @@ def _embeddings(obj: dict[str, Any], model: str, encoding_format: object) -> dic
         data.append({"object": "embedding", "index": item.get("index", i), "embedding": embedding})
     if not data:
         raise UpstreamFailure(BROKEN_RESPONSE, "upstream embeddings answer has no data")
-    return {"object": "list", "data": data, "model": model}
+    answer: dict[str, Any] = {"object": "list", "data": data, "model": model}
+    prompt_tokens = (obj.get("usage") or {}).get("prompt_tokens")
+    if reported and isinstance(prompt_tokens, int) and prompt_tokens >= 0:
+        answer["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return answer
 
 
 def _credentials(provider: str, region: str, credential: str | None) -> dict[str, Any]:
@@ -195,7 +210,8 @@ class LitellmProvider(Provider):
                                                **extra)
         except Exception as exc:
             raise _failure(exc) from None
-        obj = _embeddings(response.model_dump(), d.model, call.body.get("encoding_format"))
+        obj = _embeddings(response.model_dump(), d.model, call.body.get("encoding_format"),
+                          _reports_usage(d.provider, d.model))
         return Answer(orjson.dumps(obj), obj)
 
 

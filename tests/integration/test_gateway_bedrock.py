@@ -112,7 +112,7 @@ def test_a_bedrock_stream_the_client_cuts_is_recorded(gw):
     assert p["tokens_out"] >= 2
 
 
-def test_titan_embeddings_are_answered_in_openais_shape_one_invoke_per_text_and_counted(gw):
+def test_titan_embeddings_are_answered_in_openais_shape_one_invoke_per_text_with_titans_own_token_counts(gw):
     upstream = gw.deploy("titan", provider="bedrock", model_name="titan-embed", model="amazon.titan-embed-text-v2:0",
                          region="eu-central-1")
     client = gw.client()
@@ -127,17 +127,23 @@ def test_titan_embeddings_are_answered_in_openais_shape_one_invoke_per_text_and_
     assert sent[2]["body"]["dimensions"] == 3
     assert {(r["auth"], r["region"]) for r in sent} == {("sigv4", "eu-central-1")}
     recorded = gw.payloads("InferenceCompleted")
-    assert [(p["kind"], p["provider"], p["usage_estimated"]) for p in recorded] == [("embeddings", "bedrock", True)] * 2
-    assert [p["tokens_in"] for p in recorded] == [encoded.usage.prompt_tokens, plain.usage.prompt_tokens]
+    assert [(p["kind"], p["provider"], p["usage_source"], p["usage_estimated"]) for p in recorded] == [
+        ("embeddings", "bedrock", "provider", False)] * 2
+    # Titan's inputTextTokenCount of each text (the fake's is 10 per word), summed over the batch
+    assert [p["tokens_in"] for p in recorded] == [40, 20]
+    assert [encoded.usage.prompt_tokens, plain.usage.prompt_tokens] == [40, 20]
 
 
-def test_cohere_embeddings_on_bedrock_go_as_one_batch(gw):
+def test_cohere_embeddings_on_bedrock_go_as_one_batch_and_are_counted_by_the_gateway(gw):
     upstream = gw.deploy("cohere", provider="bedrock", model_name="cohere-embed", model="cohere.embed-english-v3")
     answer = gw.client().embeddings.create(model="cohere-embed", input=["one two three", "four"],
                                            encoding_format="float")
     assert [d.embedding for d in answer.data] == [[13.0, 0.5, -0.25], [4.0, 0.5, -0.25]]
     [sent] = gw.script(upstream).requests
     assert sent["body"]["texts"] == ["one two three", "four"]
+    [recorded] = gw.payloads("InferenceCompleted")  # Cohere on Bedrock reports no usage
+    assert (recorded["usage_source"], recorded["usage_estimated"]) == ("counted", True)
+    assert recorded["tokens_in"] == answer.usage.prompt_tokens == 4
 
 
 def test_token_arrays_for_a_bedrock_embedding_model_are_refused_before_any_upstream_call(gw):
