@@ -509,8 +509,8 @@ async def bedrock_converse(request: Request) -> Response:
         return {"inputTokens": prompt - behaviour.cached, "outputTokens": out,
                 "totalTokens": prompt + out, "cacheReadInputTokens": behaviour.cached, "cacheWriteInputTokens": 0}
 
+    tools = (body.get("toolConfig") or {}).get("tools")
     if not request.url.path.endswith("/converse-stream"):
-        tools = (body.get("toolConfig") or {}).get("tools")
         if tools:
             content: list[dict[str, Any]] = [{"toolUse": {"toolUseId": "tooluse_fake_1",
                                                           "name": tools[0]["toolSpec"]["name"], "input": TOOL_ARGUMENTS}}]
@@ -520,12 +520,22 @@ async def bedrock_converse(request: Request) -> Response:
         return JSONResponse({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
                              "usage": usage(out), "metrics": {"latencyMs": 1}})
     frames = [_event_frame("messageStart", {"role": "assistant"})]
-    frames += [_event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}}) for w in WORDS]
+    if tools:  # a tool call streams as a block start naming the tool, then its JSON input in pieces
+        arguments = orjson.dumps(TOOL_ARGUMENTS).decode()
+        frames.append(_event_frame("contentBlockStart", {"contentBlockIndex": 0, "start": {"toolUse": {
+            "toolUseId": "tooluse_fake_1", "name": tools[0]["toolSpec"]["name"]}}}))
+        pieces = [arguments[:5], arguments[5:]]
+        frames += [_event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": p}}})
+                   for p in pieces]
+        stop, out = "tool_use", 6
+    else:
+        frames += [_event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}}) for w in WORDS]
+        stop, out = "end_turn", len(WORDS)
     content_frames = set(range(1, len(frames)))
     frames += [_event_frame("contentBlockStop", {"contentBlockIndex": 0}),
-               _event_frame("messageStop", {"stopReason": "end_turn"})]
+               _event_frame("messageStop", {"stopReason": stop})]
     if behaviour.kind != "no_usage":
-        frames.append(_event_frame("metadata", {"usage": usage(len(WORDS)), "metrics": {"latencyMs": 1}}))
+        frames.append(_event_frame("metadata", {"usage": usage(out), "metrics": {"latencyMs": 1}}))
     return StreamingResponse(_emit(frames, behaviour, content_frames), media_type="application/vnd.amazon.eventstream")
 
 

@@ -53,17 +53,41 @@ def test_a_bedrock_api_key_is_sent_as_a_bearer_token(gw):
     assert sent["auth"] == "api_key" and sent["headers"]["authorization"] == f"Bearer {BEDROCK_API_KEY}"
 
 
+WEATHER_TOOL = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                  "parameters": {"type": "object",
+                                                                 "properties": {"city": {"type": "string"}}}}}]
+
+
 def test_tools_go_as_bedrocks_tool_config_and_tool_use_comes_back_as_openai_tool_calls(gw):
     upstream = gw.deploy("llama", provider="bedrock", model_name="llama-test", model=LLAMA)
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                               "parameters": {"type": "object",
-                                                              "properties": {"city": {"type": "string"}}}}}]
+    tools = WEATHER_TOOL
     answer = gw.client().chat.completions.create(model="llama-test", messages=HELLO, tools=tools)
     [call] = answer.choices[0].message.tool_calls
     assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
     assert answer.choices[0].finish_reason == "tool_calls"
     [sent] = gw.script(upstream).requests
     assert sent["body"]["toolConfig"]["tools"][0]["toolSpec"]["name"] == "get_weather"
+
+
+# Bedrock streams tool use for Claude; for Llama 3.3 it does not, and litellm calls Converse whole and
+# streams its answer to us: the client sees the same deltas either way.
+@pytest.mark.parametrize(("model", "path"), [("anthropic.claude-3-5-sonnet-20240620-v1:0", "/converse-stream"),
+                                             (LLAMA, "/converse")])
+def test_a_streamed_tool_use_comes_back_as_openai_tool_call_deltas_and_is_recorded_with_bedrocks_usage(
+        gw, model, path):
+    upstream = gw.deploy("llama", provider="bedrock", model_name="llama-test", model=model)
+    chunks = list(gw.client().chat.completions.create(model="llama-test", messages=HELLO, tools=WEATHER_TOOL,
+                                                      stream=True, stream_options={"include_usage": True}))
+    deltas = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
+    assert {d.function.name for d in deltas if d.function and d.function.name} == {"get_weather"}
+    arguments = "".join(d.function.arguments or "" for d in deltas if d.function)
+    assert json.loads(arguments) == {"city": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert chunks[-1].usage.completion_tokens == 6
+    [p] = gw.wait_for("InferenceCompleted")
+    assert (p["finish"], p["usage_source"], p["tokens_out"]) == ("complete", "provider", 6)
+    [sent] = gw.script(upstream).requests
+    assert sent["path"].endswith(path)
 
 
 def test_throttling_is_retried_and_each_attempt_recorded(gw):
