@@ -13,12 +13,14 @@ here (AES-GCM, see adapters/secrets.py); this module never sees a plaintext cred
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from domain.entra_certificate import EntraCertificate, InvalidCertificate, check_validity, load_certificate
 from domain.pricing import Price
 
 WIRE_OPENAI = "openai"  # the OpenAI chat-completions / embeddings protocol, spoken by many hosts
@@ -64,6 +66,10 @@ _URL = re.compile(r"^https?://[^\s]+$")
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 _ENTRA_CLIENT = re.compile(r"^entra:(?P<directory>[A-Za-z0-9][A-Za-z0-9.-]{0,99}):(?P<client_id>[0-9a-fA-F-]{36}):"
                            r"(?P<secret>\S{1,512})$")
+_ENTRA_CERTIFICATE = re.compile(r"^entra-cert:(?P<directory>[A-Za-z0-9][A-Za-z0-9.-]{0,99}):"
+                                r"(?P<client_id>[0-9a-fA-F-]{36}):(?P<bundle>[A-Za-z0-9+/=]{1,32768})$")
+_ENTRA_FORMS = ("entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET (a directory id or domain, the app's client id, its"
+                " secret), or entra-cert:DIRECTORY:CLIENT_ID:PEM_BUNDLE_BASE64 (its private key and certificate)")
 _AWS_KEY_PAIR = re.compile(r"^(?P<key_id>[A-Z0-9]{16,128}):(?P<secret>[^:\s]{16,256})(?::(?P<session_token>[^:\s]+))?$")
 
 
@@ -160,15 +166,41 @@ class EntraClient:
 
     directory: str  # the Entra tenant (directory) id, or its domain
     client_id: str
-    secret: str = field(repr=False)  # never in a log line or a traceback
+    secret: str = field(repr=False)  # never in a log line or a traceback; "" for a certificate
+    certificate: EntraCertificate | None = None  # signs a client assertion instead of sending a secret
+
+
+def is_entra_credential(credential: str | None) -> bool:
+    """Written as an Entra ID app registration (well formed or not), not as an API key."""
+    return bool(credential) and credential.startswith(("entra:", "entra-cert:"))  # type: ignore[union-attr]
+
+
+def read_entra_client(credential: str) -> EntraClient:
+    """The app registration of `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET` or
+    `entra-cert:DIRECTORY:CLIENT_ID:PEM_BUNDLE_BASE64`; InvalidDeployment says what is wrong, never quoting it."""
+    if credential.startswith("entra-cert:"):
+        found = _ENTRA_CERTIFICATE.match(credential)
+        if found is None:
+            raise InvalidDeployment("api_key", "<hidden>", _ENTRA_FORMS)
+        try:
+            certificate = load_certificate(found["bundle"])
+        except InvalidCertificate as exc:
+            raise InvalidDeployment("api_key", "<hidden>", f"an Entra ID certificate credential: {exc}") from None
+        return EntraClient(found["directory"], found["client_id"].lower(), "", certificate)
+    found = _ENTRA_CLIENT.match(credential)
+    if found is None:
+        raise InvalidDeployment("api_key", "<hidden>", _ENTRA_FORMS)
+    return EntraClient(found["directory"], found["client_id"].lower(), found["secret"])
 
 
 def entra_client(credential: str | None) -> EntraClient | None:
-    """The app registration written `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET`, or None for an API key."""
-    if not credential or not credential.startswith("entra:"):
+    """The app registration a credential is written as, or None for an API key (or a malformed one)."""
+    if not is_entra_credential(credential):
         return None
-    found = _ENTRA_CLIENT.match(credential)
-    return EntraClient(found["directory"], found["client_id"].lower(), found["secret"]) if found else None
+    try:
+        return read_entra_client(credential)  # type: ignore[arg-type]
+    except InvalidDeployment:
+        return None
 
 
 _ENTRA_CLOUDS = (  # (host suffix of the Azure OpenAI endpoint, Entra authority, token scope)
@@ -187,21 +219,26 @@ def entra_endpoints(base_url: str) -> tuple[str, str]:
     return _ENTRA_PUBLIC
 
 
-def check_credential(provider: str, credential: str | None, *, kept: bool) -> None:
+def check_credential(provider: str, credential: str | None, *, kept: bool, now: dt.datetime | None = None) -> None:
     """Refuse a credential the provider cannot use, or none where one is needed (`kept`: one is recorded already).
 
     Bedrock takes a Bedrock API key (sent as a bearer token) or an IAM key pair written
     `ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]` (requests signed with SigV4). It needs one: without
     it, AWS's libraries would sign with the host's own credentials (environment, profile, instance role),
     which no tenant may borrow. Azure takes an API key or an Entra ID app registration,
-    `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET`.
+    `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET` or, with a certificate,
+    `entra-cert:DIRECTORY:CLIENT_ID:PEM_BUNDLE_BASE64` (domain.entra_certificate), which must be valid `now`.
     """
     spec = PROVIDERS.get(provider)
     if spec is None:
         return
-    if spec.entra_sign_in and credential and credential.startswith("entra:") and entra_client(credential) is None:
-        raise InvalidDeployment("api_key", "<hidden>", "an Azure API key, or entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET"
-                                " (a directory id or domain, the app's client id, its secret)")
+    if spec.entra_sign_in and is_entra_credential(credential):
+        client = read_entra_client(credential)  # type: ignore[arg-type]
+        if client.certificate is not None:
+            try:
+                check_validity(client.certificate, now or dt.datetime.now(dt.UTC))
+            except InvalidCertificate as exc:
+                raise InvalidDeployment("api_key", "<hidden>", f"an Entra ID certificate credential: {exc}") from None
     if not spec.needs_credential:
         return
     if credential is None:

@@ -2,7 +2,9 @@
 
 The OAuth 2.0 client-credentials grant
 (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow): POST
-`{authority}/{directory}/oauth2/v2.0/token` with the app's client id and secret and the scope of the
+`{authority}/{directory}/oauth2/v2.0/token` with the app's client id and secret, or a client assertion
+signed with its certificate's key (a JWT, PS256, naming the certificate by its SHA-256 thumbprint:
+https://learn.microsoft.com/entra/identity-platform/certificate-credentials), and the scope of the
 deployment's Azure cloud; the answer's `access_token` goes upstream as a bearer token until shortly before
 it expires. One token per app registration per process, fetched by one request while the others that
 need it wait for that one; an upstream 401 drops it, so the next attempt fetches a new one.
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 
 import aiohttp
+import jwt
 import orjson
 
 from application.providers import UpstreamFailure
@@ -22,6 +26,19 @@ from domain.deployments import TIMEOUT, UNREACHABLE, EntraClient, classify_statu
 
 _REFRESH_MARGIN_S = 300.0  # Entra's tokens last 60-90 minutes: renew five minutes before the end
 _TOKEN_TIMEOUT_S = 10.0
+_ASSERTION_LIFE_S = 300  # Microsoft asks for a short one: 5-10 minutes after nbf at most
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def client_assertion(client: EntraClient, token_url: str, now: float) -> str:
+    """The JWT that stands for the client secret: signed with the certificate's key, for this token URL only,
+    and with a fresh jti, so that Entra ID can refuse a replayed one."""
+    assert client.certificate is not None
+    issued = int(now)
+    claims = {"aud": token_url, "iss": client.client_id, "sub": client.client_id, "jti": str(uuid.uuid4()),
+              "nbf": issued, "iat": issued, "exp": issued + _ASSERTION_LIFE_S}
+    return jwt.encode(claims, client.certificate.private_key, algorithm="PS256",
+                      headers={"x5t#S256": client.certificate.thumbprint_s256})
 
 
 class EntraTokens:
@@ -64,10 +81,15 @@ class EntraTokens:
     @staticmethod
     async def _fetch(client: EntraClient, authority: str, scope: str, session: aiohttp.ClientSession,
                      timeout_s: float) -> tuple[str, float]:
-        form = {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": client.secret,
-                "scope": scope}
+        token_url = f"{authority}/{client.directory}/oauth2/v2.0/token"
+        form = {"grant_type": "client_credentials", "client_id": client.client_id, "scope": scope}
+        if client.certificate is not None:
+            form.update(client_assertion_type=JWT_BEARER, client_assertion=client_assertion(client, token_url,
+                                                                                            time.time()))
+        else:
+            form["client_secret"] = client.secret
         try:
-            async with session.post(f"{authority}/{client.directory}/oauth2/v2.0/token", data=form,
+            async with session.post(token_url, data=form,
                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
                 raw = await response.read()
                 status = response.status
@@ -82,7 +104,7 @@ class EntraTokens:
         if not isinstance(answer, dict):
             answer = {}
         if status >= 400:
-            # invalid_client (a wrong or expired secret) and unauthorized_client come as 400 or 401: either
+            # invalid_client (a wrong or expired secret or certificate) and unauthorized_client come as 400 or 401: either
             # way this deployment's credential, which another deployment may not share (auth: fall back).
             refused = 401 if status in (400, 401, 403) else status
             detail = str(answer.get("error_description") or answer.get("error") or "")[:200]

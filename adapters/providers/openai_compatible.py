@@ -35,6 +35,7 @@ from domain.deployments import (
     EntraClient,
     classify_status,
     entra_client,
+    is_entra_credential,
 )
 
 _MAX_ERROR_DETAIL = 300
@@ -147,6 +148,8 @@ class OpenAICompatibleProvider(Provider):
         key, auth = call.route.api_key, spec.auth
         entra = _entra_client(key) if spec.entra_sign_in and key else None
         if entra is None:
+            if spec.entra_sign_in and is_entra_credential(key):  # never sent upstream as if it were an API key
+                raise UpstreamFailure(classify_status(401), "the deployment's Entra ID credential cannot be read")
             return key, auth, None
         return await self._entra.bearer(entra, d.base_url, self._session(), call.timeout_s), "bearer", entra
 

@@ -53,11 +53,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import jwt
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.certificates import rsa_key, self_signed, thumbprint_s256
 
 REPLY = "Hello from the fake upstream."
 WORDS = [w if i == 0 else " " + w for i, w in enumerate(REPLY.split())]
@@ -127,6 +130,8 @@ ENTRA_DIRECTORY = "contoso.onmicrosoft.com"
 ENTRA_CLIENT_ID = "0f3a1c52-8d3e-4a7b-9c1d-2e5f6a7b8c9d"
 ENTRA_SECRET = "fake~entra.client_secret-0000"
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+ENTRA_CERTIFICATE_KEY = rsa_key()  # the app registration's certificate credential (uploaded to Entra ID)
+ENTRA_CERTIFICATE = self_signed(ENTRA_CERTIFICATE_KEY)
 
 
 @dataclass
@@ -137,6 +142,10 @@ class EntraFake:
     delay_s: float = 0.0  # before each answer
     token_requests: list[dict[str, str]] = field(default_factory=list)
     issued: dict[str, float] = field(default_factory=dict)  # token -> time.monotonic() it expires at
+    # the app registration's certificates by their x5t#S256 thumbprint, and the assertion ids it has seen
+    certificates: dict[str, Any] = field(
+        default_factory=lambda: {thumbprint_s256(ENTRA_CERTIFICATE): ENTRA_CERTIFICATE.public_key()})
+    assertion_ids: set[str] = field(default_factory=set)
 
     def valid(self, token: str) -> bool:
         return time.monotonic() < self.issued.get(token, 0.0)
@@ -403,14 +412,44 @@ async def entra_token(request: Request) -> Response:
     if form.get("grant_type") != "client_credentials" or form.get("scope") != ENTRA_SCOPE:
         return JSONResponse({"error": "invalid_request", "error_description": "AADSTS900144: bad grant or scope"},
                             status_code=400)
-    if (request.path_params["directory"], form.get("client_id"), form.get("client_secret")) != (
-            ENTRA_DIRECTORY, ENTRA_CLIENT_ID, ENTRA_SECRET):
+    if "client_assertion" in form:
+        refusal = _assertion_refusal(entra, form, str(request.url).split("?", 1)[0])
+        if refusal is not None:
+            return JSONResponse({"error": "invalid_client", "error_description": refusal}, status_code=401)
+    if request.path_params["directory"] != ENTRA_DIRECTORY or form.get("client_id") != ENTRA_CLIENT_ID or (
+            "client_assertion" not in form and form.get("client_secret") != ENTRA_SECRET):
         return JSONResponse({"error": "invalid_client",
                              "error_description": "AADSTS7000215: Invalid client secret provided."}, status_code=401)
     token = f"entra-token-{uuid.uuid4().hex}"
     entra.issued[token] = time.monotonic() + entra.expires_in
     return JSONResponse({"token_type": "Bearer", "expires_in": entra.expires_in, "ext_expires_in": entra.expires_in,
                          "access_token": token})
+
+
+def _assertion_refusal(entra: EntraFake, form: dict[str, str], token_url: str) -> str | None:
+    """Why Entra ID refuses a certificate's client assertion, or None: its type, header, signature, claims, replay."""
+    if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" or (
+            "client_secret" in form):
+        return "AADSTS7000216: 'client_assertion_type' is required, and no client_secret with it"
+    assertion = form["client_assertion"]
+    try:
+        header = jwt.get_unverified_header(assertion)
+    except jwt.PyJWTError:
+        return "AADSTS50027: JWT token is invalid or malformed."
+    key = entra.certificates.get(header.get("x5t#S256", ""))
+    if header.get("alg") != "PS256" or header.get("typ") != "JWT" or key is None:
+        return "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered."
+    try:
+        claims = jwt.decode(assertion, key, algorithms=["PS256"], audience=token_url,
+                            options={"require": ["aud", "iss", "sub", "jti", "exp", "nbf", "iat"]})
+    except jwt.PyJWTError as exc:
+        return f"AADSTS700027: Client assertion failed signature validation ({type(exc).__name__})."
+    if claims["iss"] != form.get("client_id") or claims["sub"] != form.get("client_id"):
+        return "AADSTS700023: Client assertion audience or issuer claim does not match the client."
+    if claims["jti"] in entra.assertion_ids:
+        return "AADSTS700025: Client assertion has already been used (its jti is replayed)."
+    entra.assertion_ids.add(claims["jti"])
+    return None
 
 
 def _azure(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:

@@ -1,7 +1,9 @@
 """Azure OpenAI deployments that sign in with a Microsoft Entra ID app registration instead of an API key.
 
 The gateway gets a token with the client-credentials grant from a fake Entra ID (the harness points
-NEXUS_ENTRA_AUTHORITY at it), sends it as a bearer token, keeps it until shortly before it expires, and
+NEXUS_ENTRA_AUTHORITY at it), with the app's client secret or with a client assertion signed by its
+certificate's key (which the fake checks: thumbprint, PS256 signature, audience, issuer, replay), sends it
+as a bearer token, keeps it until shortly before it expires, and
 fetches a new one when the upstream refuses it. The fake Azure refuses any token Entra did not issue or
 that has expired.
 """
@@ -9,17 +11,33 @@ that has expired.
 
 from __future__ import annotations
 
+import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from domain.deployments import InvalidDeployment
+from tests.fakes.certificates import pem_bundle, rsa_key, self_signed, thumbprint_s256
 from tests.fakes.harness import PRICE, gw, upstreams  # noqa: F401 - fixtures
-from tests.fakes.upstream import ENTRA_CLIENT_ID, ENTRA_DIRECTORY, ENTRA_SCOPE, ENTRA_SECRET, REPLY, EntraFake
+from tests.fakes.upstream import (
+    ENTRA_CERTIFICATE,
+    ENTRA_CERTIFICATE_KEY,
+    ENTRA_CLIENT_ID,
+    ENTRA_DIRECTORY,
+    ENTRA_SCOPE,
+    ENTRA_SECRET,
+    REPLY,
+    EntraFake,
+)
 
 HELLO = [{"role": "user", "content": "Say hello to the gateway"}]
 APP_REGISTRATION = f"entra:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{ENTRA_SECRET}"
+CERTIFICATE_BUNDLE = pem_bundle(ENTRA_CERTIFICATE_KEY, ENTRA_CERTIFICATE)
+CERTIFICATE_REGISTRATION = f"entra-cert:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{CERTIFICATE_BUNDLE}"
+AZURE_URL = "https://acme.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21"
 
 
 @pytest.fixture
@@ -113,7 +131,79 @@ def test_a_token_the_upstream_refuses_is_dropped_and_the_next_request_signs_in_a
 def test_a_malformed_app_registration_is_refused_without_being_echoed(gw, credential):
     with pytest.raises(InvalidDeployment, match="entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET") as refused:
         gw.container.deployments.configure(
-            "acme", name="az", provider="azure", model="gpt-4o", price=PRICE, api_key=credential,
-            base_url="https://acme.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21")
+            "acme", name="az", provider="azure", model="gpt-4o", price=PRICE, api_key=credential, base_url=AZURE_URL)
     assert "s3cr3t" not in str(refused.value) and "<hidden>" in str(refused.value)
+    assert gw.container.deployments.list("acme") == []
+
+
+# --- certificate credentials ----------------------------------------------------------------------------
+
+
+def test_a_certificate_credential_signs_in_with_a_signed_client_assertion_and_sends_no_secret(gw, entra):
+    upstream = deploy_azure(gw, credential=CERTIFICATE_REGISTRATION)
+    client = gw.client()
+    assert client.chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+    assert client.chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+
+    [asked] = entra.token_requests  # one sign-in for both calls
+    assert "client_secret" not in asked
+    assert asked["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    header = jwt.get_unverified_header(asked["client_assertion"])
+    claims = jwt.decode(asked["client_assertion"], options={"verify_signature": False})
+    assert (header["alg"], header["x5t#S256"]) == ("PS256", thumbprint_s256(ENTRA_CERTIFICATE))
+    assert claims["aud"] == f"{gw.upstreams.url}/entra/{ENTRA_DIRECTORY}/oauth2/v2.0/token"
+    assert claims["iss"] == claims["sub"] == ENTRA_CLIENT_ID and 0 < claims["exp"] - claims["nbf"] <= 600
+    assert {r["headers"]["authorization"] for r in gw.script(upstream).requests} == {
+        f"Bearer {next(iter(entra.issued))}"}
+    # the bundle is sealed: neither the listing nor the ledger shows any of it
+    assert CERTIFICATE_BUNDLE[:40] not in str(gw.container.deployments.list("acme"))
+    assert not any(CERTIFICATE_BUNDLE[:40] in str(p) for p in gw.payloads("DeploymentConfigured"))
+
+
+def test_each_sign_in_signs_a_fresh_assertion_that_entra_has_not_seen(gw, entra):
+    entra.expires_in = 1
+    deploy_azure(gw, credential=CERTIFICATE_REGISTRATION)
+    client = gw.client()
+    client.chat.completions.create(model="gpt-azure", messages=HELLO)
+    time.sleep(1.0)
+    client.chat.completions.create(model="gpt-azure", messages=HELLO)
+    assertions = [r["client_assertion"] for r in entra.token_requests]
+    assert len(assertions) == 2 and len(entra.assertion_ids) == 2  # a replayed jti would have been refused
+
+
+def test_a_certificate_entra_does_not_know_is_an_auth_failure_that_falls_back(gw, entra):
+    stranger = rsa_key()
+    credential = f"entra-cert:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{pem_bundle(stranger, self_signed(stranger))}"
+    upstream = deploy_azure(gw, credential=credential)
+    gw.deploy("azure-key", provider="azure", model_name="gpt-azure", upstream=upstream, priority=1)
+    assert gw.client().chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+    [p] = gw.payloads("InferenceCompleted")
+    assert [(a["deployment"], a["outcome"], a["status"]) for a in p["attempts"]] == [
+        ("azure-entra", "auth", 401), ("azure-key", "ok", 200)]
+    assert "AADSTS700027" in p["attempts"][0]["detail"]
+
+
+_OTHER_KEY = rsa_key()
+_EC_KEY = ec.generate_private_key(ec.SECP256R1())
+_SHORT_KEY = rsa_key(1024)
+
+
+@pytest.mark.parametrize(("bundle", "reason"), [
+    (pem_bundle(ENTRA_CERTIFICATE_KEY, self_signed(ENTRA_CERTIFICATE_KEY, valid_from_days=-400)),
+     "expired on"),
+    (pem_bundle(ENTRA_CERTIFICATE_KEY, self_signed(ENTRA_CERTIFICATE_KEY, valid_from_days=2)), "valid from"),
+    (pem_bundle(ENTRA_CERTIFICATE_KEY, self_signed(_OTHER_KEY)), "matches none of the bundle's 1 certificate"),
+    (pem_bundle(_EC_KEY, self_signed(_EC_KEY)), "an RSA private key"),
+    (pem_bundle(_SHORT_KEY, self_signed(_SHORT_KEY)), "at least 2048 bits, got 1024"),
+    (pem_bundle(ENTRA_CERTIFICATE_KEY, ENTRA_CERTIFICATE, password=b"hunter2"), "the private key is encrypted"),
+    (base64.b64encode(base64.b64decode(CERTIFICATE_BUNDLE).split(b"-----BEGIN CERTIFICATE")[0]).decode(),
+     "a certificate in the PEM bundle"),
+    ("bm90IGEgUEVNIGJ1bmRsZQ==", "one private key in the PEM bundle, found 0"),
+])
+def test_a_certificate_credential_entra_would_refuse_is_refused_when_configured_saying_why(gw, bundle, reason):
+    with pytest.raises(InvalidDeployment, match=reason) as refused:
+        gw.container.deployments.configure(
+            "acme", name="az", provider="azure", model="gpt-4o", price=PRICE, base_url=AZURE_URL,
+            api_key=f"entra-cert:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{bundle}")
+    assert bundle[:40] not in str(refused.value) and "<hidden>" in str(refused.value)
     assert gw.container.deployments.list("acme") == []

@@ -1,5 +1,6 @@
 """Credentials that are more than an API key, told apart by their shape and never shown back: Bedrock's IAM
-key pairs, and Azure's Microsoft Entra ID app registrations (whose cloud follows the endpoint's host)."""
+key pairs, and Azure's Microsoft Entra ID app registrations, by secret or certificate (whose cloud follows the
+endpoint's host)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from domain.deployments import (
     check_credential,
     entra_client,
     entra_endpoints,
+    is_entra_credential,
     new_deployment,
 )
 from domain.pricing import Price
+from tests.fakes.certificates import pem_bundle, rsa_key, self_signed, thumbprint_s256
 
 KEY_IDS = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=16, max_size=128)
 SECRETS = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=", min_size=16, max_size=256)
@@ -66,6 +69,21 @@ def test_an_app_registration_is_read_back_and_anything_else_for_azure_is_an_api_
     check_credential("azure", credential, kept=False)
     assert entra_client(credential) == EntraClient("contoso.onmicrosoft.com", client_id.lower(), "se:cr~et")
     assert entra_client("0123456789abcdef0123456789abcdef") is None
+
+
+def test_a_certificate_registration_is_read_back_with_its_thumbprint_and_never_shows_its_key():
+    key = rsa_key()
+    certificate = self_signed(key)
+    client_id = "0F3A1C52-8D3E-4A7B-9C1D-2E5F6A7B8C9D"
+    credential = f"entra-cert:contoso.onmicrosoft.com:{client_id}:{pem_bundle(key, certificate)}"
+    check_credential("azure", credential, kept=False)
+    client = entra_client(credential)
+    assert client is not None and client.secret == "" and client.client_id == client_id.lower()
+    assert client.certificate is not None and client.certificate.thumbprint_s256 == thumbprint_s256(certificate)
+    assert client.certificate.not_after == certificate.not_valid_after_utc
+    assert "PRIVATE" not in repr(client) and "private_key" not in repr(client)
+    # a bundle that cannot sign in is not an API key either: the gateway refuses to send it as one
+    assert entra_client(credential[:-20]) is None and is_entra_credential(credential[:-20])
 
 
 @pytest.mark.parametrize(("endpoint", "authority", "scope"), [
