@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -87,8 +89,36 @@ def list_(tenant: str = typer.Option(..., help="Tenant id")) -> None:
             f"{d['model_name']:<24} {d['name']:<24} p{d['priority']} {d['provider']:<17} {d['model']:<28}"
             f" {d['region'] or '-':<10} in {price['input_micros_per_m']} out {price['output_micros_per_m']}"
             f" {price['currency']}/1M (micros, {price['price_table_version']})"
-            f" credentials: {'sealed' if d['has_credentials'] else 'none'}  {d['base_url']}"
+            f" credentials: {_shown_credential(d)}  {d['base_url']}"
         )
+
+
+_EXPIRY_WARNING = dt.timedelta(days=30)
+
+
+def _shown_credential(deployment: dict[str, Any]) -> str:
+    """'none', or 'sealed' with the credential's kind and what tells it apart; a certificate's expiry, flagged
+    when it is near (Entra ID refuses an expired one at every sign-in)."""
+    if not deployment["has_credentials"]:
+        return "none"
+    facts = deployment.get("credential_facts") or {}
+    kind = facts.get("kind")
+    if kind is None:  # configured before credentials had facts
+        return "sealed"
+    if kind == "aws_key_pair":
+        return f"sealed ({kind} {facts['access_key_id']})"
+    if kind == "entra_certificate":
+        not_after = dt.datetime.fromisoformat(facts["certificate_not_after"])
+        left = not_after - dt.datetime.now(dt.UTC)
+        if left <= dt.timedelta(0):
+            flag = " EXPIRED"
+        elif left < _EXPIRY_WARNING:
+            flag = f" EXPIRES IN {left.days} DAYS" if left.days else f" EXPIRES IN {left.seconds // 3600} HOURS"
+        else:
+            flag = ""
+        return (f"sealed ({kind} {facts['certificate_thumbprint_s256'][:12]}... of app {facts['client_id']},"
+                f" valid until {not_after:%Y-%m-%d}{flag})")
+    return f"sealed ({kind})"
 
 
 @deployments_app.command("remove")

@@ -86,12 +86,15 @@ class DeploymentService:
         stream, events, table = self._load(tenant_id)
         dep.check_credential(provider, api_key or None, kept=name in table and table[name].credentials is not None)
         if api_key:
-            credentials = self._sealer.seal(tenant_id, name, api_key)
+            credentials, facts = self._sealer.seal(tenant_id, name, api_key), dep.credential_facts(provider, api_key)
+        elif name in table:
+            credentials, facts = table[name].credentials, table[name].credential_facts
         else:
-            credentials = table[name].credentials if name in table else None
+            credentials, facts = None, None
         deployment = dep.new_deployment(
             name=name, provider=provider, model=model, price=price, model_name=model_name, base_url=base_url,
             region=region, priority=priority, timeout_ms=timeout_ms, max_retries=max_retries, credentials=credentials,
+            credential_facts=facts,
         )
         event = NewEvent(stream, "DeploymentConfigured", deployment.payload(tenant_id), tenant_id=tenant_id,
                          metadata={"actor": actor})

@@ -105,6 +105,7 @@ class Deployment:
     timeout_ms: int | None = None  # one attempt's limit; None = the request's remaining time
     max_retries: int = 2  # retries of this deployment on 429/5xx before falling back
     credentials: Mapping[str, Any] | None = None  # a sealed envelope, never plaintext
+    credential_facts: Mapping[str, Any] | None = None  # what may be shown about it (credential_facts())
 
     @property
     def wire(self) -> str:
@@ -115,7 +116,8 @@ class Deployment:
         return {"name": self.name, "model_name": self.model_name, "provider": self.provider, "model": self.model,
                 "base_url": self.base_url, "region": self.region, "priority": self.priority,
                 "timeout_ms": self.timeout_ms, "max_retries": self.max_retries, "price": self.price.as_dict(),
-                "has_credentials": self.credentials is not None}
+                "has_credentials": self.credentials is not None,
+                "credential_facts": dict(self.credential_facts) if self.credential_facts else None}
 
     def payload(self, tenant_id: str) -> dict[str, Any]:
         """The DeploymentConfigured payload: the public fields and the sealed credentials."""
@@ -127,7 +129,7 @@ class Deployment:
 def new_deployment(
     *, name: str, provider: str, model: str, price: Price, model_name: str | None = None, base_url: str | None = None,
     region: str = "", priority: int = 0, timeout_ms: int | None = None, max_retries: int = 2,
-    credentials: Mapping[str, Any] | None = None,
+    credentials: Mapping[str, Any] | None = None, credential_facts: Mapping[str, Any] | None = None,
 ) -> Deployment:
     """Validate a deployment's fields and fill in the provider's default base URL."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -157,7 +159,7 @@ def new_deployment(
     if not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
         raise InvalidDeployment("max_retries", max_retries, "an integer from 0 to 10")
     return Deployment(name, model_name, provider, model.strip(), base_url, region or "", price, priority,
-                      timeout_ms, max_retries, credentials)
+                      timeout_ms, max_retries, credentials, credential_facts)
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,28 @@ def aws_key_pair(credential: str) -> tuple[str, str, str | None] | None:
 
 def deployment_from_payload(p: Mapping[str, Any]) -> Deployment:
     return Deployment(p["name"], p["model_name"], p["provider"], p["model"], p["base_url"], p["region"],
-                      Price.from_dict(p["price"]), p["priority"], p["timeout_ms"], p["max_retries"], p["credentials"])
+                      Price.from_dict(p["price"]), p["priority"], p["timeout_ms"], p["max_retries"], p["credentials"],
+                      p.get("credential_facts"))  # events recorded before the sixteenth session have none
+
+
+def credential_facts(provider: str, credential: str) -> dict[str, Any]:
+    """What may be shown and recorded in the clear about a (checked) credential: its kind, and the identifiers
+    an operator needs to tell which one it is and when it must be rotated; never a secret. AWS calls an
+    access key id an identifier, not a secret; an Entra directory and client id are the app's names; a
+    certificate's thumbprint and validity are printed on it."""
+    spec = PROVIDERS.get(provider)
+    if spec is not None and spec.entra_sign_in and (client := entra_client(credential)) is not None:
+        facts: dict[str, Any] = {"kind": "entra_secret", "directory": client.directory, "client_id": client.client_id}
+        if client.certificate is not None:
+            facts.update(kind="entra_certificate", certificate_thumbprint_s256=client.certificate.thumbprint_s256,
+                         certificate_not_after=client.certificate.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return facts
+    if provider == "bedrock":
+        pair = aws_key_pair(credential)
+        if pair is None:
+            return {"kind": "bedrock_api_key"}
+        return {"kind": "aws_key_pair", "access_key_id": pair[0], "session": pair[2] is not None}
+    return {"kind": "api_key"}
 
 
 def fold(stream: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Deployment]:

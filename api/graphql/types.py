@@ -210,6 +210,10 @@ class Deployment:
     max_retries: int
     price: JSON
     has_credentials: bool
+    credential_facts: JSON | None = strawberry.field(
+        default=None, description="What may be shown about the credential: its kind (api_key, aws_key_pair,"
+        " bedrock_api_key, entra_secret, entra_certificate), and identifiers such as an AWS access key id, an Entra"
+        " client id, a certificate's SHA-256 thumbprint and its certificate_not_after; never a secret")
 
 
 @strawberry.type

@@ -155,9 +155,25 @@ def test_a_certificate_credential_signs_in_with_a_signed_client_assertion_and_se
     assert claims["iss"] == claims["sub"] == ENTRA_CLIENT_ID and 0 < claims["exp"] - claims["nbf"] <= 600
     assert {r["headers"]["authorization"] for r in gw.script(upstream).requests} == {
         f"Bearer {next(iter(entra.issued))}"}
-    # the bundle is sealed: neither the listing nor the ledger shows any of it
+    # the bundle is sealed: neither the listing nor the ledger shows any of it, only which certificate it is
     assert CERTIFICATE_BUNDLE[:40] not in str(gw.container.deployments.list("acme"))
     assert not any(CERTIFICATE_BUNDLE[:40] in str(p) for p in gw.payloads("DeploymentConfigured"))
+    facts = {"kind": "entra_certificate", "directory": ENTRA_DIRECTORY, "client_id": ENTRA_CLIENT_ID,
+             "certificate_thumbprint_s256": thumbprint_s256(ENTRA_CERTIFICATE),
+             "certificate_not_after": f"{ENTRA_CERTIFICATE.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"}
+    [listed] = [d for d in gw.container.deployments.list("acme") if d["name"] == "azure-entra"]
+    assert listed["credential_facts"] == facts
+
+
+def test_a_deployment_configured_again_without_a_credential_keeps_its_credential_and_its_facts(gw, entra):
+    deploy_azure(gw, credential=CERTIFICATE_REGISTRATION)
+    gw.container.deployments.configure("acme", name="azure-entra", provider="azure", model_name="gpt-azure",
+                                       model="gpt-4o", price=PRICE, priority=3,
+                                       base_url=gw.container.deployments.list("acme")[0]["base_url"])
+    [listed] = gw.container.deployments.list("acme")
+    assert (listed["priority"], listed["credential_facts"]["kind"]) == (3, "entra_certificate")
+    assert gw.client().chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+    assert "client_assertion" in entra.token_requests[0]
 
 
 def test_each_sign_in_signs_a_fresh_assertion_that_entra_has_not_seen(gw, entra):
@@ -207,3 +223,23 @@ def test_a_certificate_credential_entra_would_refuse_is_refused_when_configured_
             api_key=f"entra-cert:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{bundle}")
     assert bundle[:40] not in str(refused.value) and "<hidden>" in str(refused.value)
     assert gw.container.deployments.list("acme") == []
+
+
+def test_the_cli_lists_which_certificate_a_deployment_signs_in_with_and_flags_one_that_expires_soon(gw, monkeypatch):
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    soon = self_signed(ENTRA_CERTIFICATE_KEY, valid_for_days=11)  # valid from a day ago: 10 days left
+    monkeypatch.setenv("NEXUS_DATABASE_URL", gw.container.settings.database_url)
+    monkeypatch.setenv("NEXUS_DATA_DIR", str(gw.container.settings.data_dir))
+    monkeypatch.setenv("AZURE_CREDENTIAL",
+                       f"entra-cert:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{pem_bundle(ENTRA_CERTIFICATE_KEY, soon)}")
+    runner = CliRunner()
+    added = runner.invoke(app, ["deployments", "add", "az", "--tenant", "acme", "--provider", "azure", "--model",
+                                "gpt-4o", "--base-url", AZURE_URL, "--input-price", "1", "--output-price", "2",
+                                "--price-version", "v1", "--api-key-env", "AZURE_CREDENTIAL"])
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["deployments", "list", "--tenant", "acme"]).output
+    assert f"sealed (entra_certificate {thumbprint_s256(soon)[:12]}... of app {ENTRA_CLIENT_ID}" in listed
+    assert f"valid until {soon.not_valid_after_utc:%Y-%m-%d} EXPIRES IN 9 DAYS" in listed

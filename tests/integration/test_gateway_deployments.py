@@ -87,7 +87,7 @@ def test_the_cli_adds_lists_and_removes_deployments(gw, monkeypatch):
     assert added.exit_code == 0, added.output
     listed = runner.invoke(app, ["deployments", "list", "--tenant", "acme"])
     assert "mistral-small" in listed.output and "in 200000 out 600000 USD" in listed.output
-    assert "credentials: sealed" in listed.output and SECRET not in listed.output
+    assert "credentials: sealed (api_key)" in listed.output and SECRET not in listed.output
     assert "https://api.mistral.ai/v1" in listed.output
     bad = runner.invoke(app, ["deployments", "add", "x", "--tenant", "acme", "--provider", "openai", "--model", "m",
                               "--input-price", "0.0000001", "--output-price", "1", "--price-version", "v"])

@@ -5,7 +5,7 @@ endpoint's host)."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from domain.deployments import (
@@ -13,6 +13,7 @@ from domain.deployments import (
     InvalidDeployment,
     aws_key_pair,
     check_credential,
+    credential_facts,
     entra_client,
     entra_endpoints,
     is_entra_credential,
@@ -84,6 +85,27 @@ def test_a_certificate_registration_is_read_back_with_its_thumbprint_and_never_s
     assert "PRIVATE" not in repr(client) and "private_key" not in repr(client)
     # a bundle that cannot sign in is not an API key either: the gateway refuses to send it as one
     assert entra_client(credential[:-20]) is None and is_entra_credential(credential[:-20])
+
+
+def test_the_facts_shown_about_a_credential_name_it_without_any_of_its_secret():
+    client_id = "0f3a1c52-8d3e-4a7b-9c1d-2e5f6a7b8c9d"
+    assert credential_facts("openai", "sk-live-123") == {"kind": "api_key"}
+    assert credential_facts("bedrock", "ABSKZmFrZUJlZHJvY2s=") == {"kind": "bedrock_api_key"}
+    assert credential_facts("bedrock", "AKIAFAKE000000000001:fake+secret/access/key/000") == {
+        "kind": "aws_key_pair", "access_key_id": "AKIAFAKE000000000001", "session": False}
+    assert credential_facts("bedrock", "AKIAFAKE000000000001:fake+secret/access/key/000:tok")["session"] is True
+    assert credential_facts("azure", f"entra:contoso.onmicrosoft.com:{client_id}:s3cr3t~x") == {
+        "kind": "entra_secret", "directory": "contoso.onmicrosoft.com", "client_id": client_id}
+    assert credential_facts("azure", "an-azure-api-key") == {"kind": "api_key"}
+
+
+@given(KEY_IDS, SECRETS, st.booleans())
+def test_no_fact_about_a_key_pair_contains_its_secret(key_id, secret, with_session):
+    assume(secret not in key_id)  # the key id is shown, by design
+    credential = f"{key_id}:{secret}" + (":SESSION-TOKEN-VALUE" if with_session else "")
+    check_credential("bedrock", credential, kept=False)
+    shown = str(credential_facts("bedrock", credential))
+    assert secret not in shown and "SESSION-TOKEN-VALUE" not in shown
 
 
 @pytest.mark.parametrize(("endpoint", "authority", "scope"), [
