@@ -55,7 +55,7 @@ def add(
     api_key_env: str = typer.Option(None, help="Read the provider credential from this environment variable (bedrock:"
                                                " a Bedrock API key, or ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN];"
                                                " azure: an API key, entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET, or"
-                                               " entra-cert:DIRECTORY:CLIENT_ID:PEM_BUNDLE_BASE64)"),
+                                               " entra-cert:DIRECTORY:CLIENT_ID:BUNDLE_BASE64)"),
     api_key_stdin: bool = typer.Option(False, help="Read the provider credential from the first line of stdin"),
 ) -> None:
     """Add or replace a deployment; its credential is sealed (AES-GCM) before it is recorded."""

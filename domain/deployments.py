@@ -69,7 +69,7 @@ _ENTRA_CLIENT = re.compile(r"^entra:(?P<directory>[A-Za-z0-9][A-Za-z0-9.-]{0,99}
 _ENTRA_CERTIFICATE = re.compile(r"^entra-cert:(?P<directory>[A-Za-z0-9][A-Za-z0-9.-]{0,99}):"
                                 r"(?P<client_id>[0-9a-fA-F-]{36}):(?P<bundle>[A-Za-z0-9+/=]{1,32768})$")
 _ENTRA_FORMS = ("entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET (a directory id or domain, the app's client id, its"
-                " secret), or entra-cert:DIRECTORY:CLIENT_ID:PEM_BUNDLE_BASE64 (its private key and certificate)")
+                " secret), or entra-cert:DIRECTORY:CLIENT_ID:BUNDLE_BASE64 (its private key and certificate, PEM or PKCS#12)")
 _AWS_KEY_PAIR = re.compile(r"^(?P<key_id>[A-Z0-9]{16,128}):(?P<secret>[^:\s]{16,256})(?::(?P<session_token>[^:\s]+))?$")
 
 
@@ -179,7 +179,7 @@ def is_entra_credential(credential: str | None) -> bool:
 
 def read_entra_client(credential: str) -> EntraClient:
     """The app registration of `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET` or
-    `entra-cert:DIRECTORY:CLIENT_ID:PEM_BUNDLE_BASE64`; InvalidDeployment says what is wrong, never quoting it."""
+    `entra-cert:DIRECTORY:CLIENT_ID:BUNDLE_BASE64`; InvalidDeployment says what is wrong, never quoting it."""
     if credential.startswith("entra-cert:"):
         found = _ENTRA_CERTIFICATE.match(credential)
         if found is None:
@@ -229,7 +229,7 @@ def check_credential(provider: str, credential: str | None, *, kept: bool, now: 
     it, AWS's libraries would sign with the host's own credentials (environment, profile, instance role),
     which no tenant may borrow. Azure takes an API key or an Entra ID app registration,
     `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET` or, with a certificate,
-    `entra-cert:DIRECTORY:CLIENT_ID:PEM_BUNDLE_BASE64` (domain.entra_certificate), which must be valid `now`.
+    `entra-cert:DIRECTORY:CLIENT_ID:BUNDLE_BASE64` (domain.entra_certificate), which must be valid `now`.
     """
     spec = PROVIDERS.get(provider)
     if spec is None:

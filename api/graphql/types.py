@@ -293,8 +293,9 @@ class ConfigureDeploymentInput:
                                            " Bedrock: a Bedrock API key, or ACCESS_KEY_ID:SECRET_ACCESS_KEY"
                                            "[:SESSION_TOKEN]. Azure: an API key, or an Entra ID app registration,"
                                            " entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET, or with a certificate,"
-                                           " entra-cert:DIRECTORY:CLIENT_ID:PEM_BUNDLE_BASE64 (its unencrypted"
-                                           " private key and certificate as PEM, base64-encoded onto one line)")
+                                           " entra-cert:DIRECTORY:CLIENT_ID:BUNDLE_BASE64 (its unencrypted"
+                                           " private key and certificate as PEM, or a PKCS#12 file without a password,"
+                                           " base64-encoded onto one line)")
 
 
 @strawberry.enum

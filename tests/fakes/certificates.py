@@ -9,6 +9,7 @@ import hashlib
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -35,6 +36,15 @@ def pem_bundle(key: PrivateKey, *certificates: x509.Certificate, password: bytes
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     pem += b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
     return base64.b64encode(pem).decode()
+
+
+def pkcs12_bundle(key: PrivateKey, certificate: x509.Certificate | None, *chain: x509.Certificate,
+                  password: bytes | None = None) -> str:
+    """The same as a PKCS#12 (.pfx) file, base64: what Azure Key Vault holds as a certificate's secret value."""
+    encryption = (serialization.BestAvailableEncryption(password) if password
+                  else serialization.NoEncryption())
+    pfx = pkcs12.serialize_key_and_certificates(b"nexus-gateway", key, certificate, list(chain) or None, encryption)
+    return base64.b64encode(pfx).decode()
 
 
 def thumbprint_s256(certificate: x509.Certificate) -> str:

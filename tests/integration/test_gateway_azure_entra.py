@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from domain.deployments import InvalidDeployment
-from tests.fakes.certificates import pem_bundle, rsa_key, self_signed, thumbprint_s256
+from tests.fakes.certificates import pem_bundle, pkcs12_bundle, rsa_key, self_signed, thumbprint_s256
 from tests.fakes.harness import PRICE, gw, upstreams  # noqa: F401 - fixtures
 from tests.fakes.upstream import (
     ENTRA_CERTIFICATE,
@@ -176,6 +176,17 @@ def test_a_deployment_configured_again_without_a_credential_keeps_its_credential
     assert "client_assertion" in entra.token_requests[0]
 
 
+def test_a_pkcs12_file_as_key_vault_holds_it_signs_in_as_its_pem_bundle_does(gw, entra):
+    intermediate_key = rsa_key()
+    pfx = pkcs12_bundle(ENTRA_CERTIFICATE_KEY, ENTRA_CERTIFICATE, self_signed(intermediate_key, name="issuing-ca"))
+    deploy_azure(gw, credential=f"entra-cert:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{pfx}")
+    assert gw.client().chat.completions.create(model="gpt-azure", messages=HELLO).choices[0].message.content == REPLY
+    [asked] = entra.token_requests
+    assert jwt.get_unverified_header(asked["client_assertion"])["x5t#S256"] == thumbprint_s256(ENTRA_CERTIFICATE)
+    [listed] = gw.container.deployments.list("acme")
+    assert listed["credential_facts"]["certificate_thumbprint_s256"] == thumbprint_s256(ENTRA_CERTIFICATE)
+
+
 def test_each_sign_in_signs_a_fresh_assertion_that_entra_has_not_seen(gw, entra):
     entra.expires_in = 1
     deploy_azure(gw, credential=CERTIFICATE_REGISTRATION)
@@ -213,8 +224,11 @@ _SHORT_KEY = rsa_key(1024)
     (pem_bundle(_SHORT_KEY, self_signed(_SHORT_KEY)), "at least 2048 bits, got 1024"),
     (pem_bundle(ENTRA_CERTIFICATE_KEY, ENTRA_CERTIFICATE, password=b"hunter2"), "the private key is encrypted"),
     (base64.b64encode(base64.b64decode(CERTIFICATE_BUNDLE).split(b"-----BEGIN CERTIFICATE")[0]).decode(),
-     "a certificate in the PEM bundle"),
-    ("bm90IGEgUEVNIGJ1bmRsZQ==", "one private key in the PEM bundle, found 0"),
+     "a certificate in the bundle"),
+    ("LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==", "one private key in the PEM bundle, found 0"),
+    ("bm90IGEgUEVNIGJ1bmRsZQ==", "a PEM bundle or a PKCS#12 file, got neither"),
+    (pkcs12_bundle(ENTRA_CERTIFICATE_KEY, ENTRA_CERTIFICATE, password=b"hunter2"), "PKCS#12 file is password-prot"),
+    (pkcs12_bundle(ENTRA_CERTIFICATE_KEY, None, self_signed(_OTHER_KEY)), "matches none of the bundle's 1 certificate"),
 ])
 def test_a_certificate_credential_entra_would_refuse_is_refused_when_configured_saying_why(gw, bundle, reason):
     with pytest.raises(InvalidDeployment, match=reason) as refused:
