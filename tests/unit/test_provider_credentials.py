@@ -16,6 +16,7 @@ from domain.deployments import (
     credential_facts,
     entra_client,
     entra_endpoints,
+    fold,
     is_entra_credential,
     new_deployment,
 )
@@ -120,3 +121,10 @@ def test_no_fact_about_a_key_pair_contains_its_secret(key_id, secret, with_sessi
 ])
 def test_the_entra_cloud_is_the_one_the_endpoint_is_in(endpoint, authority, scope):
     assert entra_endpoints(endpoint) == (authority, scope)
+
+
+def test_a_deployment_recorded_before_credentials_had_facts_loads_without_them():
+    recorded = new_deployment(name="old", provider="openai", model="gpt-4o-mini", price=PRICE).payload("acme")
+    del recorded["credential_facts"]  # as DeploymentConfigured was written before the sixteenth session
+    [(name, deployment)] = fold([("DeploymentConfigured", recorded)]).items()
+    assert (name, deployment.credential_facts, deployment.public()["credential_facts"]) == ("old", None, None)
