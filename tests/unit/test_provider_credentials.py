@@ -4,6 +4,8 @@ endpoint's host)."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -128,3 +130,11 @@ def test_a_deployment_recorded_before_credentials_had_facts_loads_without_them()
     del recorded["credential_facts"]  # as DeploymentConfigured was written before the sixteenth session
     [(name, deployment)] = fold([("DeploymentConfigured", recorded)]).items()
     assert (name, deployment.credential_facts, deployment.public()["credential_facts"]) == ("old", None, None)
+
+
+@given(st.binary(max_size=3000) | st.builds(lambda b: b"-----BEGIN PRIVATE KEY-----\n" + b, st.binary(max_size=2000)))
+def test_any_bytes_as_a_certificate_bundle_are_refused_with_a_reason_never_a_crash(raw):
+    credential = f"entra-cert:contoso.onmicrosoft.com:0f3a1c52-8d3e-4a7b-9c1d-2e5f6a7b8c9d:{base64.b64encode(raw).decode()}"
+    with pytest.raises(InvalidDeployment, match="expected an Entra ID certificate credential: |expected entra:"):
+        check_credential("azure", credential, kept=False)
+    assert entra_client(credential) is None
