@@ -11,8 +11,10 @@ from pathlib import Path
 
 from domain.audit import load_bundle, verify_bytes
 from tests.e2e.conftest import DESKTOP, PHONE, shot, sign_in_with_key
+from tests.fakes.certificates import pem_bundle, self_signed, thumbprint_s256
+from tests.fakes.harness import PRICE
 from tests.fakes.oidc_provider import FakeOidcProvider, TestUser
-from tests.fakes.upstream import REPLY, drip
+from tests.fakes.upstream import ENTRA_CERTIFICATE_KEY, ENTRA_CLIENT_ID, ENTRA_DIRECTORY, REPLY, drip
 from tests.integration.test_auth_support import PASSWORD, user_with_password
 
 
@@ -123,6 +125,20 @@ def test_sign_in_chat_log_dashboard_trust_center_and_api_keys(new_page, console,
     assert strict.is_checked()
     assert console.container.deployments.recording("acme") == "strict"
     shot(page, "09b-settings-strict-recording")
+
+    # Settings: the deployments, with which credential each holds and a certificate that expires soon flagged.
+    soon = self_signed(ENTRA_CERTIFICATE_KEY, valid_for_days=11)  # valid from a day ago: 10 days left
+    console.container.deployments.configure(
+        "acme", name="azure-cert", provider="azure", model="gpt-4o", model_name="gpt-azure", price=PRICE,
+        base_url="https://acme.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21",
+        api_key=f"entra-cert:{ENTRA_DIRECTORY}:{ENTRA_CLIENT_ID}:{pem_bundle(ENTRA_CERTIFICATE_KEY, soon)}")
+    page.reload()
+    page.get_by_test_id("deployment-primary").get_by_text("API key").wait_for()
+    certificate = page.get_by_test_id("deployment-azure-cert")
+    certificate.get_by_text("Entra ID certificate").wait_for()
+    assert thumbprint_s256(soon)[:12] in certificate.inner_text()
+    assert certificate.get_by_test_id("expires-soon").inner_text().startswith("expires in 9 days")
+    shot(page, "09c-settings-deployments")
 
     assert errors == [], errors
 

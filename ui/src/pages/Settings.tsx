@@ -2,6 +2,7 @@ import { useState } from "react";
 import { useMutation, useQuery } from "urql";
 import { errorText } from "../gql";
 import { Card, cls, ErrorBox, Loading } from "../ui";
+import DeploymentsCard from "./DeploymentsCard";
 
 const MODE = `{ recordingMode }`;
 const SET_MODE = `mutation SetMode($mode: String!) { setRecordingMode(mode: $mode) { position } }`;
@@ -55,6 +56,7 @@ export default function Settings() {
           </p>
         )}
       </Card>
+      <DeploymentsCard />
     </div>
   );
 }
