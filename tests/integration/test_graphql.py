@@ -162,8 +162,15 @@ def test_deployments_are_configured_listed_without_credentials_and_removed(api):
         modelName: "gpt", apiKey: "sk-very-secret", price: {input: 2500000, output: 10000000, currency: "USD",
         version: "2026-11"}}) { position streamId } }"""
     assert api.data(configure)["configureDeployment"]["streamId"] == "deployments-acme"
-    listed = api.gql("{ deployments { name modelName hasCredentials price } }").text
+    listed = api.gql("{ deployments { name modelName hasCredentials price credentialFacts } }").text
     assert '"hasCredentials":true' in listed and "sk-very-secret" not in listed
+    assert '"credentialFacts":{"kind":"api_key"}' in listed
+    bad_certificate = configure.replace('provider: "openai"', 'provider: "azure"').replace(
+        'model: "gpt-4o",', 'model: "gpt-4o", baseUrl: "https://a.openai.azure.com/openai/deployments/x?api-version=1",'
+    ).replace("sk-very-secret", "entra-cert:contoso.onmicrosoft.com:0f3a1c52-8d3e-4a7b-9c1d-2e5f6a7b8c9d:bm90IGEgY2VydA==")
+    refused = api.gql(bad_certificate).json()["errors"][0]
+    assert refused["extensions"]["code"] == "BAD_USER_INPUT" and "PKCS#12" in refused["message"]
+    assert "bm90IGEgY2VydA" not in refused["message"]
     assert api.data("{ deployments { name } }", tenant="globex")["deployments"] == []
     bad = api.gql(configure.replace('currency: "USD"', 'currency: "dollars"')).json()
     assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
