@@ -4,17 +4,27 @@ committing transaction, changes to what API processes cache; this follows them o
 NOTIFY is delivered only once its transaction commits, and only to sessions listening then. So a
 follower tells its listener `resumed` each time it starts listening (first, and after every lost
 connection): whatever changed while it was not listening must be read again; and `interrupted` as soon
-as it finds the connection lost. It does not work through a pooler in transaction
-mode (PgBouncer's default), which does not keep a session's LISTEN; set NEXUS_CHANGE_NOTICES=off there,
-and the caches fall back to their TTLs.
+as it finds the connection lost.
+
+A connection can also listen and hear nothing: through a pooler in transaction mode (PgBouncer's
+default), which does not keep a session's LISTEN, the LISTEN succeeds and no notice ever arrives. A
+process that trusted it would keep every cached copy for ever (they last until a notice drops them), a
+revoked key included. So the follower proves delivery before it tells `resumed`: it sends a probe
+(`pg_notify` on a connection of its own) and waits for it to come back on the listening one; and it
+sends one again every `probe_every_s` while it listens. A probe that does not come back within
+`probe_timeout_s` counts as a lost connection (`interrupted`: the caches fall back to their TTLs), with
+an error that says why, and the follower tries again after `undelivered_retry_s`. Set
+NEXUS_CHANGE_NOTICES=off behind such a pooler to stop trying.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import orjson
+import psycopg
 
 from adapters.postgres.listening import listening
 from application.ports import ChangeListener, ChangeNotice, ChangeNotices
@@ -22,6 +32,11 @@ from application.ports import ChangeListener, ChangeNotice, ChangeNotices
 log = logging.getLogger(__name__)
 
 CHANNEL = "nexus_changes"
+PROBE_PREFIX = '{"probe":'  # a follower's own test of delivery, which every follower hears and skips
+
+
+class NoticesUndelivered(Exception):
+    """A probe sent on the channel did not come back on the listening connection."""
 
 
 def parse_notice(payload: str) -> ChangeNotice:
@@ -37,33 +52,61 @@ def parse_notice(payload: str) -> ChangeNotice:
 
 
 class PostgresChangeNotices(ChangeNotices):
-    def __init__(self, url: str, *, reconnect_after_s: float = 1.0) -> None:
+    def __init__(self, url: str, *, reconnect_after_s: float = 1.0, probe_url: str | None = None,
+                 probe_timeout_s: float = 5.0, probe_every_s: float = 30.0, undelivered_retry_s: float = 30.0) -> None:
         self._url = url
         self._reconnect_after_s = reconnect_after_s
+        self.probe_url = probe_url or url  # where probes are sent from: the same database, unless a test says
+        self._probe_timeout_s = probe_timeout_s
+        self._probe_every_s = probe_every_s
+        self._undelivered_retry_s = undelivered_retry_s
 
     async def follow(self, listener: ChangeListener, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
+                pause = self._reconnect_after_s
                 try:
                     await self._listen(listener, stop)
+                except NoticesUndelivered as exc:
+                    listener.interrupted()
+                    log.error("change notices do not reach this process (%s): is a pooler in transaction mode"
+                              " between it and PostgreSQL? What it caches expires after its TTL; trying again in"
+                              " %.0f s (NEXUS_CHANGE_NOTICES=off stops trying)", exc, self._undelivered_retry_s)
+                    pause = self._undelivered_retry_s
                 except Exception as exc:  # a lost connection, mostly: never let the follower die
                     listener.interrupted()
                     log.warning("change notices interrupted (%s); what is cached is read again once they resume",
                                 exc)
                 try:
-                    await asyncio.wait_for(stop.wait(), self._reconnect_after_s)
+                    await asyncio.wait_for(stop.wait(), pause)
                 except TimeoutError:
                     pass
         finally:
             listener.interrupted()  # nobody listens any more
 
+    async def _probe(self) -> str:
+        """Send a probe on the channel from a connection of its own; its payload, to wait for."""
+        payload = f'{PROBE_PREFIX} "{uuid.uuid4()}"}}'
+        async with await psycopg.AsyncConnection.connect(self.probe_url, autocommit=True, connect_timeout=5) as conn:
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        return payload
+
     async def _listen(self, listener: ChangeListener, stop: asyncio.Event) -> None:
         # a server lost without a word is noticed in about 15 s (listening.py), and the reconnection forgets
         # everything
+        loop = asyncio.get_running_loop()
         async with listening(self._url, CHANNEL) as conn:
-            listener.resumed()  # changes committed before the LISTEN took hold were not announced to us
+            awaited: str | None = await self._probe()
+            deadline = loop.time() + self._probe_timeout_s
+            next_probe = 0.0
             while not stop.is_set():
                 async for notify in conn.notifies(timeout=0.5):  # returns at the timeout, to look at `stop`
+                    if notify.payload.startswith(PROBE_PREFIX):
+                        if notify.payload == awaited:
+                            if next_probe == 0.0:  # the first: delivery is proven
+                                listener.resumed()  # changes committed before the LISTEN were not announced
+                            awaited, next_probe = None, loop.time() + self._probe_every_s
+                        continue
                     try:
                         notice = parse_notice(notify.payload)
                     except ValueError as exc:  # something changed, and we cannot tell what: start afresh
@@ -71,3 +114,8 @@ class PostgresChangeNotices(ChangeNotices):
                         listener.resumed()
                         continue
                     listener.changed(notice)
+                now = loop.time()
+                if awaited is not None and now > deadline:
+                    raise NoticesUndelivered(f"a probe sent {self._probe_timeout_s:.0f} s ago has not come back")
+                if awaited is None and now >= next_probe:
+                    awaited, deadline = await self._probe(), now + self._probe_timeout_s

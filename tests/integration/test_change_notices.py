@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -59,8 +60,9 @@ def process(database, clock: Callable[[], float] | None = None) -> Process:
 
 
 @contextmanager
-def following(url: str, invalidation: CacheInvalidation, **options: float) -> Iterator[None]:
-    """The follower on an event loop in a thread, as in an API process; returns once it listens."""
+def following(url: str, invalidation: CacheInvalidation, *, listens: bool = True,
+              **options: Any) -> Iterator[PostgresChangeNotices]:
+    """The follower on an event loop in a thread, as in an API process; returns once it listens (if it can)."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     notices = PostgresChangeNotices(url, **options)
@@ -69,8 +71,9 @@ def following(url: str, invalidation: CacheInvalidation, **options: float) -> It
         args=(notices.follow(invalidation, stop),), daemon=True)
     thread.start()
     try:
-        eventually(lambda: invalidation.listening, "the follower began listening")
-        yield
+        if listens:
+            eventually(lambda: invalidation.listening, "the follower began listening")
+        yield notices
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=10)
@@ -239,3 +242,37 @@ def test_while_notices_flow_a_busy_subjects_key_is_never_read_again_and_without_
             eventually(lambda: reads == ["user-42"], "the background read")
     finally:
         here.close()
+
+
+def another_database(database) -> str:
+    """The same server's `postgres` database: a NOTIFY sent there never reaches a listener in the test's."""
+    return psycopg.conninfo.make_conninfo(database.admin_url, dbname="postgres")
+
+
+def test_a_process_whose_notices_never_arrive_keeps_its_ttls_and_says_why(database, here, elsewhere, invalidation,
+                                                                          caplog):
+    """As behind a pooler in transaction mode: LISTEN succeeds, and nothing is ever heard. Trusting it would keep
+    every copy for ever, a revoked key included; the follower's probe never comes back, so it never does."""
+    with following(database.app_url, invalidation, listens=False, probe_url=another_database(database),
+                   probe_timeout_s=0.3, undelivered_retry_s=0.2) as notices:
+        eventually(lambda: "change notices do not reach this process" in caplog.text, "the reason logged")
+        assert not invalidation.listening
+        notices.probe_url = database.app_url  # the pooler gone: delivery proven, notices trusted again
+        eventually(lambda: invalidation.listening, "listening once probes come back")
+    assert "is a pooler in transaction mode between it and PostgreSQL?" in caplog.text
+
+
+def test_notices_that_stop_arriving_while_a_process_listens_are_noticed_by_its_next_probe(
+        database, here, elsewhere, invalidation, caplog):
+    key, _ = elsewhere.identity.issue_key("acme", ["inference"], "ci")
+    with following(database.app_url, invalidation, probe_every_s=0.2, probe_timeout_s=0.5,
+                   undelivered_retry_s=0.2) as notices:
+        assert here.identity.authenticate(key.token) is not None
+        gaps = invalidation.gaps
+        notices.probe_url = another_database(database)  # from now on, nothing the follower sends comes back
+        eventually(lambda: not invalidation.listening, "delivery no longer trusted")
+        assert invalidation.gaps > gaps and here.identity.recently_authenticated(key.token) is None
+        notices.probe_url = database.app_url
+        eventually(lambda: invalidation.listening, "trusted again")
+        elsewhere.identity.revoke_key("acme", key.key_id)
+        eventually(lambda: here.identity.authenticate(key.token) is None, "the revocation heard")
