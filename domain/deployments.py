@@ -221,7 +221,7 @@ def entra_endpoints(base_url: str) -> tuple[str, str]:
     return _ENTRA_PUBLIC
 
 
-def check_credential(provider: str, credential: str | None, *, kept: bool, now: dt.datetime | None = None) -> None:
+def check_credential(provider: str, credential: str | None, *, kept: bool) -> None:
     """Refuse a credential the provider cannot use, or none where one is needed (`kept`: one is recorded already).
 
     Bedrock takes a Bedrock API key (sent as a bearer token) or an IAM key pair written
@@ -229,7 +229,7 @@ def check_credential(provider: str, credential: str | None, *, kept: bool, now: 
     it, AWS's libraries would sign with the host's own credentials (environment, profile, instance role),
     which no tenant may borrow. Azure takes an API key or an Entra ID app registration,
     `entra:DIRECTORY:CLIENT_ID:CLIENT_SECRET` or, with a certificate,
-    `entra-cert:DIRECTORY:CLIENT_ID:BUNDLE_BASE64` (domain.entra_certificate), which must be valid `now`.
+    `entra-cert:DIRECTORY:CLIENT_ID:BUNDLE_BASE64` (domain.entra_certificate), which must be valid now.
     """
     spec = PROVIDERS.get(provider)
     if spec is None:
@@ -238,7 +238,7 @@ def check_credential(provider: str, credential: str | None, *, kept: bool, now: 
         client = read_entra_client(credential)  # type: ignore[arg-type]
         if client.certificate is not None:
             try:
-                check_validity(client.certificate, now or dt.datetime.now(dt.UTC))
+                check_validity(client.certificate, dt.datetime.now(dt.UTC))
             except InvalidCertificate as exc:
                 raise InvalidDeployment("api_key", "<hidden>", f"an Entra ID certificate credential: {exc}") from None
     if not spec.needs_credential:

@@ -98,12 +98,13 @@ class PostgresChangeNotices(ChangeNotices):
         async with listening(self._url, CHANNEL) as conn:
             awaited: str | None = await self._probe()
             deadline = loop.time() + self._probe_timeout_s
-            next_probe = 0.0
+            trusted, next_probe = False, 0.0
             while not stop.is_set():
                 async for notify in conn.notifies(timeout=0.5):  # returns at the timeout, to look at `stop`
                     if notify.payload.startswith(PROBE_PREFIX):
                         if notify.payload == awaited:
-                            if next_probe == 0.0:  # the first: delivery is proven
+                            if not trusted:  # the first: delivery is proven
+                                trusted = True
                                 listener.resumed()  # changes committed before the LISTEN were not announced
                             awaited, next_probe = None, loop.time() + self._probe_every_s
                         continue

@@ -104,8 +104,9 @@ class EntraTokens:
         if not isinstance(answer, dict):
             answer = {}
         if status >= 400:
-            # invalid_client (a wrong or expired secret or certificate) and unauthorized_client come as 400 or 401: either
-            # way this deployment's credential, which another deployment may not share (auth: fall back).
+            # invalid_client (a wrong or expired secret or certificate) and unauthorized_client come as 400 or
+            # 401: either way this deployment's credential, which another deployment may not share (auth: fall
+            # back).
             refused = 401 if status in (400, 401, 403) else status
             detail = str(answer.get("error_description") or answer.get("error") or "")[:200]
             raise UpstreamFailure(classify_status(refused), f"Microsoft Entra ID refused the deployment's app"
