@@ -28,6 +28,11 @@ class TestDatabase:
     app_url: str
     name: str
 
+    @property
+    def elsewhere_url(self) -> str:
+        """The same server's `postgres` database: a NOTIFY sent there never reaches a listener in this one."""
+        return _with_dbname(self.admin_url, "postgres")
+
 
 def _with_dbname(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)

@@ -6,33 +6,27 @@ follower tells its listener `resumed` each time it starts listening (first, and 
 connection): whatever changed while it was not listening must be read again; and `interrupted` as soon
 as it finds the connection lost.
 
-A connection can also listen and hear nothing: through a pooler in transaction mode (PgBouncer's
-default), which does not keep a session's LISTEN, the LISTEN succeeds and no notice ever arrives. A
+A connection can also listen and hear nothing (behind a pooler in transaction mode, listening.py). A
 process that trusted it would keep every cached copy for ever (they last until a notice drops them), a
-revoked key included. So the follower proves delivery before it tells `resumed`: it sends a probe
-(`pg_notify` on a connection of its own) and waits for it to come back on the listening one; and it
-sends one again every `probe_every_s` while it listens. A probe that does not come back within
-`probe_timeout_s` counts as a lost connection (`interrupted`: the caches fall back to their TTLs), with
-an error that says why, and the follower tries again after `undelivered_retry_s`. Set
-NEXUS_CHANGE_NOTICES=off behind such a pooler to stop trying.
+revoked key included. So the follower proves delivery with a probe before it tells `resumed`, and again
+every `probe_every_s` while it listens. A probe that does not come back within `probe_timeout_s` counts
+as a lost connection (`interrupted`: the caches fall back to their TTLs), with an error that says why,
+and the follower tries again after `undelivered_retry_s`. Set NEXUS_CHANGE_NOTICES=off behind such a pooler to stop trying.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 import orjson
-import psycopg
 
-from adapters.postgres.listening import listening
+from adapters.postgres.listening import DeliveryProbes, is_probe, listening
 from application.ports import ChangeListener, ChangeNotice, ChangeNotices
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "nexus_changes"
-PROBE_PREFIX = '{"probe":'  # a follower's own test of delivery, which every follower hears and skips
 
 
 class NoticesUndelivered(Exception):
@@ -56,9 +50,7 @@ class PostgresChangeNotices(ChangeNotices):
                  probe_timeout_s: float = 5.0, probe_every_s: float = 30.0, undelivered_retry_s: float = 30.0) -> None:
         self._url = url
         self._reconnect_after_s = reconnect_after_s
-        self.probe_url = probe_url or url  # where probes are sent from: the same database, unless a test says
-        self._probe_timeout_s = probe_timeout_s
-        self._probe_every_s = probe_every_s
+        self.probes = DeliveryProbes(CHANNEL, probe_url or url, timeout_s=probe_timeout_s, every_s=probe_every_s)
         self._undelivered_retry_s = undelivered_retry_s
 
     async def follow(self, listener: ChangeListener, stop: asyncio.Event) -> None:
@@ -84,29 +76,21 @@ class PostgresChangeNotices(ChangeNotices):
         finally:
             listener.interrupted()  # nobody listens any more
 
-    async def _probe(self) -> str:
-        """Send a probe on the channel from a connection of its own; its payload, to wait for."""
-        payload = f'{PROBE_PREFIX} "{uuid.uuid4()}"}}'
-        async with await psycopg.AsyncConnection.connect(self.probe_url, autocommit=True, connect_timeout=5) as conn:
-            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-        return payload
-
     async def _listen(self, listener: ChangeListener, stop: asyncio.Event) -> None:
         # a server lost without a word is noticed in about 15 s (listening.py), and the reconnection forgets
         # everything
         loop = asyncio.get_running_loop()
+        probes = self.probes
         async with listening(self._url, CHANNEL) as conn:
-            awaited: str | None = await self._probe()
-            deadline = loop.time() + self._probe_timeout_s
-            trusted, next_probe = False, 0.0
+            probes.restart()
+            await probes.send_when_due(loop.time())
+            trusted = False
             while not stop.is_set():
                 async for notify in conn.notifies(timeout=0.5):  # returns at the timeout, to look at `stop`
-                    if notify.payload.startswith(PROBE_PREFIX):
-                        if notify.payload == awaited:
-                            if not trusted:  # the first: delivery is proven
-                                trusted = True
-                                listener.resumed()  # changes committed before the LISTEN were not announced
-                            awaited, next_probe = None, loop.time() + self._probe_every_s
+                    if is_probe(notify.payload):
+                        if probes.came_back(notify.payload, loop.time()) and not trusted:
+                            trusted = True  # the first: delivery is proven
+                            listener.resumed()  # changes committed before the LISTEN were not announced
                         continue
                     try:
                         notice = parse_notice(notify.payload)
@@ -116,7 +100,6 @@ class PostgresChangeNotices(ChangeNotices):
                         continue
                     listener.changed(notice)
                 now = loop.time()
-                if awaited is not None and now > deadline:
-                    raise NoticesUndelivered(f"a probe sent {self._probe_timeout_s:.0f} s ago has not come back")
-                if awaited is None and now >= next_probe:
-                    awaited, deadline = await self._probe(), now + self._probe_timeout_s
+                if probes.late(now):
+                    raise NoticesUndelivered(f"a probe sent {probes.timeout_s:.0f} s ago has not come back")
+                await probes.send_when_due(now)

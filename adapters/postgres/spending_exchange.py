@@ -4,8 +4,14 @@ Each process LISTENs on `nexus_spending` on a connection of its own and, every `
 spent since the last time as one or more notifications (a payload holds at most 8000 bytes). It hears its
 own notifications too, and skips them by their origin. What a process spends while its connection is
 down is kept, by the second it was spent in, for up to `remember_s`, and sent once it is back with its
-age: the others debit it less what their buckets refilled since (TokenBucket.spent_elsewhere). Like
-change notices it needs a session-mode connection (not PgBouncer's transaction mode).
+age: the others debit it less what their buckets refilled since (TokenBucket.spent_elsewhere).
+
+Like change notices it needs a session-mode connection: behind a pooler in transaction mode (PgBouncer's
+default) the LISTEN succeeds and nothing is heard, so each process would allow the whole limit on its
+own. The exchange proves that it hears (listening.py's probes, at start and every `probe_every_s`) and
+says so in `hearing`; a probe that does not come back is logged as an error naming the likely cause,
+and probed again after `undelivered_retry_s`. It goes on sending meanwhile: whoever does hear (a
+process connected directly) still counts this one's spending.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import NamedTuple
 import orjson
 import psycopg
 
-from adapters.postgres.listening import listening
+from adapters.postgres.listening import DeliveryProbes, is_probe, listening
 from application.ports import SharedBudget, SpendingExchange
 
 log = logging.getLogger(__name__)
@@ -130,15 +136,20 @@ class UnsentSpending:
 
 class PostgresSpendingExchange(SpendingExchange):
     def __init__(self, url: str, *, every_s: float = 0.1, reconnect_after_s: float = 1.0,
-                 remember_s: float = 120.0) -> None:
+                 remember_s: float = 120.0, probe_url: str | None = None, probe_timeout_s: float = 5.0,
+                 probe_every_s: float = 30.0, undelivered_retry_s: float = 30.0) -> None:
         self._url = url
+        self.probes = DeliveryProbes(CHANNEL, probe_url or url, timeout_s=probe_timeout_s, every_s=probe_every_s)
+        self._undelivered_retry_s = undelivered_retry_s
         self._every_s = every_s
         self._reconnect_after_s = reconnect_after_s
         self._unsent = UnsentSpending(remember_s)
         self._counted_at = time.monotonic()  # when budget.spent_here() was last read
         self.origin = uuid.uuid4().hex  # this process, among those exchanging
         self.name = f"nexus spending {self.origin}"  # its connection's application_name
-        self.listening = False
+        self.listening = False  # connected, LISTEN taken
+        self.hearing = False  # and a probe has come back since: the others' spending reaches this process
+        self._said_unheard = False
 
     async def run(self, budget: SharedBudget, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -160,9 +171,13 @@ class PostgresSpendingExchange(SpendingExchange):
         self._unsent.keep(budget.spent_here(), since)
 
     async def _exchange(self, budget: SharedBudget, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        probes = self.probes
         async with listening(self._url, CHANNEL, self.name) as conn:
             self.listening = True
             try:
+                probes.restart()
+                await probes.send_when_due(loop.time())
                 self._keep_unsent(budget)
                 slots = self._unsent.take()
                 for i, (started_at, spent) in enumerate(slots):
@@ -174,6 +189,13 @@ class PostgresSpendingExchange(SpendingExchange):
                         raise
                 while not stop.is_set():
                     async for notify in conn.notifies(timeout=self._every_s):
+                        if is_probe(notify.payload):
+                            if probes.came_back(notify.payload, loop.time()) and not self.hearing:
+                                self.hearing = True
+                                if self._said_unheard:
+                                    self._said_unheard = False
+                                    log.warning("rate limits are shared again: a probe came back")
+                            continue
                         try:
                             told = parse_spending(notify.payload)
                         except ValueError as exc:
@@ -183,8 +205,18 @@ class PostgresSpendingExchange(SpendingExchange):
                             budget.spent_elsewhere(told.spent, told.age_s)
                     since, self._counted_at = self._counted_at, time.monotonic()
                     await self._send(conn, budget.spent_here(), since)
+                    now = loop.time()
+                    if probes.late(now):
+                        self.hearing, self._said_unheard = False, True
+                        probes.give_up(now, self._undelivered_retry_s)
+                        log.error("rate limits are not shared: this process hears no other's spending (a probe sent"
+                                  " %.0f s ago has not come back), so each process allows the whole limit. Is a"
+                                  " pooler in transaction mode between it and PostgreSQL? Probing again in %.0f s"
+                                  " (NEXUS_CHANGE_NOTICES=off stops trying; then divide the limits by the number"
+                                  " of API processes)", probes.timeout_s, self._undelivered_retry_s)
+                    await probes.send_when_due(now)
             finally:
-                self.listening = False
+                self.listening = self.hearing = False
 
     async def _send(self, conn: psycopg.AsyncConnection, spent: dict[str, dict[str, int]], since: float) -> None:
         """Tell `spent`, made since `since` (late if that was longer ago than an exchange); what could not be

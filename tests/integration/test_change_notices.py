@@ -244,20 +244,15 @@ def test_while_notices_flow_a_busy_subjects_key_is_never_read_again_and_without_
         here.close()
 
 
-def another_database(database) -> str:
-    """The same server's `postgres` database: a NOTIFY sent there never reaches a listener in the test's."""
-    return psycopg.conninfo.make_conninfo(database.admin_url, dbname="postgres")
-
-
 def test_a_process_whose_notices_never_arrive_keeps_its_ttls_and_says_why(database, here, elsewhere, invalidation,
                                                                           caplog):
     """As behind a pooler in transaction mode: LISTEN succeeds, and nothing is ever heard. Trusting it would keep
     every copy for ever, a revoked key included; the follower's probe never comes back, so it never does."""
-    with following(database.app_url, invalidation, listens=False, probe_url=another_database(database),
+    with following(database.app_url, invalidation, listens=False, probe_url=database.elsewhere_url,
                    probe_timeout_s=0.3, undelivered_retry_s=0.2) as notices:
         eventually(lambda: "change notices do not reach this process" in caplog.text, "the reason logged")
         assert not invalidation.listening
-        notices.probe_url = database.app_url  # the pooler gone: delivery proven, notices trusted again
+        notices.probes.url = database.app_url  # the pooler gone: delivery proven, notices trusted again
         eventually(lambda: invalidation.listening, "listening once probes come back")
     assert "is a pooler in transaction mode between it and PostgreSQL?" in caplog.text
 
@@ -269,10 +264,10 @@ def test_notices_that_stop_arriving_while_a_process_listens_are_noticed_by_its_n
                    undelivered_retry_s=0.2) as notices:
         assert here.identity.authenticate(key.token) is not None
         gaps = invalidation.gaps
-        notices.probe_url = another_database(database)  # from now on, nothing the follower sends comes back
+        notices.probes.url = database.elsewhere_url  # from now on, nothing the follower sends comes back
         eventually(lambda: not invalidation.listening, "delivery no longer trusted")
         assert invalidation.gaps > gaps and here.identity.recently_authenticated(key.token) is None
-        notices.probe_url = database.app_url
+        notices.probes.url = database.app_url
         eventually(lambda: invalidation.listening, "trusted again")
         elsewhere.identity.revoke_key("acme", key.key_id)
         eventually(lambda: here.identity.authenticate(key.token) is None, "the revocation heard")

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import pytest
@@ -25,7 +26,7 @@ SECRET = bucket_id_secret(b"signing key of this deployment..")  # every API proc
 
 
 @contextmanager
-def api_process(url: str, **options: float) -> Iterator[tuple[TokenBucket, PostgresSpendingExchange]]:
+def api_process(url: str, **options: Any) -> Iterator[tuple[TokenBucket, PostgresSpendingExchange]]:
     """A key bucket with nearly no refill, shared through an exchange that runs until the block ends."""
     keys = TokenBucket(capacity=BURST, per_s=1e-6)
     exchange = PostgresSpendingExchange(url, every_s=EVERY_S, **options)
@@ -75,6 +76,39 @@ def test_spending_at_the_same_moment_is_paid_back_before_more_is_allowed(databas
         settled()
         assert allowed(a, 1) == 0 and allowed(b, 1) == 0
         assert a.take(TOKEN_HASH) >= BURST / 1e-6  # a whole burst owed: a burst's refill before the next
+
+
+def test_a_process_proves_that_it_hears_the_others(database):
+    with api_process(database.app_url) as (_, a), api_process(database.app_url) as (_, b):
+        eventually(lambda: a.hearing and b.hearing, "each heard its probe come back")
+
+
+def test_a_process_that_hears_nothing_says_why_and_the_others_still_count_what_it_spends(database, caplog):
+    """As behind a pooler in transaction mode: LISTEN succeeds, and nothing is ever heard, so this process alone
+    would allow the whole limit. Its probe never comes back, and it says so; what it sends still reaches those
+    who do hear."""
+    with api_process(database.app_url, probe_url=database.elsewhere_url, probe_timeout_s=0.3,
+                     undelivered_retry_s=0.2) as (a, deaf), api_process(database.app_url) as (b, _):
+        eventually(lambda: "rate limits are not shared: this process hears no other's spending" in caplog.text,
+                   "the reason logged")
+        assert not deaf.hearing and "Is a pooler in transaction mode" in caplog.text
+        assert allowed(a, 4) == 4
+        settled()
+        assert allowed(b, BURST) == BURST - 4
+        deaf.probes.url = database.app_url  # the pooler gone
+        eventually(lambda: deaf.hearing, "hearing once a probe comes back")
+        assert "rate limits are shared again" in caplog.text
+
+
+def test_a_process_that_stops_hearing_while_it_listens_notices_it_at_its_next_probe(database, caplog):
+    with api_process(database.app_url, probe_every_s=0.2, probe_timeout_s=0.3,
+                     undelivered_retry_s=0.2) as (_, exchange):
+        eventually(lambda: exchange.hearing, "hearing")
+        exchange.probes.url = database.elsewhere_url  # from now on, no probe it sends comes back
+        eventually(lambda: not exchange.hearing, "no longer hearing")
+        assert "rate limits are not shared" in caplog.text
+        exchange.probes.url = database.app_url
+        eventually(lambda: exchange.hearing, "hearing again")
 
 
 def test_after_a_lost_connection_spending_is_exchanged_again(database):
