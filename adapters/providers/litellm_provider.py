@@ -11,11 +11,14 @@ sees it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import struct
 import threading
+import weakref
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -132,15 +135,51 @@ def _chunk(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _reports_usage(provider: str, model: str) -> bool:
     """Whether litellm's embedding usage for this model is the provider's own count: Amazon Titan answers each
-    text with its `inputTextTokenCount`, which litellm sums. Gemini and Cohere on Bedrock report none, and
-    litellm's usage is then its own guess, indistinguishable from a real count."""
+    text with its `inputTextTokenCount`, which litellm sums. Gemini and Cohere on Bedrock report none in the
+    body, and litellm's usage is then its own guess, indistinguishable from a real count."""
     return provider == "bedrock" and model.startswith("amazon.titan-embed")
 
 
-def _embeddings(obj: dict[str, Any], model: str, encoding_format: object, reported: bool) -> dict[str, Any]:
+# Bedrock's InvokeModel answers every call with the input tokens it bills, in a header that litellm reads
+# only for Cohere's image embeddings: Cohere's text embeddings carry no count in the body. The header is
+# noted by a response hook on the HTTP client litellm is handed for Bedrock's embeddings, into the list
+# that the calling task's context holds (litellm sends one InvokeModel per Titan text, one per Cohere batch).
+_BILLED_INPUT_HEADER = "x-amzn-bedrock-input-token-count"
+_billed_inputs: ContextVar[list[int | None] | None] = ContextVar("bedrock_billed_inputs", default=None)
+_bedrock_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+async def _note_billed_input(response: Any) -> None:
+    noted = _billed_inputs.get()
+    if noted is not None:
+        count = response.headers.get(_BILLED_INPUT_HEADER, "")
+        noted.append(int(count) if count.isdigit() else None)
+
+
+def _bedrock_client() -> Any:
+    """litellm's HTTP client for Bedrock's embeddings on this event loop (its connections belong to the loop)."""
+    loop = asyncio.get_running_loop()
+    client = _bedrock_clients.get(loop)
+    if client is None:
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+        client = _bedrock_clients[loop] = AsyncHTTPHandler(event_hooks={"response": [_note_billed_input]})
+    return client
+
+
+def _billed_total(noted: list[int | None]) -> int | None:
+    """The input tokens billed over a call's InvokeModels, if every one of them said."""
+    if not noted or any(count is None for count in noted):
+        return None
+    return sum(count for count in noted if count is not None)
+
+
+def _embeddings(obj: dict[str, Any], model: str, encoding_format: object, reported: bool,
+                billed: int | None = None) -> dict[str, Any]:
     """litellm's embeddings answer in OpenAI's shape, base64 if asked (as OpenAI's SDKs ask by default: little-
-    endian float32). Usage is kept only where the provider `reported` it; otherwise it is left out and the
-    gateway counts (and records the count as an estimate)."""
+    endian float32). Usage is kept only where the provider reported it (`billed` in Bedrock's headers, or in
+    the body where `reported`); otherwise it is left out and the gateway counts (and records the count as an
+    estimate)."""
     data = []
     for i, item in enumerate(obj.get("data") or []):
         vector = [float(x) for x in item.get("embedding") or []]
@@ -151,8 +190,8 @@ def _embeddings(obj: dict[str, Any], model: str, encoding_format: object, report
     if not data:
         raise UpstreamFailure(BROKEN_RESPONSE, "upstream embeddings answer has no data")
     answer: dict[str, Any] = {"object": "list", "data": data, "model": model}
-    prompt_tokens = (obj.get("usage") or {}).get("prompt_tokens")
-    if reported and isinstance(prompt_tokens, int) and prompt_tokens >= 0:
+    prompt_tokens = billed if billed is not None else (obj.get("usage") or {}).get("prompt_tokens")
+    if (reported or billed is not None) and isinstance(prompt_tokens, int) and prompt_tokens >= 0:
         answer["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
     return answer
 
@@ -203,15 +242,22 @@ class LitellmProvider(Provider):
         d = call.route.deployment  # the gateway routes here only text, for a provider that embeds (ProviderSpec)
         texts = call.body.get("input")
         extra = {k: call.body[k] for k in ("dimensions", "user") if k in call.body}
+        lib = _lib()
+        noted: list[int | None] = []
+        if d.provider == "bedrock":
+            extra["client"] = _bedrock_client()
+        noting = _billed_inputs.set(noted)
         try:
-            response = await _lib().aembedding(model=f"{_EMBEDDING_PREFIX[d.provider]}/{d.model}", input=texts,
-                                               api_base=d.base_url, timeout=call.timeout_s, num_retries=0,
-                                               max_retries=0, **_credentials(d.provider, d.region, call.route.api_key),
-                                               **extra)
+            response = await lib.aembedding(model=f"{_EMBEDDING_PREFIX[d.provider]}/{d.model}", input=texts,
+                                            api_base=d.base_url, timeout=call.timeout_s, num_retries=0,
+                                            max_retries=0, **_credentials(d.provider, d.region, call.route.api_key),
+                                            **extra)
         except Exception as exc:
             raise _failure(exc) from None
+        finally:
+            _billed_inputs.reset(noting)
         obj = _embeddings(response.model_dump(), d.model, call.body.get("encoding_format"),
-                          _reports_usage(d.provider, d.model))
+                          _reports_usage(d.provider, d.model), _billed_total(noted))
         return Answer(orjson.dumps(obj), obj)
 
 

@@ -579,19 +579,24 @@ async def bedrock_converse(request: Request) -> Response:
 
 
 async def bedrock_invoke(request: Request) -> Response:
-    """InvokeModel for embedding models: Titan's body and answer, or Cohere Embed's."""
+    """InvokeModel for embedding models: Titan's body and answer, or Cohere Embed's; with the input tokens
+    billed in `X-Amzn-Bedrock-Input-Token-Count`, as Bedrock sends it (not with `no_usage()`)."""
     begun = await _bedrock_begin(request)
     if isinstance(begun, Response):
         return begun
-    _, body = begun
+    behaviour, body = begun
     if "inputText" in body:  # Amazon Titan Text Embeddings
         text = body["inputText"]
         size = body.get("dimensions") or 4
-        return JSONResponse({"embedding": ([float(len(text)), 0.5, -0.25, 1.0] * size)[:size],
-                             # a count no tokenizer would give: tests tell Titan's own count from the gateway's
-                             "inputTextTokenCount": 10 * _words(text)})
-    return JSONResponse({"id": "fake", "response_type": "embeddings_floats", "texts": body["texts"],
-                         "embeddings": [[float(len(t)), 0.5, -0.25] for t in body["texts"]]})
+        # counts no tokenizer would give: tests tell the provider's own counts from the gateway's
+        billed, answer = 10 * _words(text), {"embedding": ([float(len(text)), 0.5, -0.25, 1.0] * size)[:size],
+                                             "inputTextTokenCount": 10 * _words(text)}
+    else:
+        billed = sum(7 * _words(t) + 1 for t in body["texts"])
+        answer = {"id": "fake", "response_type": "embeddings_floats", "texts": body["texts"],
+                  "embeddings": [[float(len(t)), 0.5, -0.25] for t in body["texts"]]}
+    counted = {} if behaviour.kind == "no_usage" else {"X-Amzn-Bedrock-Input-Token-Count": str(billed)}
+    return JSONResponse(answer, headers=counted)
 
 
 def upstream_app(upstreams: Upstreams) -> Starlette:

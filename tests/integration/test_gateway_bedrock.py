@@ -16,7 +16,7 @@ import pytest
 
 from domain.deployments import InvalidDeployment
 from tests.fakes.harness import PRICE, gw, upstreams  # noqa: F401 - fixtures
-from tests.fakes.upstream import BEDROCK_API_KEY, BEDROCK_KEY_ID, REPLY, cut, drip, status
+from tests.fakes.upstream import BEDROCK_API_KEY, BEDROCK_KEY_ID, REPLY, cut, drip, no_usage, status
 
 HELLO = [{"role": "user", "content": "Say hello to the gateway"}]  # five prompt tokens at the fake
 LLAMA = "meta.llama3-3-70b-instruct-v1:0"
@@ -158,14 +158,24 @@ def test_titan_embeddings_are_answered_in_openais_shape_one_invoke_per_text_with
     assert [encoded.usage.prompt_tokens, plain.usage.prompt_tokens] == [40, 20]
 
 
-def test_cohere_embeddings_on_bedrock_go_as_one_batch_and_are_counted_by_the_gateway(gw):
+def test_cohere_embeddings_on_bedrock_go_as_one_batch_and_record_the_input_tokens_bedrock_bills(gw):
     upstream = gw.deploy("cohere", provider="bedrock", model_name="cohere-embed", model="cohere.embed-english-v3")
     answer = gw.client().embeddings.create(model="cohere-embed", input=["one two three", "four"],
                                            encoding_format="float")
     assert [d.embedding for d in answer.data] == [[13.0, 0.5, -0.25], [4.0, 0.5, -0.25]]
     [sent] = gw.script(upstream).requests
     assert sent["body"]["texts"] == ["one two three", "four"]
-    [recorded] = gw.payloads("InferenceCompleted")  # Cohere on Bedrock reports no usage
+    [recorded] = gw.payloads("InferenceCompleted")  # Cohere's body has no count; Bedrock's header has
+    assert (recorded["usage_source"], recorded["usage_estimated"]) == ("provider", False)
+    assert recorded["tokens_in"] == answer.usage.prompt_tokens == (7 * 3 + 1) + (7 * 1 + 1)
+
+
+def test_bedrock_embeddings_without_a_billed_count_are_counted_by_the_gateway(gw):
+    upstream = gw.deploy("cohere", provider="bedrock", model_name="cohere-embed", model="cohere.embed-english-v3")
+    gw.script(upstream).then(no_usage())
+    answer = gw.client().embeddings.create(model="cohere-embed", input=["one two three", "four"],
+                                           encoding_format="float")
+    [recorded] = gw.payloads("InferenceCompleted")
     assert (recorded["usage_source"], recorded["usage_estimated"]) == ("counted", True)
     assert recorded["tokens_in"] == answer.usage.prompt_tokens == 4
 
