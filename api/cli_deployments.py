@@ -121,6 +121,20 @@ def _shown_credential(deployment: dict[str, Any]) -> str:
     return f"sealed ({kind})"
 
 
+@deployments_app.command("describe-credentials")
+def describe_credentials(tenant: str = typer.Option(..., help="Tenant id"),
+                         actor: str = typer.Option("cli", help="Who asked (recorded in the ledger)")) -> None:
+    """Record the kind and identifiers (never the secret) of credentials configured before they were recorded,
+    which `list` shows as plain 'sealed'."""
+    with command_container(DeploymentError, IdentityError) as container:
+        names = container.deployments.describe_credentials(tenant, actor=actor)
+        rows = {d["name"]: d for d in container.deployments.list(tenant)}
+    if not names:
+        typer.echo(f"every credential of tenant {tenant} is described already")
+    for name in names:
+        typer.echo(f"{name}: {_shown_credential(rows[name])}")
+
+
 @deployments_app.command("remove")
 def remove(name: str = typer.Argument(...), tenant: str = typer.Option(..., help="Tenant id")) -> None:
     with command_container(DeploymentError, IdentityError) as container:

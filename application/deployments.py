@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -101,6 +101,23 @@ class DeploymentService:
         [receipt] = self._ledger.append([event], {stream: len(events)})
         self.invalidate(tenant_id)
         return receipt
+
+    def describe_credentials(self, tenant_id: str, actor: str = "system") -> list[str]:
+        """Record what may be shown about each credential sealed before credentials had facts (before the
+        sixteenth session): each such deployment configured again, unchanged but for its facts, in one append.
+        The names described, in order; none if every credential already has its facts."""
+        self._require_tenant(tenant_id)
+        stream, events, table = self._load(tenant_id)
+        described = [replace(d, credential_facts=dep.credential_facts(d.provider, self._sealer.open(tenant_id, d.name,
+                                                                                                   d.credentials)))
+                     for d in sorted(table.values(), key=lambda d: d.name)
+                     if d.credentials is not None and not d.credential_facts]
+        if described:
+            metadata = {"actor": actor, "reason": "credential facts described"}
+            self._ledger.append([NewEvent(stream, "DeploymentConfigured", d.payload(tenant_id), tenant_id=tenant_id,
+                                          metadata=metadata) for d in described], {stream: len(events)})
+            self.invalidate(tenant_id)
+        return [d.name for d in described]
 
     def set_recording(self, tenant_id: str, mode: str, actor: str = "system") -> Receipt:
         """Record the tenant's recording mode (domain.deployments.STRICT or DEFERRED); every API process
