@@ -39,7 +39,10 @@ function Expiry({ notAfter }: { notAfter: string }) {
 function Credential({ d }: { d: Deployment }) {
   if (!d.hasCredentials) return <span className="text-muted">none</span>;
   const f = d.credentialFacts;
-  if (!f) return <span>sealed</span>; // configured before credentials had facts
+  if (!f) { // configured before credentials had facts
+    return <span title="Its kind was not recorded when it was configured: `nexus deployments describe-credentials` records it">
+      sealed</span>;
+  }
   return (
     <span className="inline-flex flex-wrap items-center gap-1.5">
       <span>{KINDS[f.kind] ?? f.kind}</span>
