@@ -35,7 +35,8 @@ def create_app(container: Container) -> FastAPI:
     @app.get("/healthz")
     def health() -> dict[str, object]:
         head = container.ledger.head()
-        return {"status": "ok", "ledger": {"size": head.size, "root": head.root.hex()}}
+        return {"status": "ok", "ledger": {"size": head.size, "root": head.root.hex()},
+                "notices": notices_health(app, container)}
 
     @app.get("/v1/ledger/head")
     def ledger_head() -> dict[str, object]:
@@ -103,3 +104,16 @@ def serve_console(app: FastAPI, folder: Path = CONSOLE_DIR) -> None:
         if path.startswith("assets/"):
             raise HTTPException(404, "Not Found")
         return FileResponse(index, headers={"cache-control": "no-cache"})
+
+
+def notices_health(app: FastAPI, container: Container) -> dict[str, str]:
+    """Whether this process hears what the others announce, as its followers last proved it (a pooler in
+    transaction mode lets LISTEN succeed and delivers nothing): change notices `trusted` or `not trusted`
+    (cached copies then expire after their TTLs), shared rate limits `hearing` or `not hearing` (each
+    process then allows the whole limit); `off` where NEXUS_CHANGE_NOTICES=off."""
+    invalidation = getattr(app.state, "cache_invalidation", None)
+    exchange = container.spending_exchange if getattr(app.state, "shared_buckets", None) is not None else None
+    return {
+        "change_notices": "off" if invalidation is None else "trusted" if invalidation.listening else "not trusted",
+        "shared_rate_limits": "off" if exchange is None else "hearing" if exchange.hearing else "not hearing",
+    }

@@ -207,6 +207,8 @@ class SharedBudget(abc.ABC):
 class SpendingExchange(abc.ABC):
     """Tells the other processes what this one spent of a SharedBudget, and this one what they spent."""
 
+    hearing: bool = False  # the others' spending is proven to reach this process (while it runs)
+
     @abc.abstractmethod
     async def run(self, budget: SharedBudget, stop: asyncio.Event) -> None:
         """Until `stop` is set: send `budget.spent_here()` every so often, hand every other process's spending
