@@ -146,7 +146,6 @@ def _reports_usage(provider: str, model: str) -> bool:
 # that the calling task's context holds (litellm sends one InvokeModel per Titan text, one per Cohere batch).
 _BILLED_INPUT_HEADER = "x-amzn-bedrock-input-token-count"
 _billed_inputs: ContextVar[list[int | None] | None] = ContextVar("bedrock_billed_inputs", default=None)
-_bedrock_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
 async def _note_billed_input(response: Any) -> None:
@@ -154,17 +153,6 @@ async def _note_billed_input(response: Any) -> None:
     if noted is not None:
         count = response.headers.get(_BILLED_INPUT_HEADER, "")
         noted.append(int(count) if count.isdigit() else None)
-
-
-def _bedrock_client() -> Any:
-    """litellm's HTTP client for Bedrock's embeddings on this event loop (its connections belong to the loop)."""
-    loop = asyncio.get_running_loop()
-    client = _bedrock_clients.get(loop)
-    if client is None:
-        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-
-        client = _bedrock_clients[loop] = AsyncHTTPHandler(event_hooks={"response": [_note_billed_input]})
-    return client
 
 
 def _billed_total(noted: list[int | None]) -> int | None:
@@ -211,6 +199,24 @@ def _credentials(provider: str, region: str, credential: str | None) -> dict[str
 
 
 class LitellmProvider(Provider):
+    def __init__(self) -> None:
+        # litellm's HTTP client for Bedrock's embeddings, one per event loop (its connections belong to the
+        # loop), closed with the provider
+        self._bedrock_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def _bedrock_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._bedrock_clients.get(loop)
+        if client is None:
+            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+            client = self._bedrock_clients[loop] = AsyncHTTPHandler(event_hooks={"response": [_note_billed_input]})
+        return client
+
+    async def aclose(self) -> None:
+        client = self._bedrock_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
 
     def _kwargs(self, call: UpstreamCall) -> dict[str, Any]:
         d = call.route.deployment
@@ -245,7 +251,7 @@ class LitellmProvider(Provider):
         lib = _lib()
         noted: list[int | None] = []
         if d.provider == "bedrock":
-            extra["client"] = _bedrock_client()
+            extra["client"] = self._bedrock_client()
         noting = _billed_inputs.set(noted)
         try:
             response = await lib.aembedding(model=f"{_EMBEDDING_PREFIX[d.provider]}/{d.model}", input=texts,
