@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from adapters.secrets import CredentialInvalid
 from api.cli_support import command_container
 from domain.deployments import PROVIDERS, DeploymentError
 from domain.identity import IdentityError
@@ -126,7 +127,8 @@ def describe_credentials(tenant: str = typer.Option(..., help="Tenant id"),
                          actor: str = typer.Option("cli", help="Who asked (recorded in the ledger)")) -> None:
     """Record the kind and identifiers (never the secret) of credentials configured before they were recorded,
     which `list` shows as plain 'sealed'."""
-    with command_container(DeploymentError, IdentityError) as container:
+    # CredentialInvalid: sealed under another master key than this process holds; nothing is recorded then
+    with command_container(DeploymentError, IdentityError, CredentialInvalid) as container:
         names = container.deployments.describe_credentials(tenant, actor=actor)
         rows = {d["name"]: d for d in container.deployments.list(tenant)}
     if not names:

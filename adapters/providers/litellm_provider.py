@@ -157,9 +157,8 @@ async def _note_billed_input(response: Any) -> None:
 
 def _billed_total(noted: list[int | None]) -> int | None:
     """The input tokens billed over a call's InvokeModels, if every one of them said."""
-    if not noted or any(count is None for count in noted):
-        return None
-    return sum(count for count in noted if count is not None)
+    counts = [count for count in noted if count is not None]
+    return sum(counts) if counts and len(counts) == len(noted) else None
 
 
 def _embeddings(obj: dict[str, Any], model: str, encoding_format: object, reported: bool,

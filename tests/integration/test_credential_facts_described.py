@@ -57,7 +57,7 @@ def test_an_old_credential_is_described_by_its_kind_and_identifiers_and_still_se
     assert gw.size() == before + 2 + 2  # the chat's request and outcome
 
 
-def test_the_cli_describes_old_credentials_and_says_when_there_are_none(gw, monkeypatch):
+def test_the_cli_describes_old_credentials_and_says_when_there_are_none(gw, monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from api.cli import app
@@ -68,6 +68,12 @@ def test_the_cli_describes_old_credentials_and_says_when_there_are_none(gw, monk
     monkeypatch.setenv("NEXUS_DATABASE_URL", gw.container.settings.database_url)
     monkeypatch.setenv("NEXUS_DATA_DIR", str(gw.container.settings.data_dir))
     runner = CliRunner()
+    before = gw.size()
+    monkeypatch.setenv("NEXUS_DATA_DIR", str(tmp_path / "another-data-dir"))  # another master key
+    refused = runner.invoke(app, ["deployments", "describe-credentials", "--tenant", gw.tenant])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "error: sealed under master key" in refused.output and gw.size() == before  # nothing recorded
+    monkeypatch.setenv("NEXUS_DATA_DIR", str(gw.container.settings.data_dir))
     first = runner.invoke(app, ["deployments", "describe-credentials", "--tenant", gw.tenant])
     assert first.exit_code == 0, first.output
     assert first.output == f"claude: sealed (aws_key_pair {BEDROCK_KEY_ID})\n"
